@@ -16,6 +16,17 @@ export interface ToolContext {
   signal: AbortSignal;
   onLog(log: TaskLog): void;
   onProgress(progress: TaskProgress): void;
+  /**
+   * Optional. pip's configuration for pkg_install: PIP_* and proxy variables. When absent,
+   * those variables are taken from the worker's process.env (and nothing else of it).
+   */
+  pipEnv?: Record<string, string>;
+  /** Optional. Host folders the sandbox covers with an empty tmpfs; default: the workspace's parent (BASE_WORKSPACE). */
+  hidePaths?: string[];
+  /** Optional. Limits beyond ctx.constraints.max_memory_bytes, applied with prlimit. */
+  sandboxLimits?: { maxProcesses?: number; maxFileBytes?: number; cpuSeconds?: number };
+  /** Optional. The base interpreter pip runs with; default: the one behind `python3` on the worker's PATH. */
+  basePython?: string;
 }
 
 /** A completed tool run. Tool errors (bad path, missing file, bad input) are thrown as CodegenError. */

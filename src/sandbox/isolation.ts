@@ -1,0 +1,114 @@
+import { spawn } from 'node:child_process';
+import { accessSync, constants, existsSync, lstatSync, realpathSync } from 'node:fs';
+import path from 'node:path';
+
+/** How launch() confines programs that come with a `sandbox` spec. */
+export type Isolation = 'bwrap' | 'process';
+
+/** What the sandbox shows a program and what it may do. */
+export interface SandboxView {
+  /** The session workspace: bound read-write at its own path. */
+  workspace: string;
+  /** Folders covered by an empty tmpfs before the workspace is bound (BASE_WORKSPACE, checkpoints...). */
+  hide: string[];
+  /** Extra host paths bound read-only after `hide` (e.g. a pip find-links folder under /tmp). */
+  readOnly?: string[];
+  allowNetwork: boolean;
+}
+
+const bwrapCandidates = ['/usr/bin/bwrap', '/bin/bwrap', '/usr/local/bin/bwrap'];
+
+function findBwrap(): string | null {
+  for (const candidate of bwrapCandidates) {
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // next
+    }
+  }
+  return null;
+}
+
+const realOrSelf = (p: string): string => {
+  try {
+    return realpathSync(p);
+  } catch {
+    return path.resolve(p);
+  }
+};
+
+/** The fixed part of every sandbox: no namespaces shared, no capabilities, a read-only system. */
+function baseArgs(allowNetwork: boolean): string[] {
+  const args = ['--unshare-all'];
+  if (allowNetwork) args.push('--share-net');
+  args.push(
+    '--die-with-parent', // the sandbox dies when its monitor (our child) dies
+    '--new-session', // no TIOCSTI into a terminal we might hold
+    '--cap-drop', 'ALL', // root in the sandbox must not be able to remount or unmount what hides other sessions
+    '--ro-bind', '/', '/',
+    '--dev', '/dev',
+    '--proc', '/proc',
+    '--tmpfs', '/tmp',
+  );
+  // /run holds the host's Unix sockets (docker.sock, dbus...): a read-only bind does not stop connect().
+  for (const run of ['/run', '/var/run']) {
+    try {
+      if (lstatSync(run).isDirectory()) args.push('--tmpfs', run);
+    } catch {
+      // absent
+    }
+  }
+  // With the network, DNS may live under /run (systemd-resolved): give that folder back, read-only.
+  if (allowNetwork && existsSync('/run/systemd/resolve')) args.push('--ro-bind', '/run/systemd/resolve', '/run/systemd/resolve');
+  return args;
+}
+
+/**
+ * bwrap's arguments up to (and including) the `--` before the command: a read-only
+ * root, fresh /dev, /proc and /tmp, the hidden folders emptied, then the workspace
+ * bound read-write, and the working directory set.
+ */
+export function bwrapArgs(view: SandboxView, cwd: string): string[] {
+  const args = baseArgs(view.allowNetwork);
+  for (const hidden of view.hide) {
+    if (!hidden || !path.isAbsolute(hidden) || !existsSync(hidden)) continue;
+    args.push('--tmpfs', realOrSelf(hidden));
+  }
+  for (const ro of view.readOnly ?? []) {
+    if (!ro || !path.isAbsolute(ro) || !existsSync(ro)) continue;
+    const real = realOrSelf(ro);
+    args.push('--ro-bind', real, real);
+  }
+  const workspace = realOrSelf(view.workspace);
+  args.push('--bind', workspace, workspace);
+  args.push('--chdir', realOrSelf(cwd));
+  args.push('--');
+  return args;
+}
+
+export interface BwrapProbe { ok: boolean; path: string | null; reason: string }
+
+/** Run `bwrap ... /bin/true` with the flags launch() uses; ok when it exits 0. */
+export function probeBwrap(): Promise<BwrapProbe> {
+  const bwrap = findBwrap();
+  if (bwrap === null) return Promise.resolve({ ok: false, path: null, reason: 'bwrap is not installed (Debian package: bubblewrap)' });
+  const truePath = existsSync('/bin/true') ? '/bin/true' : '/usr/bin/true';
+  return new Promise((resolve) => {
+    let stderr = '';
+    const child = spawn(bwrap, [...baseArgs(false), '--', truePath], { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: '/usr/bin:/bin' } });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    child.stderr.on('data', (chunk: Buffer) => {
+      if (stderr.length < 4096) stderr += chunk.toString('utf8');
+    });
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      resolve({ ok: false, path: bwrap, reason: err.message });
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) resolve({ ok: true, path: bwrap, reason: '' });
+      else resolve({ ok: false, path: bwrap, reason: stderr.trim() || `bwrap exited with ${code ?? signal}` });
+    });
+  });
+}
