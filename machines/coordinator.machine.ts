@@ -1,7 +1,7 @@
 import { enqueueActions, setup, type ActorRefFrom, type SnapshotFrom } from 'xstate';
 import type { ErrorInfo } from '../src/domain/errors.js';
 import type { SessionConfig } from '../src/domain/sessions.js';
-import { sessionMachine, type SessionParentEvent } from './session.machine.js';
+import { sessionChildId, sessionMachine, type SessionParentEvent } from './session.machine.js';
 import { workerConnectionMachine, type StreamHandle, type WorkerConnectionParentEvent } from './worker-connection.machine.js';
 
 /**
@@ -50,7 +50,6 @@ export type CoordinatorEmitted =
   | { type: 'session.terminated'; sessionId: string };
 
 export const workerChildId = (workerId: string, registrationId: string): string => `worker:${workerId}:${registrationId}`;
-export const sessionChildId = (sessionId: string): string => `session:${sessionId}`;
 
 const load = (ctx: CoordinatorContext, workerId: string): number => Object.values(ctx.placements).filter((w) => w === workerId).length;
 

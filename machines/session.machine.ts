@@ -73,6 +73,9 @@ export type SessionParentEvent =
 export type SessionEmitted =
   | { type: 'task.rejected'; sessionId: string; taskId: string; error: ErrorInfo };
 
+/** Supervisors name session children (id and systemId) this way. */
+export const sessionChildId = (sessionId: string): string => `session:${sessionId}`;
+
 export const MAX_TASK_RECORDS = 256;
 const NEVER = 2 ** 31 - 1;
 const now = () => Date.now();

@@ -1,7 +1,7 @@
 import { emit, enqueueActions, setup, type ActorRefFrom, type SnapshotFrom } from 'xstate';
 import type { ErrorInfo } from '../src/domain/errors.js';
 import { coordinatorLinkMachine, type CoordinatorLinkParentEvent, type WorkerCommand } from './coordinator-link.machine.js';
-import { sessionMachine, type SessionParentEvent } from './session.machine.js';
+import { sessionChildId, sessionMachine, type SessionParentEvent } from './session.machine.js';
 import { hasRestartBudget, recordRestart, type RestartIntensity } from './supervision.js';
 import type { BackoffPolicy } from './supervision.js';
 
@@ -45,7 +45,6 @@ export type WorkerEmitted =
   | { type: 'coordinator.reply'; requestId: string; reply: CommandReply }
   | { type: 'task.error'; sessionId: string; taskId: string; error: ErrorInfo };
 
-export const sessionChildId = (sessionId: string): string => `session:${sessionId}`;
 export const LINK_ID = 'link';
 
 const err = (code: ErrorInfo['code'], message: string): ErrorInfo => ({ code, message, details: '', retriable: code === 'CAPACITY_EXHAUSTED' });
@@ -179,7 +178,12 @@ export const workerMachine = setup({
       always: { guard: 'hasNoSessions', target: 'deregistering' },
     },
     deregistering: {
-      entry: enqueueActions(({ enqueue }) => enqueue.sendTo(LINK_ID, { type: 'link.deregister', reason: 'worker shutting down' })),
+      entry: enqueueActions(({ enqueue, self }) => {
+        // After an escalation the link has crashed for good: nobody would answer link.closed.
+        const link = self.getSnapshot().children[LINK_ID];
+        if (link?.getSnapshot().status === 'active') enqueue.sendTo(LINK_ID, { type: 'link.deregister', reason: 'worker shutting down' });
+        else enqueue.raise({ type: 'link.closed' });
+      }),
       on: { 'link.closed': 'stopped' },
     },
     stopped: { type: 'final' },

@@ -21,7 +21,7 @@ export interface CoordinatorPort {
    * updates to `onUpdate`: progress and logs while it runs, then exactly one outcome. A task
    * already finished gets its outcome at once. `detach` stops the stream without cancelling.
    */
-  submitTask(input: SubmitTaskInput, onUpdate: (update: TaskUpdate) => void): Promise<TaskHandle>;
+  submitTask(input: SubmitTaskInput, onUpdate: (update: TaskUpdate, taskId: string) => void): Promise<TaskHandle>;
   cancelTask(taskId: string, reason: string, sessionId?: string): Promise<{ cancelled: boolean; state: TaskState }>;
   getTask(taskId: string, sessionId?: string): TaskView;
   /** Resolves with the outcome, or with undefined when `timeoutMs` passes first. */

@@ -1,0 +1,152 @@
+#!/usr/bin/env node
+import path from 'node:path';
+import { coordinatorConfig, CoordinatorEnv } from '../config/coordinator.js';
+import { ConfigError, flagsToEnv, parseConfig, bool, seconds } from '../config/load.js';
+import { workerConfig, WorkerEnv } from '../config/worker.js';
+import { createLogger, type LogLevel } from '../log/logger.js';
+import { checkHealth } from './health.js';
+import { onShutdown } from './signals.js';
+import { z } from 'zod';
+
+const HELP = `codegen-mcp — isolated Python sessions for AI agents (coordinator + workers, gRPC and MCP)
+
+Usage: codegen-mcp <command> [--option value ...]
+
+Commands:
+  coordinator   serve gRPC (GRPC_PORT, default 50051) and MCP over HTTP (HTTP_PORT, default 8080, /mcp)
+  worker        dial the coordinator (COORDINATOR_ADDR) and run sessions in BASE_WORKSPACE
+  up            a coordinator and N workers as supervised child processes (--workers N, default 1)
+  mcp           an MCP server on stdio; with COORDINATOR_ADDR it uses that coordinator,
+                without it an embedded coordinator and worker
+  health        check a coordinator's gRPC health (--addr host:port, default localhost:50051)
+
+Every option mirrors an environment variable: --max-sessions 3 is MAX_SESSIONS=3.
+Coordinator: ${Object.keys(CoordinatorEnv.shape).join(', ')}
+Worker:      ${Object.keys(WorkerEnv.shape).join(', ')}
+See README.md for defaults and meanings.
+`;
+
+const UpEnv = z.object({ WORKERS: z.coerce.number().int().min(1).max(64).default(1), BASE_WORKSPACE: z.string().default('./tmp/workspaces'), LOG_LEVEL: z.string().default('info') });
+const McpEnv = z.object({
+  COORDINATOR_ADDR: z.string().default(''),
+  MCP_WAIT_LIMIT_SECONDS: seconds(50),
+  LEGACY_TOOL_NAMES: bool(false),
+  LOG_LEVEL: z.string().default('info'),
+  BASE_WORKSPACE: z.string().default('./tmp/workspaces'),
+});
+
+function merged(argv: string[], known: string[]): Record<string, string | undefined> {
+  return { ...process.env, ...flagsToEnv(argv, known) };
+}
+
+/** Tells a supervising `up` (over IPC) that this child is ready and where it listens. */
+function signalReady(msg: Record<string, unknown>): void {
+  if (process.send) process.send({ type: 'ready', ...msg });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(HELP);
+    return command ? 0 : 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  switch (command) {
+    case 'coordinator': {
+      const config = coordinatorConfig(merged(rest, Object.keys(CoordinatorEnv.shape)));
+      const logger = createLogger({ level: config.logLevel, name: 'coordinator' });
+      const { startCoordinator } = await import('../coordinator/main.js');
+      const running = await startCoordinator(config, logger);
+      onShutdown(logger, 15_000, running.stop);
+      signalReady({ grpcPort: running.grpcPort, httpPort: running.httpPort });
+      return new Promise<number>(() => {});
+    }
+    case 'worker': {
+      const config = workerConfig(merged(rest, Object.keys(WorkerEnv.shape)));
+      const logger = createLogger({ level: config.logLevel, name: 'worker' }).child({ workerId: config.workerId });
+      const { startWorker } = await import('../worker/main.js');
+      const running = await startWorker(config, logger);
+      onShutdown(logger, config.drainTimeoutMs + 10_000, running.stop);
+      // An escalated supervisor (link crashing too often) ends the process for its own supervisor to restart.
+      running.root.subscribe({ complete: () => process.exit(running.root.getSnapshot().context.escalation ? 1 : 0) });
+      signalReady({ workerId: config.workerId });
+      return new Promise<number>(() => {});
+    }
+    case 'up': {
+      const known = [...new Set([...Object.keys(UpEnv.shape), ...Object.keys(CoordinatorEnv.shape), ...Object.keys(WorkerEnv.shape)])];
+      const env = merged(rest, known);
+      const up = parseConfig(UpEnv, env);
+      coordinatorConfig(env); // fail fast on bad options before starting anything
+      const logger = createLogger({ level: up.LOG_LEVEL as LogLevel, name: 'up' });
+      const { runUp } = await import('./up.js');
+      const childEnv: NodeJS.ProcessEnv = { ...process.env };
+      for (const [k, v] of Object.entries(env)) if (v !== undefined) childEnv[k] = v;
+      const sup = await runUp({ workers: up.WORKERS, baseWorkspace: path.resolve(up.BASE_WORKSPACE), env: childEnv, logger });
+      onShutdown(logger, 60_000, sup.stop);
+      return sup.done;
+    }
+    case 'mcp': {
+      const env = merged(rest, [...new Set([...Object.keys(McpEnv.shape), ...Object.keys(WorkerEnv.shape), ...Object.keys(CoordinatorEnv.shape)])]);
+      const m = parseConfig(McpEnv, env);
+      // stdout carries JSON-RPC only: every log line goes to stderr.
+      const logger = createLogger({ level: m.LOG_LEVEL as LogLevel, name: 'mcp', stream: 'stderr' });
+      const { runMcpStdio } = await import('../mcp/stdio.js');
+      const common = { logger, waitLimitMs: Math.round(m.MCP_WAIT_LIMIT_SECONDS * 1000), legacyToolNames: m.LEGACY_TOOL_NAMES };
+      if (m.COORDINATOR_ADDR) {
+        const { RemoteCoordinatorPort } = await import('../grpc/remote-port.js');
+        const coordinator = new RemoteCoordinatorPort(m.COORDINATOR_ADDR);
+        await runMcpStdio({ ...common, coordinator });
+        coordinator.close();
+        return 0;
+      }
+      const { startCoordinator } = await import('../coordinator/main.js');
+      const { startWorker } = await import('../worker/main.js');
+      const c = await startCoordinator(coordinatorConfig({ ...env, GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_ENABLED: 'false' }), logger.child({ component: 'coordinator' }));
+      const w = await startWorker(workerConfig({ ...env, COORDINATOR_ADDR: `127.0.0.1:${c.grpcPort}`, WORKER_ID: env['WORKER_ID'] ?? 'embedded-worker', BASE_WORKSPACE: m.BASE_WORKSPACE }), logger.child({ component: 'worker' }));
+      const stopAll = async () => {
+        await w.stop();
+        await c.stop();
+      };
+      onShutdown(logger, 20_000, stopAll);
+      await waitForWorker(c.coordinator, 30_000);
+      await runMcpStdio({ ...common, coordinator: c.coordinator });
+      await stopAll();
+      return 0;
+    }
+    case 'health': {
+      const env = merged(rest, ['ADDR', 'SERVICE']);
+      const addr = env['ADDR'] ?? 'localhost:50051';
+      try {
+        const status = await checkHealth(addr, env['SERVICE'] ?? '');
+        process.stdout.write(`${addr}: ${status}\n`);
+        return status === 'SERVING' ? 0 : 1;
+      } catch (err) {
+        process.stderr.write(`unhealthy: ${(err as Error).message}\n`);
+        return 1;
+      }
+    }
+    default:
+      process.stderr.write(`unknown command ${JSON.stringify(command)}\n\n${HELP}`);
+      return 2;
+  }
+}
+
+async function waitForWorker(port: { listWorkers(): { state: string }[] }, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (port.listWorkers().some((w) => w.state === 'online')) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err) => {
+    if (err instanceof ConfigError) process.stderr.write(`codegen-mcp: ${err.message}\n`);
+    else process.stderr.write(`codegen-mcp: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);

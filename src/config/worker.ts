@@ -1,0 +1,64 @@
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import { z } from 'zod';
+import { isSafeId } from '../domain/ids.js';
+import { logLevel, parseConfig, port, positiveInt, seconds, ConfigError } from './load.js';
+
+/** The worker's variables (the guide's names), with their defaults. */
+export const WorkerEnv = z.object({
+  /** `{hostname}` and `{pid}` are expanded, so scaled replicas get distinct ids. */
+  WORKER_ID: z.string().default('worker-1'),
+  COORDINATOR_ADDR: z.string().default('localhost:50051'),
+  MAX_SESSIONS: positiveInt(5),
+  BASE_WORKSPACE: z.string().default('./tmp/workspaces'),
+  CHECKPOINT_DIR: z.string().default(''),
+  /** Accepted for the guide's table; workers dial the coordinator and listen on nothing. */
+  GRPC_PORT: port(50052),
+  LOG_LEVEL: logLevel,
+  WORKER_TOKEN: z.string().default(''),
+  SANDBOX: z.enum(['auto', 'bwrap', 'none']).default('auto'),
+  VENV_POOL_SIZE: z.coerce.number().int().min(0).max(64).default(2),
+  PYTHON: z.string().default('python3'),
+  TASK_TIMEOUT_SECONDS: seconds(300),
+  DRAIN_TIMEOUT_SECONDS: seconds(10),
+  RECONNECT_MAX_SECONDS: z.coerce.number().positive().default(30),
+});
+export type WorkerEnv = z.infer<typeof WorkerEnv>;
+
+export interface WorkerConfig {
+  workerId: string;
+  coordinatorAddr: string;
+  maxSessions: number;
+  baseWorkspace: string;
+  checkpointDir: string;
+  logLevel: WorkerEnv['LOG_LEVEL'];
+  workerToken: string;
+  sandbox: WorkerEnv['SANDBOX'];
+  venvPoolSize: number;
+  python: string;
+  taskTimeoutSeconds: number;
+  drainTimeoutMs: number;
+  reconnectMaxMs: number;
+}
+
+export function workerConfig(env: Record<string, string | undefined>): WorkerConfig {
+  const e = parseConfig(WorkerEnv, env);
+  const workerId = e.WORKER_ID.replaceAll('{hostname}', hostname()).replaceAll('{pid}', String(process.pid));
+  if (!isSafeId(workerId)) throw new ConfigError([`WORKER_ID: ${JSON.stringify(workerId)} must be letters, digits, '.', '_' or '-' (at most 128)`]);
+  const baseWorkspace = resolve(e.BASE_WORKSPACE);
+  return {
+    workerId,
+    coordinatorAddr: e.COORDINATOR_ADDR,
+    maxSessions: e.MAX_SESSIONS,
+    baseWorkspace,
+    checkpointDir: e.CHECKPOINT_DIR ? resolve(e.CHECKPOINT_DIR) : resolve(baseWorkspace, '..', 'checkpoints'),
+    logLevel: e.LOG_LEVEL,
+    workerToken: e.WORKER_TOKEN,
+    sandbox: e.SANDBOX,
+    venvPoolSize: e.VENV_POOL_SIZE,
+    python: e.PYTHON,
+    taskTimeoutSeconds: e.TASK_TIMEOUT_SECONDS,
+    drainTimeoutMs: Math.round(e.DRAIN_TIMEOUT_SECONDS * 1000),
+    reconnectMaxMs: Math.round(e.RECONNECT_MAX_SECONDS * 1000),
+  };
+}

@@ -1,0 +1,72 @@
+import type * as grpc from '@grpc/grpc-js';
+import { CodegenError, invalidArgument } from '../../domain/errors.js';
+import type { CoordinatorPort } from '../../coordinator/port.js';
+import { encodeSessionState, encodeSessionStatus } from '../codecs.js';
+import { unaryHandler } from '../status.js';
+
+type Wire = Record<string, any>;
+
+const requireSessionId = (req: Wire): string => {
+  const id = typeof req['session_id'] === 'string' ? req['session_id'] : '';
+  if (!id) throw invalidArgument('session_id', 'is required');
+  return id;
+};
+
+const stringMap = (field: string, v: unknown): Record<string, string> => {
+  const out: Record<string, string> = {};
+  for (const [k, val] of Object.entries((v ?? {}) as Record<string, unknown>)) {
+    if (typeof val !== 'string') throw invalidArgument(`${field}.${k}`, 'must be a string');
+    out[k] = val;
+  }
+  return out;
+};
+
+/** SessionManagement: decode, call the port, encode. */
+export function sessionManagementHandlers(port: CoordinatorPort): grpc.UntypedServiceImplementation {
+  const notYet = (what: string) =>
+    unaryHandler(() => {
+      throw new CodegenError('UNIMPLEMENTED', `${what} is not implemented yet in this version (see the README)`);
+    });
+  return {
+    CreateSession: unaryHandler(async (req: Wire) => {
+      const cfg = req['config'] ?? {};
+      const view = await port.createSession({
+        workerId: String(req['worker_id'] ?? ''),
+        workspaceId: String(req['workspace_id'] ?? ''),
+        userId: String(req['user_id'] ?? ''),
+        config: { env_vars: stringMap('config.env_vars', cfg.env_vars), allow_network: Boolean(cfg.allow_network), language: String(cfg.language ?? '') },
+        metadata: stringMap('metadata', req['metadata']),
+      });
+      return {
+        session_id: view.sessionId,
+        worker_id: view.workerId,
+        workspace_path: view.workspacePath,
+        state: encodeSessionState(view.state),
+        created_at_ms: view.createdAtMs,
+        metadata: view.metadata,
+      };
+    }),
+    DestroySession: unaryHandler(async (req: Wire) => {
+      const id = requireSessionId(req);
+      if (req['save_checkpoint']) throw new CodegenError('UNIMPLEMENTED', 'save_checkpoint: checkpoints are not implemented yet in this version; destroy without it');
+      const r = await port.destroySession(id, { force: Boolean(req['force']) });
+      return { destroyed: r.destroyed, checkpoint_id: '', artifacts: r.artifacts };
+    }),
+    CheckpointSession: notYet('CheckpointSession'),
+    RestoreSession: notYet('RestoreSession'),
+    GetSessionStatus: unaryHandler((req: Wire) => encodeSessionStatus(port.getSession(requireSessionId(req)))),
+    ListSessions: unaryHandler(() => ({ sessions: port.listSessions().map(encodeSessionStatus) })),
+    GetSessionMetadata: unaryHandler((req: Wire) => {
+      const id = requireSessionId(req);
+      return { session_id: id, metadata: port.getMetadata(id) };
+    }),
+    UpdateSessionMetadata: unaryHandler((req: Wire) => {
+      const id = requireSessionId(req);
+      return { session_id: id, metadata: port.putMetadata(id, stringMap('metadata', req['metadata']), true) };
+    }),
+    SetSessionMetadata: unaryHandler((req: Wire) => {
+      const id = requireSessionId(req);
+      return { session_id: id, metadata: port.putMetadata(id, stringMap('metadata', req['metadata']), false) };
+    }),
+  };
+}

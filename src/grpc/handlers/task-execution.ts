@@ -1,0 +1,72 @@
+import type * as grpc from '@grpc/grpc-js';
+import { invalidArgument } from '../../domain/errors.js';
+import type { CoordinatorPort } from '../../coordinator/port.js';
+import { decodeConstraints, decodeToolRequest, encodeOutcome, encodeTaskStatus, encodeTaskUpdate } from '../codecs.js';
+import { toServiceError, unaryHandler } from '../status.js';
+
+type Wire = Record<string, any>;
+
+/** TaskExecution: ExecuteTask streams what the task actor emits; the rest are questions to the port. */
+export function taskExecutionHandlers(port: CoordinatorPort): grpc.UntypedServiceImplementation {
+  const executeTask = (call: grpc.ServerWritableStream<Wire, Wire>) => {
+    let ended = false;
+    let taskId = '';
+    let detach = () => {};
+    const fail = (err: unknown) => {
+      if (ended) return;
+      ended = true;
+      call.emit('error', toServiceError(err));
+    };
+    call.on('cancelled', () => {
+      if (ended) return;
+      ended = true;
+      detach();
+      // The client went away: nobody will read the result, so stop the work too.
+      if (taskId) port.cancelTask(taskId, 'client cancelled the ExecuteTask call').catch(() => {});
+    });
+    try {
+      const req = call.request;
+      const sessionId = typeof req['session_id'] === 'string' ? req['session_id'] : '';
+      if (!sessionId) throw invalidArgument('session_id', 'is required');
+      const callSpec = decodeToolRequest(req['typed_request']);
+      const constraints = decodeConstraints(req['constraints']);
+      const sequence = Number(req['sequence'] ?? 0);
+      port
+        .submitTask({ taskId: String(req['task_id'] ?? ''), sessionId, call: callSpec, constraints, sequence }, (update, id) => {
+          if (ended) return;
+          call.write(encodeTaskUpdate(id, update));
+          if (update.type === 'outcome') {
+            ended = true;
+            call.end();
+          }
+        })
+        .then((handle) => {
+          taskId = handle.taskId;
+          detach = handle.detach;
+          if (ended) handle.detach();
+        }, fail);
+    } catch (err) {
+      fail(err);
+    }
+  };
+
+  return {
+    ExecuteTask: executeTask,
+    CancelTask: unaryHandler(async (req: Wire) => {
+      const r = await port.cancelTask(String(req['task_id'] ?? ''), String(req['reason'] ?? ''), String(req['session_id'] ?? '') || undefined);
+      return { cancelled: r.cancelled, state: r.state };
+    }),
+    GetTaskStatus: unaryHandler((req: Wire) => {
+      const t = port.getTask(String(req['task_id'] ?? ''), String(req['session_id'] ?? '') || undefined);
+      const out = t.outcome ? encodeOutcome(t.outcome) : {};
+      return {
+        task_id: t.taskId,
+        status: t.outcome?.type === 'result' ? encodeTaskStatus(t.outcome.status) : 'STATUS_UNSPECIFIED',
+        progress: t.progress ? { stage: t.progress.stage, message: t.progress.message, percent: t.progress.percent, elapsed_ms: t.progress.elapsedMs } : undefined,
+        elapsed_ms: t.elapsedMs,
+        state: t.state,
+        error: out['error'],
+      };
+    }),
+  };
+}

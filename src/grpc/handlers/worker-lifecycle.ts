@@ -1,0 +1,91 @@
+import { timingSafeEqual } from 'node:crypto';
+import type * as grpc from '@grpc/grpc-js';
+import { CodegenError, invalidArgument } from '../../domain/errors.js';
+import { WorkerChannel } from '../../coordinator/worker-channel.js';
+import type { WorkerRegistry } from '../../coordinator/worker-registry.js';
+import type { Logger } from '../../log/logger.js';
+import { toServiceError, unaryHandler } from '../status.js';
+
+type Wire = Record<string, any>;
+
+export const WORKER_TOKEN_METADATA = 'x-worker-token';
+
+/** Constant-time comparison of the presented token with the configured one (none configured: open). */
+export function checkWorkerToken(expected: string, metadata: grpc.Metadata): void {
+  if (!expected) return;
+  const presented = metadata.get(WORKER_TOKEN_METADATA)[0];
+  const a = Buffer.from(typeof presented === 'string' ? presented : '');
+  const b = Buffer.from(expected);
+  if (a.length !== b.length || !timingSafeEqual(a, b)) {
+    throw new CodegenError('UNAUTHENTICATED', `missing or wrong worker token: set WORKER_TOKEN on the worker to the coordinator's`);
+  }
+}
+
+export function workerLifecycleHandlers(registry: WorkerRegistry, opts: { token: string; logger: Logger; firstMessageTimeoutMs?: number }): grpc.UntypedServiceImplementation {
+  const authed = <Req, Res>(fn: (req: Req) => Res | Promise<Res>) =>
+    unaryHandler<Req, Res>((req, call) => {
+      checkWorkerToken(opts.token, call.metadata);
+      return fn(req);
+    });
+
+  const taskStream = (call: grpc.ServerDuplexStream<Wire, Wire>) => {
+    let channel: WorkerChannel | undefined;
+    let failed = false;
+    const fail = (err: unknown) => {
+      if (failed) return;
+      failed = true;
+      clearTimeout(timer);
+      call.emit('error', toServiceError(err));
+    };
+    const timer = setTimeout(() => fail(invalidArgument('hello', 'the first message of the task stream must name the worker (WorkerHello)')), opts.firstMessageTimeoutMs ?? 10_000);
+    try {
+      checkWorkerToken(opts.token, call.metadata);
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    call.on('data', (msg: Wire) => {
+      if (channel) {
+        channel.receive(msg);
+        return;
+      }
+      if (failed) return;
+      clearTimeout(timer);
+      try {
+        if (msg['body'] !== 'hello') throw invalidArgument('hello', 'the first message of the task stream must be a WorkerHello');
+        const hello = msg['hello'] ?? {};
+        channel = new WorkerChannel(String(hello.worker_id ?? ''), String(hello.registration_id ?? ''), call, opts.logger.child({ workerId: hello.worker_id }));
+        registry.openStream(channel);
+      } catch (err) {
+        channel = undefined;
+        fail(err);
+      }
+    });
+    const closed = (why: string) => () => {
+      clearTimeout(timer);
+      channel?.close(why);
+    };
+    call.on('end', closed('worker ended the stream'));
+    call.on('error', (e: Error) => closed(`stream error: ${e.message}`)());
+    call.on('cancelled', closed('stream cancelled (connection dropped)'));
+    call.on('close', closed('stream closed'));
+  };
+
+  return {
+    RegisterWorker: authed((req: Wire) => {
+      const r = registry.register({ workerId: String(req['worker_id'] ?? ''), maxSessions: Number(req['max_sessions'] ?? 0), isolation: String(req['isolation'] ?? ''), hostname: String(req['hostname'] ?? '') });
+      opts.logger.info({ workerId: req['worker_id'], registrationId: r.registrationId, maxSessions: req['max_sessions'], isolation: req['isolation'] }, 'worker registered');
+      return { registration_id: r.registrationId, heartbeat_interval_ms: r.heartbeatIntervalMs, heartbeat_timeout_ms: r.heartbeatTimeoutMs };
+    }),
+    Heartbeat: authed((req: Wire) => {
+      registry.heartbeat(String(req['worker_id'] ?? ''), String(req['registration_id'] ?? ''));
+      return { heartbeat_interval_ms: 0 };
+    }),
+    DeregisterWorker: authed((req: Wire) => {
+      registry.deregister(String(req['worker_id'] ?? ''), String(req['registration_id'] ?? ''), String(req['reason'] ?? ''));
+      opts.logger.info({ workerId: req['worker_id'] }, 'worker deregistered');
+      return { deregistered: true };
+    }),
+    TaskStream: taskStream,
+  };
+}

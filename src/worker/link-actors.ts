@@ -1,0 +1,148 @@
+import { hostname } from 'node:os';
+import * as grpc from '@grpc/grpc-js';
+import { fromCallback, fromPromise, type EventObject } from 'xstate';
+import { CodegenError, toErrorInfo } from '../domain/errors.js';
+import type { SessionConfig } from '../domain/sessions.js';
+import { decodeTaskSpec } from '../grpc/codecs.js';
+import { WORKER_TOKEN_METADATA } from '../grpc/handlers/worker-lifecycle.js';
+import { fromServiceError } from '../grpc/status.js';
+import type { Logger } from '../log/logger.js';
+import type { CoordinatorLinkEvent, Registration } from '../../machines/coordinator-link.machine.js';
+import type { Uplink } from './uplink.js';
+
+type Wire = Record<string, any>;
+type LifecycleClient = grpc.Client & Record<string, any>;
+
+export interface LinkEffectsOptions {
+  client: LifecycleClient;
+  token: string;
+  maxSessions: number;
+  isolation: string;
+  version: string;
+  uplink: Uplink;
+  logger: Logger;
+  /** Session states for heartbeats. */
+  sessionCount: () => number;
+}
+
+function metadata(token: string): grpc.Metadata {
+  const md = new grpc.Metadata();
+  if (token) md.set(WORKER_TOKEN_METADATA, token);
+  return md;
+}
+
+function unaryCall<Res>(client: LifecycleClient, method: string, req: unknown, token: string, deadlineMs: number): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    client[method](req, metadata(token), { deadline: new Date(Date.now() + deadlineMs) }, (err: grpc.ServiceError | null, res: Res) =>
+      err ? reject(fromServiceError(err, 'WORKER_LOST')) : resolve(res),
+    );
+  });
+}
+
+const sessionConfigOf = (wire: Wire | undefined): SessionConfig => ({
+  env_vars: Object.fromEntries(Object.entries((wire?.['env_vars'] ?? {}) as Record<string, unknown>).map(([k, v]) => [k, String(v)])),
+  allow_network: Boolean(wire?.['allow_network']),
+  language: String(wire?.['language'] ?? 'python') || 'python',
+});
+
+/** The coordinator link's effects: registration, heartbeats, the task stream, deregistration. */
+export function linkActors(opts: LinkEffectsOptions) {
+  const { client, token, logger } = opts;
+
+  const register = fromPromise<Registration, { workerId: string; attempt: number }>(async ({ input }) => {
+    try {
+      const res = await unaryCall<Wire>(client, 'RegisterWorker', { worker_id: input.workerId, max_sessions: opts.maxSessions, hostname: hostname(), version: opts.version, isolation: opts.isolation, capabilities: ['python', 'venv', 'pip'] }, token, 10_000);
+      const registration = { registrationId: String(res['registration_id']), heartbeatIntervalMs: Number(res['heartbeat_interval_ms']) || 5_000 };
+      logger.info({ registrationId: registration.registrationId }, 'Successfully registered with coordinator');
+      return registration;
+    } catch (err) {
+      const level = input.attempt === 0 || input.attempt % 10 === 0 ? 'warn' : 'debug';
+      logger[level]({ err: toErrorInfo(err), attempt: input.attempt }, 'registration with coordinator failed; retrying with backoff');
+      throw err;
+    }
+  });
+
+  const heartbeats = fromCallback<EventObject, { workerId: string; registrationId: string; intervalMs: number }>(({ input, sendBack }) => {
+    let failures = 0;
+    let stopped = false;
+    const beat = () => {
+      unaryCall(client, 'Heartbeat', { worker_id: input.workerId, registration_id: input.registrationId, active_sessions: opts.sessionCount() }, token, Math.max(1_000, input.intervalMs)).then(
+        () => {
+          failures = 0;
+        },
+        (err: CodegenError) => {
+          if (stopped) return;
+          failures += 1;
+          // The coordinator forgot us (restarted) or refused us: register again now. Otherwise allow one miss.
+          if (err.code === 'NOT_FOUND' || err.code === 'UNAUTHENTICATED' || failures >= 2) {
+            sendBack({ type: 'link.failed', reason: `heartbeat failed: ${err.message}` } satisfies CoordinatorLinkEvent);
+          }
+        },
+      );
+    };
+    const timer = setInterval(beat, input.intervalMs);
+    return () => {
+      stopped = true;
+      clearInterval(timer);
+    };
+  });
+
+  const taskStream = fromCallback<EventObject, { workerId: string; registrationId: string }>(({ input, sendBack }) => {
+    const back = (e: CoordinatorLinkEvent) => sendBack(e);
+    const call = client['TaskStream'](metadata(token)) as grpc.ClientDuplexStream<Wire, Wire>;
+    let closed = false;
+    const lost = (reason: string) => {
+      if (closed) return;
+      closed = true;
+      opts.uplink.detach(call);
+      back({ type: 'link.failed', reason });
+    };
+    call.on('data', (msg: Wire) => {
+      try {
+        const requestId = String(msg['request_id'] ?? '');
+        switch (msg['command']) {
+          case 'create_session':
+            back({ type: 'command.create', requestId, sessionId: String(msg['create_session']?.session_id ?? ''), config: sessionConfigOf(msg['create_session']?.config) });
+            return;
+          case 'destroy_session':
+            back({ type: 'command.destroy', requestId, sessionId: String(msg['destroy_session']?.session_id ?? ''), force: Boolean(msg['destroy_session']?.force) });
+            return;
+          case 'assign_task': {
+            const wire = msg['assign_task']?.task ?? {};
+            try {
+              back({ type: 'command.task', requestId, spec: decodeTaskSpec(wire) });
+            } catch (err) {
+              opts.uplink.taskError(String(wire.session_id ?? ''), String(wire.task_id ?? ''), toErrorInfo(err));
+            }
+            return;
+          }
+          case 'cancel_task':
+            back({ type: 'command.cancel', requestId, sessionId: String(msg['cancel_task']?.session_id ?? ''), taskId: String(msg['cancel_task']?.task_id ?? ''), reason: String(msg['cancel_task']?.reason ?? '') });
+            return;
+          default:
+            logger.warn({ command: msg['command'] }, 'unknown command from coordinator');
+        }
+      } catch (err) {
+        logger.warn({ err }, 'dropped a malformed command from the coordinator');
+      }
+    });
+    call.on('error', (err: grpc.ServiceError) => lost(`task stream failed: ${err.details || err.message}`));
+    call.on('end', () => lost('coordinator ended the task stream'));
+    opts.uplink.attach(call);
+    call.write({ hello: { worker_id: input.workerId, registration_id: input.registrationId } });
+    return () => {
+      closed = true;
+      opts.uplink.detach(call);
+      call.cancel();
+    };
+  });
+
+  const deregister = fromPromise<void, { workerId: string; registrationId: string; reason: string }>(async ({ input }) => {
+    if (!input.registrationId) return;
+    await unaryCall(client, 'DeregisterWorker', { worker_id: input.workerId, registration_id: input.registrationId, reason: input.reason }, token, 3_000).catch((err) =>
+      logger.warn({ err: toErrorInfo(err) }, 'deregistration failed'),
+    );
+  });
+
+  return { register, heartbeats, taskStream, deregister };
+}

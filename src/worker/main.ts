@@ -1,0 +1,128 @@
+import { readFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { createActor, waitFor } from 'xstate';
+import type { WorkerConfig } from '../config/worker.js';
+import { loadProtos } from '../grpc/protos.js';
+import { inspectionLogger } from '../log/inspection.js';
+import type { Logger } from '../log/logger.js';
+import { detectIsolation, setIsolation } from '../sandbox/launch.js';
+import { coordinatorLinkMachine } from '../../machines/coordinator-link.machine.js';
+import { sessionMachine } from '../../machines/session.machine.js';
+import { taskMachine } from '../../machines/task.machine.js';
+import { workerMachine, type WorkerActor } from '../../machines/worker.machine.js';
+import { linkActors } from './link-actors.js';
+import { workerSessionActors } from './session-actors.js';
+import { Uplink } from './uplink.js';
+import { VenvPool, resolveBasePython } from './venv-pool.js';
+
+export interface RunningWorker {
+  root: WorkerActor;
+  isolation: string;
+  /** Drains sessions, deregisters, stops; resolves within the drain bound plus a few seconds. */
+  stop(): Promise<void>;
+}
+
+export function packageVersion(): string {
+  try {
+    let dir = path.dirname(new URL(import.meta.url).pathname);
+    for (let i = 0; i < 5; i++, dir = path.dirname(dir)) {
+      try {
+        return JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')).version ?? '0.0.0';
+      } catch {
+        // keep looking upward
+      }
+    }
+  } catch {
+    // fall through
+  }
+  return '0.0.0';
+}
+
+/** The worker's composition root: sandbox, venv pool, the link and the session supervisor. */
+export async function startWorker(config: WorkerConfig, logger: Logger): Promise<RunningWorker> {
+  const isolation = await detectIsolation(config.sandbox);
+  setIsolation(isolation);
+  logger.info({ isolation, requested: config.sandbox }, isolation === 'bwrap' ? 'sandbox: bubblewrap (own PID, network and mount namespaces)' : 'sandbox: plain processes (no namespaces; set SANDBOX=bwrap to require bubblewrap)');
+
+  await mkdir(config.baseWorkspace, { recursive: true });
+  const basePython = await resolveBasePython(config.python);
+  const pool = new VenvPool({ root: path.join(config.baseWorkspace, '.pool'), size: config.venvPoolSize, python: config.python, onError: (err) => logger.warn({ err }, 'venv pool refill failed') });
+  pool.start();
+
+  const { services } = loadProtos();
+  const client = new services.WorkerLifecycle(config.coordinatorAddr, grpc.credentials.createInsecure(), {
+    'grpc.keepalive_time_ms': 10_000,
+    'grpc.keepalive_timeout_ms': 5_000,
+    'grpc.keepalive_permit_without_calls': 1,
+    'grpc.max_receive_message_length': 64 * 1024 * 1024,
+    'grpc.max_send_message_length': 64 * 1024 * 1024,
+    'grpc.initial_reconnect_backoff_ms': 250,
+    'grpc.max_reconnect_backoff_ms': config.reconnectMaxMs,
+  }) as grpc.Client & Record<string, any>;
+
+  const uplink = new Uplink(logger.child({ component: 'uplink' }));
+  let root: WorkerActor | undefined;
+  const link = linkActors({
+    client,
+    token: config.workerToken,
+    maxSessions: config.maxSessions,
+    isolation,
+    version: packageVersion(),
+    uplink,
+    logger,
+    sessionCount: () => root?.getSnapshot().context.sessionIds.length ?? 0,
+  });
+  const effects = workerSessionActors({
+    workerId: config.workerId,
+    baseWorkspace: config.baseWorkspace,
+    checkpointDir: config.checkpointDir,
+    pool,
+    basePython,
+    report: (sessionId, taskId, update) => uplink.taskUpdate(sessionId, taskId, update),
+  });
+
+  const machine = workerMachine.provide({
+    actors: {
+      link: coordinatorLinkMachine.provide({ actors: link }),
+      session: sessionMachine.provide({
+        actors: {
+          task: taskMachine.provide({ actors: { executor: effects.executor }, actions: { emitUpdate: effects.emitUpdate } }),
+          prepareWorkspace: effects.prepareWorkspace,
+          releaseWorkspace: effects.releaseWorkspace,
+        },
+      }),
+    },
+  });
+  root = createActor(machine, {
+    input: {
+      workerId: config.workerId,
+      maxSessions: config.maxSessions,
+      drainTimeoutMs: config.drainTimeoutMs,
+      backoff: { initialMs: 250, maxMs: config.reconnectMaxMs, factor: 2 },
+      linkIntensity: { maxRestarts: 5, windowMs: 60_000 },
+    },
+    inspect: inspectionLogger(logger.child({ component: 'inspect' })),
+  });
+  const actor = root;
+  actor.on('coordinator.reply', (e) => uplink.reply(e.requestId, e.reply));
+  actor.on('task.error', (e) => uplink.taskError(e.sessionId, e.taskId, e.error));
+  actor.subscribe({ error: (err) => logger.fatal({ err }, 'worker supervisor failed') });
+  actor.start();
+  logger.info({ coordinator: config.coordinatorAddr, maxSessions: config.maxSessions, baseWorkspace: config.baseWorkspace }, 'worker started');
+
+  let stopping: Promise<void> | undefined;
+  return {
+    root: actor,
+    isolation,
+    stop: () =>
+      (stopping ??= (async () => {
+        actor.send({ type: 'worker.shutdown' });
+        await waitFor(actor, (s) => s.status !== 'active', { timeout: config.drainTimeoutMs + 5_000 }).catch(() => logger.warn('worker did not drain in time; stopping anyway'));
+        actor.stop();
+        await pool.stop();
+        client.close();
+      })()),
+  };
+}

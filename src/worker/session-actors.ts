@@ -1,0 +1,85 @@
+import path from 'node:path';
+import { fromCallback, fromPromise } from 'xstate';
+import { toErrorInfo } from '../domain/errors.js';
+import type { SessionConfig } from '../domain/sessions.js';
+import type { TaskSpec, TaskUpdate } from '../domain/tasks.js';
+import { sessionChildId, type SessionActor } from '../../machines/session.machine.js';
+import type { ExecutorEvent, TaskEvent } from '../../machines/task.machine.js';
+import { runTool as defaultRunTool } from './tools/index.js';
+import type { ToolContext, ToolRunner } from './tools/types.js';
+import { createWorkspace, removeWorkspace, type VenvSource } from './workspace.js';
+
+export interface SessionEffectsOptions {
+  workerId: string;
+  baseWorkspace: string;
+  checkpointDir: string;
+  pool: VenvSource;
+  basePython?: string;
+  /** Where every task update goes (the task stream). */
+  report: (sessionId: string, taskId: string, update: TaskUpdate) => void;
+  runTool?: ToolRunner;
+}
+
+/** The worker's session effects: workspaces with venvs, and tools run in the sandbox. */
+export function workerSessionActors(opts: SessionEffectsOptions) {
+  const runTool = opts.runTool ?? defaultRunTool;
+
+  const prepareWorkspace = fromPromise<{ workspacePath: string }, { sessionId: string; workerId: string; config: SessionConfig }>(async ({ input }) => ({
+    workspacePath: await createWorkspace(opts.baseWorkspace, input.sessionId, opts.pool),
+  }));
+
+  const releaseWorkspace = fromPromise<void, { sessionId: string; workerId: string; remove: boolean; force: boolean }>(async ({ input }) => {
+    if (input.remove) await removeWorkspace(opts.baseWorkspace, input.sessionId);
+  });
+
+  const executor = fromCallback<ExecutorEvent, { spec: TaskSpec; workerId: string }>(({ input, sendBack, receive, system }) => {
+    const back = (e: TaskEvent) => sendBack(e);
+    const { spec } = input;
+    const session = system.get(sessionChildId(spec.sessionId)) as SessionActor | undefined;
+    const config = session?.getSnapshot().context.config ?? { env_vars: {}, allow_network: false, language: 'python' };
+    const workspace = path.join(opts.baseWorkspace, spec.sessionId);
+    const abort = new AbortController();
+    const startedAtMs = Date.now();
+    const ctx: ToolContext = {
+      sessionId: spec.sessionId,
+      workspace,
+      venvPython: path.join(workspace, '.venv', 'bin', 'python'),
+      sessionEnv: config.env_vars,
+      allowNetwork: config.allow_network || spec.constraints.allow_network,
+      constraints: spec.constraints,
+      signal: abort.signal,
+      onLog: (log) => back({ type: 'task.logged', log }),
+      onProgress: (progress) => back({ type: 'task.progressed', progress }),
+      hidePaths: [opts.baseWorkspace, opts.checkpointDir],
+      ...(opts.basePython ? { basePython: opts.basePython } : {}),
+    };
+    runTool(spec.call, ctx).then(
+      (done) => {
+        const finishedAtMs = Date.now();
+        back({
+          type: 'task.finished',
+          outcome: {
+            type: 'result',
+            status: done.status,
+            reply: done.reply,
+            artifacts: done.artifacts ?? [],
+            metadata: { workerId: input.workerId, startedAtMs, finishedAtMs, durationMs: finishedAtMs - startedAtMs, queuedMs: 0 },
+          },
+        });
+      },
+      (err) => back({ type: 'task.finished', outcome: { type: 'error', error: toErrorInfo(err) } }),
+    );
+    receive((e) => {
+      if (e.type === 'executor.cancel') abort.abort(e.reason);
+    });
+    // Stopping the task actor kills whatever it started.
+    return () => abort.abort('task actor stopped');
+  });
+
+  /** The task's emitted updates (progress, logs, the one outcome) go up the task stream. */
+  const emitUpdate = ({ context }: { context: { spec: TaskSpec } }, params: { taskId: string; update: TaskUpdate }) => {
+    opts.report(context.spec.sessionId, params.taskId, params.update);
+  };
+
+  return { prepareWorkspace, releaseWorkspace, executor, emitUpdate };
+}
