@@ -81,6 +81,11 @@ export function killProcessTree(pid: number, signal: NodeJS.Signals, known: Iter
   return [...targets];
 }
 
+/** Signal pids found earlier (no new scan: their leader may be gone, and its pid reused). */
+export function killPids(pids: Iterable<number>, signal: NodeJS.Signals): void {
+  for (const p of pids) if (p > 1 && p !== process.pid) trySignal(p, signal);
+}
+
 /** Signal only the process group led by `pid`. */
 export function killGroup(pid: number, signal: NodeJS.Signals): void {
   if (!Number.isInteger(pid) || pid <= 1) return;

@@ -1,11 +1,11 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { CodegenError } from '../domain/errors.js';
 import { bwrapArgs, probeBwrap, type Isolation } from './isolation.js';
-import { killGroup, killProcessTree } from './kill-group.js';
+import { killGroup, killPids, killProcessTree } from './kill-group.js';
 import { hasLimits, limitPrefix } from './limits.js';
 import { OutputCollector } from './output.js';
 
@@ -172,7 +172,7 @@ export async function launch(spec: LaunchSpec): Promise<LaunchResult> {
     const stdout = new OutputCollector(spec.maxOutputBytes, spec.onLine ? (line) => spec.onLine!('stdout', line) : undefined);
     const stderr = new OutputCollector(spec.maxOutputBytes, spec.onLine ? (line) => spec.onLine!('stderr', line) : undefined);
 
-    let child;
+    let child: ChildProcess;
     try {
       child = spawn(argv[0]!, argv.slice(1), {
         cwd: spec.cwd,
@@ -222,9 +222,11 @@ export async function launch(spec: LaunchSpec): Promise<LaunchResult> {
       if (settled) return;
       settled = true;
       cleanup();
-      // Whatever is left of the group goes now (processes that ignored SIGTERM, background children).
+      // Whatever is left goes now (processes that ignored SIGTERM, background children). The leader
+      // is reaped by now, so no new /proc walk from its pid: only the group and the pids found before.
       if (pid !== undefined) {
-        killProcessTree(pid, 'SIGKILL', knownPids);
+        killGroup(pid, 'SIGKILL');
+        killPids(knownPids, 'SIGKILL');
         clearTimeout(killTimer);
       }
       stdout.end();

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { CodegenError } from '../domain/errors.js';
@@ -154,19 +154,21 @@ export class VenvPool {
   /** Move a venv into `targetVenvDir` (which must not exist yet): from the pool, or made on the spot when it is empty. */
   async take(targetVenvDir: string): Promise<void> {
     const target = path.resolve(targetVenvDir);
+    if (await lstat(target).then(() => true, () => false)) {
+      throw new CodegenError('FAILED_PRECONDITION', `cannot put a venv at ${target}: something is already there`);
+    }
     const basePython = await resolveBasePython(this.python);
     await mkdir(path.dirname(target), { recursive: true });
     let from: string | null = null;
-    while (this.readyDirs.length > 0) {
-      const candidate = this.readyDirs.shift()!;
+    const candidate = this.readyDirs.shift();
+    if (candidate !== undefined) {
       try {
         await rename(candidate, target);
         from = candidate;
-        break;
       } catch (err) {
         await rm(candidate, { recursive: true, force: true }).catch(() => {});
+        // EXDEV: the pool sits on another filesystem than the workspaces; make venvs in place then.
         if ((err as NodeJS.ErrnoException).code !== 'EXDEV') this.onError(err);
-        // EXDEV: the pool is on another filesystem; make venvs in place.
       }
     }
     if (from === null) {

@@ -74,7 +74,7 @@ export function emitProgress(ctx: ToolContext, stage: string, message: string, p
 
 /** A finished program's status: cancel wins over timeout, then the exit code decides. */
 export function statusOf(result: LaunchResult, ctx: ToolContext): TaskStatus {
-  if (result.cancelled || ctx.signal.aborted) return 'CANCELLED';
+  if (result.cancelled) return 'CANCELLED';
   if (result.timedOut) return 'TIMEOUT';
   return result.exitCode === 0 ? 'SUCCESS' : 'FAILURE';
 }
