@@ -1,0 +1,41 @@
+# codegen-mcp — the two commands of the README are `make up` and `make test`.
+# Every target installs what it needs first (npm ci when node_modules is missing or stale).
+
+NPM_STAMP := node_modules/.install-stamp
+SHELL := /bin/bash
+
+.PHONY: help install build up test test-unit test-integration bench typecheck clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+install: $(NPM_STAMP) ## install the npm dependencies (npm ci)
+	@scripts/ensure-system-deps.sh
+
+build: $(NPM_STAMP) ## compile TypeScript to dist/
+	npm run build
+
+up: install build ## start a coordinator and one worker locally (workspaces under ./tmp); Ctrl-C stops
+	mkdir -p tmp/workspaces
+	BASE_WORKSPACE=$${BASE_WORKSPACE:-./tmp/workspaces} node dist/src/cli/main.js up --workers $${WORKERS:-1}
+
+test: install build ## run every test (unit, property, integration, MCP), with a summary line
+	scripts/run-tests.sh
+
+test-unit: install ## unit and property tests only (fast)
+	npx vitest run test/unit test/property
+
+bench: install build ## benchmark figures (see BENCHMARKS.md)
+	node dist/bench/run.js
+
+typecheck: $(NPM_STAMP) ## tsc --noEmit
+	npx tsc -p tsconfig.json --noEmit
+
+clean: ## remove build output and local workspaces
+	rm -rf dist tmp
+
+include mk/docker.mk
