@@ -295,6 +295,15 @@ export const sessionMachine = setup({
           actions: { type: 'rejectTask', params: ({ context, event }) => ({ spec: event.spec, code: 'FAILED_PRECONDITION' as const, message: `session ${context.sessionId} is shutting down; create a new session` }) },
         },
         'worker.lost': { actions: { type: 'loseLiveTasks', params: ({ event }) => ({ reason: event.reason }) } },
+        // A destroy during a drain upgrades it: the files go too, and the destroy is answered.
+        'session.destroy': {
+          target: '.waiting',
+          reenter: true,
+          actions: [
+            assign({ removeWorkspace: true, destroyRequestId: ({ event }) => event.requestId }),
+            { type: 'cancelCurrentTask', params: { reason: 'session destroyed' } },
+          ],
+        },
       },
       initial: 'waiting',
       states: {

@@ -7,9 +7,13 @@ import type { Logger } from './logger.js';
  */
 export function inspectionLogger(logger: Logger): (event: InspectionEvent) => void {
   const last = new WeakMap<object, string>();
+  const debug = logger.isLevelEnabled('debug');
   return (event) => {
     try {
       if (event.type !== '@xstate.snapshot') return;
+      const status = (event.snapshot as { status?: string }).status;
+      // Hot path: at info level only errors are logged, so skip the serialising.
+      if (!debug && status !== 'error') return;
       const actor = event.actorRef as unknown as { _systemId?: string; id: string };
       const snap = event.snapshot as { status?: string; value?: unknown; error?: unknown };
       const name = actor._systemId ?? actor.id;
@@ -21,7 +25,7 @@ export function inspectionLogger(logger: Logger): (event: InspectionEvent) => vo
       const value = JSON.stringify(snap.value);
       if (last.get(event.actorRef) === value) return;
       last.set(event.actorRef, value);
-      if (logger.isLevelEnabled('debug')) logger.debug({ actor: name, state: snap.value, status: snap.status, event: event.event.type }, 'transition');
+      logger.debug({ actor: name, state: snap.value, status: snap.status, event: event.event.type }, 'transition');
     } catch {
       // an inspection listener must never throw (errors would be rethrown on a timer)
     }
