@@ -1,0 +1,55 @@
+/**
+ * What one MCP connection holds: its port, its sessions (the default one included), the log
+ * level its client asked for, and its settings. Created by createMcpServer, one per connection.
+ */
+import type { LoggingLevel, ServerNotification, ServerRequest } from '@modelcontextprotocol/sdk/types.js';
+import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
+import type { Logger } from '../log/logger.js';
+import { ConnectionSessions } from './default-session.js';
+import type { McpCoordinatorPort } from './port.js';
+
+export type ToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
+
+const severity: Record<LoggingLevel, number> = {
+  debug: 0,
+  info: 1,
+  notice: 2,
+  warning: 3,
+  error: 4,
+  critical: 5,
+  alert: 6,
+  emergency: 7,
+};
+
+export interface ConnectionSettings {
+  waitLimitMs: number;
+  heartbeatMs: number;
+  /** Log notifications sent per task before the rest of its output is left to the result. */
+  maxLogLinesPerTask: number;
+}
+
+export class McpConnection {
+  readonly sessions: ConnectionSessions;
+  /** The level the client set with logging/setLevel; undefined sends everything. */
+  logLevel: LoggingLevel | undefined;
+
+  constructor(
+    readonly id: string,
+    readonly port: McpCoordinatorPort,
+    readonly logger: Logger,
+    readonly settings: ConnectionSettings,
+    graceMs: number,
+  ) {
+    this.sessions = new ConnectionSessions(port, id, logger, graceMs);
+  }
+
+  wantsLog(level: LoggingLevel): boolean {
+    return this.logLevel === undefined || severity[level] >= severity[this.logLevel];
+  }
+
+  /** Sends a log message tied to the request being served (on its stream, over HTTP). Never throws. */
+  log(extra: ToolExtra, level: LoggingLevel, loggerName: string, data: unknown): void {
+    if (!this.wantsLog(level)) return;
+    extra.sendNotification({ method: 'notifications/message', params: { level, logger: loggerName, data } }).catch(() => undefined);
+  }
+}

@@ -1,0 +1,270 @@
+/**
+ * MCP over Streamable HTTP at /mcp (POST, GET, DELETE): one MCP server and transport per MCP
+ * session (the Mcp-Session-Id header). Every request passes the Host/Origin/token checks first;
+ * bodies are read here, up to maxBodyBytes, and refused beyond with a JSON-RPC error.
+ * GET /healthz answers 200 for container health checks.
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import { HttpSecurity } from './http-security.js';
+import { createMcpServer, type McpOptions } from './server.js';
+
+export interface McpHttpOptions extends McpOptions {
+  /** Address to bind. Default 127.0.0.1. */
+  host: string;
+  /** Port to bind; 0 picks a free one. Default 8080. */
+  port: number;
+  /** When set, every /mcp request must carry Authorization: Bearer <token>. */
+  token?: string;
+  /** Host header values accepted ("name" or "name:port"). Default: localhost, 127.0.0.1, [::1] with the port. */
+  allowedHosts?: string[];
+  /** Origin header values accepted (requests without Origin pass). Default: the allowed hosts over http/https. */
+  allowedOrigins?: string[];
+  /** Largest request body accepted. Default 32 MiB. */
+  maxBodyBytes?: number;
+  /** MCP sessions with no open request for this long are closed. Default 30 minutes. */
+  sessionIdleMs?: number;
+}
+
+export const defaultMcpHttpOptions = {
+  host: '127.0.0.1',
+  port: 8080,
+  maxBodyBytes: 32 * 1024 * 1024,
+  sessionIdleMs: 30 * 60 * 1000,
+} as const;
+
+export const MCP_PATH = '/mcp';
+export const HEALTH_PATH = '/healthz';
+
+interface HttpSession {
+  transport: StreamableHTTPServerTransport;
+  close(): Promise<void>;
+  openRequests: number;
+  lastSeenMs: number;
+}
+
+const rpcError = (code: number, message: string) => ({ jsonrpc: '2.0' as const, error: { code, message }, id: null });
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  if (res.headersSent) {
+    res.end();
+    return;
+  }
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(text)), ...headers });
+  res.end(text);
+}
+
+type BodyRead = { tooLarge: true } | { tooLarge: false; text: string };
+
+/** Reads the body up to `limit` bytes; past it, stops keeping data (the rest is drained and dropped). */
+function readBody(req: IncomingMessage, limit: number): Promise<BodyRead> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) return Promise.resolve({ tooLarge: true });
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let tooLarge = false;
+    req.on('data', (chunk: Buffer) => {
+      if (tooLarge) return;
+      size += chunk.length;
+      if (size > limit) {
+        tooLarge = true;
+        chunks.length = 0;
+        resolve({ tooLarge: true });
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (!tooLarge) resolve({ tooLarge: false, text: Buffer.concat(chunks).toString('utf8') });
+    });
+    req.on('error', reject);
+  });
+}
+
+const mib = (bytes: number): string => `${Math.round((bytes / (1024 * 1024)) * 10) / 10} MiB`;
+
+/** Starts the MCP HTTP server; resolves once it listens. */
+export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number; close(): Promise<void> }> {
+  const host = opts.host || defaultMcpHttpOptions.host;
+  const maxBody = opts.maxBodyBytes ?? defaultMcpHttpOptions.maxBodyBytes;
+  const idleMs = opts.sessionIdleMs ?? defaultMcpHttpOptions.sessionIdleMs;
+  const logger = opts.logger.child({ component: 'mcp-http' });
+  const sessions = new Map<string, HttpSession>();
+  let security: HttpSecurity | undefined;
+  let closing = false;
+
+  function track(session: HttpSession, res: ServerResponse): void {
+    session.openRequests += 1;
+    session.lastSeenMs = Date.now();
+    res.once('close', () => {
+      session.openRequests -= 1;
+      session.lastSeenMs = Date.now();
+    });
+  }
+
+  async function newSession(): Promise<HttpSession> {
+    const connectionId = `http-${randomUUID()}`;
+    const mcp = createMcpServer({ ...opts, connectionId });
+    const transport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => randomUUID(),
+      onsessioninitialized: (id) => {
+        sessions.set(id, session);
+        logger.info({ mcpSession: id, connection: connectionId }, 'MCP session opened');
+      },
+    });
+    const session: HttpSession = { transport, close: mcp.close, openRequests: 0, lastSeenMs: Date.now() };
+    mcp.server.server.onclose = () => {
+      const id = transport.sessionId;
+      if (id && sessions.get(id) === session) {
+        sessions.delete(id);
+        logger.info({ mcpSession: id, connection: connectionId }, 'MCP session closed');
+      }
+      void mcp.close();
+    };
+    await mcp.server.connect(transport);
+    return session;
+  }
+
+  async function handleMcp(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const raw = req.headers['mcp-session-id'];
+    const sessionId = Array.isArray(raw) ? raw[0] : raw;
+    const existing = sessionId ? sessions.get(sessionId) : undefined;
+    if (sessionId && !existing) {
+      sendJson(res, 404, rpcError(-32001, 'Session not found: it expired or was closed; start a new MCP session with initialize'));
+      return;
+    }
+
+    if (req.method === 'GET' || req.method === 'DELETE') {
+      if (!existing) {
+        sendJson(res, 400, rpcError(-32000, 'Bad Request: Mcp-Session-Id header is required'));
+        return;
+      }
+      track(existing, res);
+      await existing.transport.handleRequest(req, res);
+      return;
+    }
+    if (req.method !== 'POST') {
+      sendJson(res, 405, rpcError(-32000, 'Method Not Allowed: use POST, GET or DELETE'), { Allow: 'GET, POST, DELETE' });
+      return;
+    }
+
+    const body = await readBody(req, maxBody);
+    if (body.tooLarge) {
+      sendJson(
+        res,
+        413,
+        rpcError(-32000, `Payload Too Large: the request body is over the ${mib(maxBody)} limit. Send large files in several smaller fs_write calls.`),
+        { Connection: 'close' },
+      );
+      req.resume();
+      return;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.text);
+    } catch {
+      sendJson(res, 400, rpcError(-32700, 'Parse error: the body is not valid JSON'));
+      return;
+    }
+
+    let session = existing;
+    if (!session) {
+      const initializing = Array.isArray(parsed) ? parsed.some((m) => isInitializeRequest(m)) : isInitializeRequest(parsed);
+      if (!initializing) {
+        sendJson(res, 400, rpcError(-32000, 'Bad Request: Mcp-Session-Id header is required (send initialize first to get one)'));
+        return;
+      }
+      if (closing) {
+        sendJson(res, 503, rpcError(-32000, 'Service Unavailable: the server is shutting down'));
+        return;
+      }
+      session = await newSession();
+      track(session, res);
+      await session.transport.handleRequest(req, res, parsed);
+      if (!session.transport.sessionId) await session.close(); // initialize was refused
+      return;
+    }
+    track(session, res);
+    await session.transport.handleRequest(req, res, parsed);
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === HEALTH_PATH && (req.method === 'GET' || req.method === 'HEAD')) {
+      sendJson(res, 200, { status: 'ok', mcp_sessions: sessions.size });
+      return;
+    }
+    if (path !== MCP_PATH) {
+      sendJson(res, 404, rpcError(-32000, `Not Found: the MCP endpoint is ${MCP_PATH}`));
+      return;
+    }
+    const verdict = security!.check(req.headers);
+    if (!verdict.ok) {
+      sendJson(res, verdict.status, rpcError(-32000, verdict.message), verdict.headers);
+      req.resume();
+      return;
+    }
+    await handleMcp(req, res);
+  }
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      logger.error({ err, url: req.url, method: req.method }, 'MCP HTTP request failed');
+      sendJson(res, 500, rpcError(-32603, 'Internal server error'));
+    });
+  });
+  // Long tool calls stream for minutes: no request timeout; idle keep-alive sockets still close.
+  server.requestTimeout = 0;
+  server.headersTimeout = 60_000;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  security = new HttpSecurity({
+    host,
+    port,
+    ...(opts.allowedHosts ? { allowedHosts: opts.allowedHosts } : {}),
+    ...(opts.allowedOrigins ? { allowedOrigins: opts.allowedOrigins } : {}),
+    ...(opts.token ? { token: opts.token } : {}),
+  });
+  logger.info({ host, port, path: MCP_PATH, auth: Boolean(opts.token) }, 'MCP Streamable HTTP listening');
+
+  const sweeper = setInterval(() => {
+    const now = Date.now();
+    for (const [id, s] of sessions) {
+      if (s.openRequests <= 0 && now - s.lastSeenMs > idleMs) {
+        logger.info({ mcpSession: id }, 'closing idle MCP session');
+        void s.transport.close();
+      }
+    }
+  }, Math.max(1_000, Math.min(60_000, Math.floor(idleMs / 4))));
+  sweeper.unref();
+
+  let closed: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closed ??= (async () => {
+      closing = true;
+      clearInterval(sweeper);
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      const all = [...sessions.values()];
+      sessions.clear();
+      await Promise.all(all.map(async (s) => {
+        await s.transport.close().catch(() => undefined);
+        await s.close();
+      }));
+      server.closeAllConnections();
+      await stopped;
+    })());
+
+  return { port, close };
+}

@@ -1,0 +1,206 @@
+/**
+ * Input and output schemas of the MCP tools (zod 4). Inputs are strict objects, so a misspelt
+ * argument is an error that names it rather than a silently ignored field. Outputs describe
+ * `structuredContent`; tools that run as tasks share the task fields, and their result fields
+ * are present once the task has finished (a call that outlives its wait answers with the task
+ * fields only, to be polled with task_status / task_result).
+ */
+import { z } from 'zod';
+import { MAX_TIMEOUT_SECONDS } from '../grpc/codecs.js';
+
+const sessionId = z
+  .string()
+  .min(1)
+  .optional()
+  .describe("Session to use. Omit it to use this connection's own default session, created on first use.");
+const stringMap = z.record(z.string(), z.string());
+
+// ---- inputs -------------------------------------------------------------------------------
+
+export const sessionCreateInput = z.strictObject({
+  metadata: stringMap.optional().describe('Labels to keep with the session (string to string).'),
+  env: stringMap.optional().describe('Environment variables for every Python run in the session.'),
+  allow_network: z.boolean().optional().describe('Let code in the session reach the network (default false).'),
+});
+export const sessionListInput = z.strictObject({});
+export const sessionStatusInput = z.strictObject({ session_id: sessionId });
+export const sessionDestroyInput = z.strictObject({
+  session_id: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("Session to destroy. Omit it to destroy this connection's default session (a new one is made on next use)."),
+  save_checkpoint: z.boolean().optional().describe('Save a checkpoint before destroying (not implemented yet).'),
+});
+export const sessionCheckpointInput = z.strictObject({
+  session_id: sessionId,
+  name: z.string().optional().describe('A name for the checkpoint.'),
+});
+export const sessionRestoreInput = z.strictObject({
+  checkpoint_id: z.string().min(1).describe('The checkpoint to restore into a new session.'),
+});
+
+export const echoInput = z.strictObject({
+  message: z.string().describe('Text to send back.'),
+  session_id: sessionId,
+});
+export const fsReadInput = z.strictObject({
+  path: z.string().min(1).describe('File path relative to the session workspace.'),
+  session_id: sessionId,
+});
+export const fsWriteInput = z.strictObject({
+  path: z.string().min(1).describe('File path relative to the session workspace.'),
+  contents: z.string().describe('The file contents: text, or base64 when encoding is "base64".'),
+  create_dirs: z.boolean().optional().describe('Create missing parent folders (default false).'),
+  encoding: z.enum(['utf-8', 'utf8', 'base64']).optional().describe('"utf-8" (default) or "base64" for bytes.'),
+  session_id: sessionId,
+});
+export const fsListInput = z.strictObject({
+  path: z.string().optional().describe('Folder relative to the workspace (default: the workspace root).'),
+  recursive: z.boolean().optional().describe('Include sub-folders (default false).'),
+  pattern: z.string().optional().describe('Glob that names must match, e.g. "*.py".'),
+  session_id: sessionId,
+});
+export const runPythonInput = z.strictObject({
+  code: z.string().optional().describe('Python source to run. Set exactly one of code and file.'),
+  file: z.string().optional().describe('A .py file in the workspace to run. Set exactly one of code and file.'),
+  args: z.array(z.string()).optional().describe('Command-line arguments (sys.argv[1:]).'),
+  env: stringMap.optional().describe('Extra environment variables for this run.'),
+  timeout_seconds: z
+    .number()
+    .int()
+    .min(0)
+    .max(MAX_TIMEOUT_SECONDS)
+    .optional()
+    .describe(`Kill the run after this many seconds (0 or omitted: the worker's default; at most ${MAX_TIMEOUT_SECONDS}).`),
+  session_id: sessionId,
+});
+export const pkgInstallInput = z.strictObject({
+  packages: z
+    .union([z.array(z.string()).min(1), z.string().min(1)])
+    .describe('Requirement specifiers: an array, or one space-separated string, e.g. "numpy pandas==2.2".'),
+  upgrade: z.boolean().optional().describe('Upgrade packages that are already installed.'),
+  index_url: z.string().optional().describe('Package index URL (http(s) or file:) instead of the default.'),
+  no_deps: z.boolean().optional().describe('Do not install dependencies.'),
+  session_id: sessionId,
+});
+export const artifactGetInput = z.strictObject({
+  artifact_id: z.string().min(1).describe("Path of a file under the session's artifacts/ folder."),
+  session_id: sessionId,
+});
+export const taskIdInput = z.strictObject({
+  task_id: z.string().min(1).describe('A task_id from a tool call that outlived its wait.'),
+  session_id: z.string().min(1).optional().describe('The session the task belongs to (optional).'),
+});
+export const taskResultInput = taskIdInput.extend({
+  wait_seconds: z
+    .number()
+    .min(0)
+    .optional()
+    .describe('How long to wait for the task to finish before answering with its status (default and maximum: the server wait limit).'),
+});
+
+// ---- outputs ------------------------------------------------------------------------------
+
+export const taskStateSchema = z.enum(['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'errored']);
+
+/** Fields every task-backed tool answers with. */
+const taskFields = {
+  task_id: z.string().describe('The task that ran (or still runs) this call.'),
+  session_id: z.string(),
+  status: taskStateSchema.describe('queued or running: still going (poll task_result); anything else is final.'),
+  done: z.boolean().describe('False when the call outlived its wait; the result fields are then absent.'),
+  message: z.string().optional().describe('What to do next when the task is still running.'),
+};
+
+const sessionSummary = z.object({
+  session_id: z.string(),
+  worker_id: z.string(),
+  state: z.string(),
+  created_at_ms: z.number(),
+  last_activity_ms: z.number(),
+  active_tasks: z.number(),
+  recent_tasks: z.array(z.string()),
+  metadata: stringMap,
+  is_default: z.boolean().describe("True for this connection's default session."),
+  failure_reason: z.string().optional(),
+});
+export type SessionSummary = z.infer<typeof sessionSummary>;
+
+export const sessionCreateOutput = z.object({
+  session_id: z.string(),
+  worker_id: z.string(),
+  state: z.string(),
+  created_at_ms: z.number(),
+  metadata: stringMap,
+});
+export const sessionListOutput = z.object({ sessions: z.array(sessionSummary), count: z.number() });
+export const sessionStatusOutput = sessionSummary;
+export const sessionDestroyOutput = z.object({
+  session_id: z.string(),
+  destroyed: z.boolean(),
+  artifacts: z.array(z.string()),
+});
+export const sessionCheckpointOutput = z.object({ checkpoint_id: z.string(), session_id: z.string() });
+export const sessionRestoreOutput = z.object({ session_id: z.string(), worker_id: z.string(), state: z.string() });
+
+export const echoOutput = z.object({ ...taskFields, message: z.string().optional() });
+export const fsReadOutput = z.object({
+  ...taskFields,
+  path: z.string().optional(),
+  contents: z.string().optional(),
+  size_bytes: z.number().optional(),
+  encoding: z.enum(['utf-8', 'base64']).optional(),
+});
+export const fsWriteOutput = z.object({ ...taskFields, path: z.string().optional(), bytes_written: z.number().optional() });
+const fileInfo = z.object({
+  path: z.string(),
+  name: z.string(),
+  size_bytes: z.number(),
+  is_directory: z.boolean(),
+  modified_time_ms: z.number(),
+});
+export const fsListOutput = z.object({
+  ...taskFields,
+  path: z.string().optional(),
+  files: z.array(fileInfo).optional(),
+  total_count: z.number().optional(),
+});
+export const runPythonOutput = z.object({
+  ...taskFields,
+  stdout: z.string().optional(),
+  stderr: z.string().optional(),
+  exit_code: z.number().optional(),
+  duration_ms: z.number().optional(),
+  timed_out: z.boolean().optional(),
+});
+export const pkgInstallOutput = z.object({
+  ...taskFields,
+  installed: z.array(z.object({ name: z.string(), version: z.string(), location: z.string() })).optional(),
+  failed: z.array(z.string()).optional(),
+  output: z.string().optional(),
+  exit_code: z.number().optional(),
+});
+export const artifactGetOutput = z.object({
+  ...taskFields,
+  artifact_id: z.string().optional(),
+  size_bytes: z.number().optional(),
+  content_type: z.string().optional(),
+  uri: z.string().optional().describe('The embedded resource holding the bytes.'),
+});
+
+export const taskStatusOutput = z.object({
+  task_id: z.string(),
+  session_id: z.string(),
+  tool: z.string(),
+  status: taskStateSchema,
+  done: z.boolean(),
+  elapsed_ms: z.number(),
+  progress: z.object({ stage: z.string(), message: z.string(), percent: z.number() }).optional(),
+});
+export const taskResultOutput = z.object({
+  ...taskFields,
+  tool: z.string(),
+  result: z.record(z.string(), z.unknown()).optional().describe("The tool's own result, as the tool would have answered."),
+});
+export const taskCancelOutput = z.object({ task_id: z.string(), cancelled: z.boolean(), status: z.string() });
