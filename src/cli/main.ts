@@ -98,22 +98,25 @@ async function main(argv: string[]): Promise<number> {
       if (m.COORDINATOR_ADDR) {
         const { RemoteCoordinatorPort } = await import('../grpc/remote-port.js');
         const coordinator = new RemoteCoordinatorPort(m.COORDINATOR_ADDR);
+        const finished = deferred();
+        // A signal ends stdin: runMcpStdio then destroys the connection's default session.
+        onShutdown(logger, 10_000, () => (process.stdin.destroy(), finished.promise));
         await runMcpStdio({ ...common, coordinator });
         coordinator.close();
+        finished.resolve();
         return 0;
       }
       const { startCoordinator } = await import('../coordinator/main.js');
       const { startWorker } = await import('../worker/main.js');
       const c = await startCoordinator(coordinatorConfig({ ...env, GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_ENABLED: 'false' }), logger.child({ component: 'coordinator' }));
       const w = await startWorker(workerConfig({ ...env, COORDINATOR_ADDR: `127.0.0.1:${c.grpcPort}`, WORKER_ID: env['WORKER_ID'] ?? 'embedded-worker', BASE_WORKSPACE: m.BASE_WORKSPACE }), logger.child({ component: 'worker' }));
-      const stopAll = async () => {
-        await w.stop();
-        await c.stop();
-      };
-      onShutdown(logger, 20_000, stopAll);
+      const finished = deferred();
+      onShutdown(logger, 20_000, () => (process.stdin.destroy(), finished.promise));
       await waitForWorker(c.coordinator, 30_000);
       await runMcpStdio({ ...common, coordinator: c.coordinator });
-      await stopAll();
+      await w.stop();
+      await c.stop();
+      finished.resolve();
       return 0;
     }
     case 'health': {
@@ -132,6 +135,12 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`unknown command ${JSON.stringify(command)}\n\n${HELP}`);
       return 2;
   }
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve = () => {};
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
 }
 
 async function waitForWorker(port: { listWorkers(): { state: string }[] }, timeoutMs: number): Promise<void> {

@@ -164,7 +164,8 @@ export function toolSpecs(options: ToolRegistryOptions): ToolSpec[] {
           await conn.sessions.assertVisible(sessionId);
         }
         try {
-          const res = await conn.port.destroySession(sessionId);
+          // An agent asking to destroy means it: running tasks are cancelled (gRPC clients choose with `force`).
+          const res = await conn.port.destroySession(sessionId, { force: true });
           conn.sessions.forget(sessionId);
           return okResult({ session_id: sessionId, destroyed: res.destroyed, artifacts: res.artifacts });
         } catch (err) {
