@@ -1,4 +1,4 @@
-import { assign, sendParent, setup, type ActorRefFrom } from 'xstate';
+import { assign, sendParent, setup, spawnChild, stopChild, type ActorRefFrom } from 'xstate';
 import type { ErrorInfo } from '../src/domain/errors.js';
 import type { SessionConfig } from '../src/domain/sessions.js';
 import type { TaskSpec } from '../src/domain/tasks.js';
@@ -39,6 +39,8 @@ export type CoordinatorLinkParentEvent =
   | { type: 'link.registered'; registrationId: string }
   | { type: 'link.down'; reason: string }
   | { type: 'link.closed' };
+
+const TASK_STREAM_ID = 'taskStream';
 
 export const coordinatorLinkMachine = setup({
   types: {
@@ -88,13 +90,16 @@ export const coordinatorLinkMachine = setup({
       },
     },
     backoff: {
-      entry: 'announceDown',
+      entry: [stopChild(TASK_STREAM_ID), 'announceDown'],
       after: { reconnectDelay: { target: 'registering', actions: assign({ attempt: ({ context }) => context.attempt + 1 }) } },
     },
     connected: {
+      // The task stream is a spawned child, not an invoke: it stays open while deregistering, so
+      // the last results of a drain reach the coordinator and the coordinator still knows this
+      // registration when DeregisterWorker arrives. It stops on backoff and when the link closes.
+      entry: spawnChild('taskStream', { id: TASK_STREAM_ID, input: ({ context }) => ({ workerId: context.workerId, registrationId: context.registrationId }) }),
       invoke: [
         { id: 'heartbeats', src: 'heartbeats', input: ({ context }) => ({ workerId: context.workerId, registrationId: context.registrationId, intervalMs: context.heartbeatIntervalMs }) },
-        { id: 'taskStream', src: 'taskStream', input: ({ context }) => ({ workerId: context.workerId, registrationId: context.registrationId }) },
       ],
       on: {
         'link.failed': { target: 'backoff', actions: { type: 'setError', params: ({ event }) => ({ error: event.reason }) } },
@@ -115,7 +120,7 @@ export const coordinatorLinkMachine = setup({
     },
     closed: {
       type: 'final',
-      entry: 'announceClosed',
+      entry: [stopChild(TASK_STREAM_ID), 'announceClosed'],
     },
   },
 });

@@ -72,8 +72,9 @@ export function toolCallFrom(tool: ToolName, input: Wire, prefix = `typed_reques
     case 'run_python': {
       const code = input['code'];
       const file = input['file'];
-      const hasCode = typeof code === 'string' && code.length > 0 && input['source'] !== 'file';
-      const hasFile = typeof file === 'string' && file.length > 0 && input['source'] !== 'code';
+      // Both set on the wire decode with `source` naming the last one: count both, so the request is refused, not half-run.
+      const hasCode = typeof code === 'string' && code.length > 0;
+      const hasFile = typeof file === 'string' && file.length > 0;
       if (hasCode === hasFile) throw invalidArgument(`${f('code')} / ${f('file')}`, 'set exactly one: code to run, or a file in the workspace');
       const args = Array.isArray(input['args']) ? input['args'].map(str) : [];
       args.forEach((a, i) => { if (a.includes('\0')) throw invalidArgument(`${f('args')}[${i}]`, 'must not contain NUL bytes'); });

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
-import { HealthImplementation } from 'grpc-health-check';
+import * as protoLoader from '@grpc/proto-loader';
+import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import type { CoordinatorPort } from '../coordinator/port.js';
 import type { WorkerRegistry } from '../coordinator/worker-registry.js';
 import type { Logger } from '../log/logger.js';
@@ -42,7 +43,9 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<{ server
     'codegen.v1.WorkerLifecycle': 'SERVING',
   });
   health.addToServer(server);
-  new ReflectionService(definition).addToServer(server);
+  // Reflection lists health too, so standard tools (grpcurl, grpc_health_probe) can describe it.
+  const healthDefinition = protoLoader.loadSync(healthProtoPath, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+  new ReflectionService({ ...definition, ...healthDefinition }).addToServer(server);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
   });

@@ -56,6 +56,7 @@ export function workerLifecycleHandlers(registry: WorkerRegistry, opts: { token:
         const hello = msg['hello'] ?? {};
         channel = new WorkerChannel(String(hello.worker_id ?? ''), String(hello.registration_id ?? ''), call, opts.logger.child({ workerId: hello.worker_id }));
         registry.openStream(channel);
+        opts.logger.info({ workerId: channel.workerId, registrationId: channel.registrationId }, 'worker task stream open');
       } catch (err) {
         channel = undefined;
         fail(err);
