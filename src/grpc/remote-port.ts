@@ -15,6 +15,7 @@ import { newTaskId } from '../domain/ids.js';
 import type { SessionView, WorkerView } from '../domain/sessions.js';
 import { isFinalTaskState, taskStateOf, type TaskOutcome, type TaskProgress, type TaskState, type TaskUpdate } from '../domain/tasks.js';
 import { connectCoordinator, unary, type CoordinatorClients } from './client.js';
+import { remoteError } from './status.js';
 import { decodeError, decodeSessionState, decodeTaskStatus, decodeTaskUpdate, encodeToolRequest } from './codecs.js';
 
 type Wire = Record<string, any>;
@@ -41,53 +42,6 @@ type RemoteContext = 'session' | 'task' | 'other';
 const num = (v: unknown): number => (v === undefined || v === null || v === '' ? 0 : Number(v));
 const taskStates: readonly TaskState[] = ['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'errored'];
 const toTaskState = (v: unknown, fallback: TaskState): TaskState => (taskStates.includes(v as TaskState) ? (v as TaskState) : fallback);
-
-const isServiceError = (err: unknown): err is grpc.ServiceError =>
-  err instanceof Error && typeof (err as Partial<grpc.ServiceError>).code === 'number';
-
-/** A gRPC failure as the CodegenError the coordinator meant. */
-export function remoteError(err: unknown, context: RemoteContext, address: string): CodegenError {
-  if (err instanceof CodegenError) return err;
-  if (!isServiceError(err)) return new CodegenError('INTERNAL', err instanceof Error ? err.message : String(err), { cause: err });
-  const message = err.details || err.message;
-  const sent = err.metadata?.get('codegen-error-code')?.[0];
-  if (typeof sent === 'string' && isErrorCode(sent)) return new CodegenError(sent, message, { cause: err });
-  const S = grpc.status;
-  let code: ErrorCode;
-  switch (err.code) {
-    case S.NOT_FOUND:
-      code = /\bsession\b/i.test(message) ? 'SESSION_NOT_FOUND' : /\btask\b/i.test(message) ? 'TASK_NOT_FOUND' : context === 'session' ? 'SESSION_NOT_FOUND' : context === 'task' ? 'TASK_NOT_FOUND' : 'NOT_FOUND';
-      break;
-    case S.INVALID_ARGUMENT:
-    case S.OUT_OF_RANGE:
-      code = 'INVALID_ARGUMENT';
-      break;
-    case S.RESOURCE_EXHAUSTED:
-      code = 'CAPACITY_EXHAUSTED';
-      break;
-    case S.FAILED_PRECONDITION:
-    case S.ABORTED:
-      code = 'FAILED_PRECONDITION';
-      break;
-    case S.UNIMPLEMENTED:
-      code = 'UNIMPLEMENTED';
-      break;
-    case S.UNAUTHENTICATED:
-    case S.PERMISSION_DENIED:
-      code = 'UNAUTHENTICATED';
-      break;
-    case S.CANCELLED:
-      code = 'CANCELLED';
-      break;
-    case S.UNAVAILABLE:
-      return new CodegenError('INTERNAL', `cannot reach the coordinator at ${address}: ${message}`, { cause: err, retriable: true });
-    case S.DEADLINE_EXCEEDED:
-      return new CodegenError('INTERNAL', `the coordinator at ${address} did not answer in time: ${message}`, { cause: err, retriable: true });
-    default:
-      code = 'INTERNAL';
-  }
-  return new CodegenError(code, message, { cause: err });
-}
 
 interface RemoteTask {
   taskId: string;

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { CodegenError, errorCodes, toErrorInfo, type ErrorCode } from '../domain/errors.js';
+import { CodegenError, errorCodes, isErrorCode, toErrorInfo, type ErrorCode } from '../domain/errors.js';
 
 /** A gRPC status error for anything thrown by the actors' answers. */
 export function toServiceError(err: unknown): Partial<grpc.StatusObject> & Error {
@@ -13,21 +13,54 @@ export function toServiceError(err: unknown): Partial<grpc.StatusObject> & Error
   return e;
 }
 
-/** Back from a gRPC status (remote clients) to a CodegenError, keeping our code when the server sent it. */
-export function fromServiceError(err: grpc.ServiceError, fallback: ErrorCode = 'INTERNAL'): CodegenError {
+const isServiceError = (err: unknown): err is grpc.ServiceError =>
+  err instanceof Error && typeof (err as Partial<grpc.ServiceError>).code === 'number';
+
+/**
+ * Back from a gRPC failure to the CodegenError the coordinator meant: its own code when it sent
+ * one (the `codegen-error-code` metadata), else one read from the status and the context.
+ */
+export function remoteError(err: unknown, context: 'session' | 'task' | 'other', address: string): CodegenError {
+  if (err instanceof CodegenError) return err;
+  if (!isServiceError(err)) return new CodegenError('INTERNAL', err instanceof Error ? err.message : String(err), { cause: err });
+  const message = err.details || err.message;
   const sent = err.metadata?.get('codegen-error-code')?.[0];
-  if (typeof sent === 'string' && sent in errorCodes) return new CodegenError(sent as ErrorCode, err.details || err.message);
-  const byStatus: Partial<Record<grpc.status, ErrorCode>> = {
-    [grpc.status.INVALID_ARGUMENT]: 'INVALID_ARGUMENT',
-    [grpc.status.NOT_FOUND]: 'NOT_FOUND',
-    [grpc.status.RESOURCE_EXHAUSTED]: 'CAPACITY_EXHAUSTED',
-    [grpc.status.FAILED_PRECONDITION]: 'FAILED_PRECONDITION',
-    [grpc.status.UNAUTHENTICATED]: 'UNAUTHENTICATED',
-    [grpc.status.UNIMPLEMENTED]: 'UNIMPLEMENTED',
-    [grpc.status.UNAVAILABLE]: 'WORKER_LOST',
-    [grpc.status.CANCELLED]: 'CANCELLED',
-  };
-  return new CodegenError(byStatus[err.code] ?? fallback, err.details || err.message);
+  if (typeof sent === 'string' && isErrorCode(sent)) return new CodegenError(sent, message, { cause: err });
+  const S = grpc.status;
+  let code: ErrorCode;
+  switch (err.code) {
+    case S.NOT_FOUND:
+      code = /\bsession\b/i.test(message) ? 'SESSION_NOT_FOUND' : /\btask\b/i.test(message) ? 'TASK_NOT_FOUND' : context === 'session' ? 'SESSION_NOT_FOUND' : context === 'task' ? 'TASK_NOT_FOUND' : 'NOT_FOUND';
+      break;
+    case S.INVALID_ARGUMENT:
+    case S.OUT_OF_RANGE:
+      code = 'INVALID_ARGUMENT';
+      break;
+    case S.RESOURCE_EXHAUSTED:
+      code = 'CAPACITY_EXHAUSTED';
+      break;
+    case S.FAILED_PRECONDITION:
+    case S.ABORTED:
+      code = 'FAILED_PRECONDITION';
+      break;
+    case S.UNIMPLEMENTED:
+      code = 'UNIMPLEMENTED';
+      break;
+    case S.UNAUTHENTICATED:
+    case S.PERMISSION_DENIED:
+      code = 'UNAUTHENTICATED';
+      break;
+    case S.CANCELLED:
+      code = 'CANCELLED';
+      break;
+    case S.UNAVAILABLE:
+      return new CodegenError('INTERNAL', `cannot reach the coordinator at ${address}: ${message}`, { cause: err, retriable: true });
+    case S.DEADLINE_EXCEEDED:
+      return new CodegenError('INTERNAL', `the coordinator at ${address} did not answer in time: ${message}`, { cause: err, retriable: true });
+    default:
+      code = 'INTERNAL';
+  }
+  return new CodegenError(code, message, { cause: err });
 }
 
 /** Wraps a promise-returning unary handler: every throw becomes a status, nothing escapes. */

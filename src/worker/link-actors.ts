@@ -5,7 +5,7 @@ import { CodegenError, toErrorInfo } from '../domain/errors.js';
 import type { SessionConfig } from '../domain/sessions.js';
 import { decodeTaskSpec } from '../grpc/codecs.js';
 import { WORKER_TOKEN_METADATA } from '../grpc/handlers/worker-lifecycle.js';
-import { fromServiceError } from '../grpc/status.js';
+import { remoteError } from '../grpc/status.js';
 import type { Logger } from '../log/logger.js';
 import type { CoordinatorLinkEvent, Registration } from '../../machines/coordinator-link.machine.js';
 import type { Uplink } from './uplink.js';
@@ -34,7 +34,7 @@ function metadata(token: string): grpc.Metadata {
 function unaryCall<Res>(client: LifecycleClient, method: string, req: unknown, token: string, deadlineMs: number): Promise<Res> {
   return new Promise((resolve, reject) => {
     client[method](req, metadata(token), { deadline: new Date(Date.now() + deadlineMs) }, (err: grpc.ServiceError | null, res: Res) =>
-      err ? reject(fromServiceError(err, 'WORKER_LOST')) : resolve(res),
+      err ? reject(remoteError(err, 'other', 'the coordinator')) : resolve(res),
     );
   });
 }
