@@ -38,10 +38,25 @@ const realOrSelf = (p: string): string => {
   }
 };
 
+/**
+ * How bwrap gets its namespaces. 'userns': `--unshare-all`, with a user namespace (the normal
+ * case). 'root': inside a container Docker masks parts of /proc, so a user namespace cannot mount
+ * a fresh /proc; as root bwrap can make the other namespaces without one. Capabilities are
+ * dropped either way, so root in the sandbox cannot remount what hides other sessions.
+ */
+export type NamespaceProfile = 'userns' | 'root';
+let profile: NamespaceProfile = 'userns';
+
+function namespaceArgs(allowNetwork: boolean, p: NamespaceProfile): string[] {
+  if (p === 'userns') return allowNetwork ? ['--unshare-all', '--share-net'] : ['--unshare-all'];
+  const args = ['--unshare-ipc', '--unshare-pid', '--unshare-uts', '--unshare-cgroup-try'];
+  if (!allowNetwork) args.push('--unshare-net');
+  return args;
+}
+
 /** The fixed part of every sandbox: no namespaces shared, no capabilities, a read-only system. */
-function baseArgs(allowNetwork: boolean): string[] {
-  const args = ['--unshare-all'];
-  if (allowNetwork) args.push('--share-net');
+function baseArgs(allowNetwork: boolean, p: NamespaceProfile = profile): string[] {
+  const args = namespaceArgs(allowNetwork, p);
   args.push(
     '--die-with-parent', // the sandbox dies when its monitor (our child) dies
     '--new-session', // no TIOCSTI into a terminal we might hold
@@ -87,28 +102,43 @@ export function bwrapArgs(view: SandboxView, cwd: string): string[] {
   return args;
 }
 
-export interface BwrapProbe { ok: boolean; path: string | null; reason: string }
+export interface BwrapProbe { ok: boolean; path: string | null; reason: string; profile: NamespaceProfile }
 
-/** Run `bwrap ... /bin/true` with the flags launch() uses; ok when it exits 0. */
-export function probeBwrap(): Promise<BwrapProbe> {
+/** Which namespace profile the probe found working ('userns' until a probe says otherwise). */
+export const namespaceProfile = (): NamespaceProfile => profile;
+
+/**
+ * Run `bwrap ... /bin/true` with the flags launch() uses; ok when it exits 0. Tries the user
+ * namespace profile first and, as root, the 'root' profile when that fails (inside Docker).
+ */
+export async function probeBwrap(): Promise<BwrapProbe> {
   const bwrap = findBwrap();
-  if (bwrap === null) return Promise.resolve({ ok: false, path: null, reason: 'bwrap is not installed (Debian package: bubblewrap)' });
+  if (bwrap === null) return { ok: false, path: null, reason: 'bwrap is not installed (Debian package: bubblewrap)', profile };
+  const first = await tryProfile(bwrap, 'userns');
+  if (first.ok || process.getuid?.() !== 0) return first;
+  const second = await tryProfile(bwrap, 'root');
+  return second.ok ? second : { ...first, reason: `${first.reason}; without a user namespace: ${second.reason}` };
+}
+
+function tryProfile(bwrap: string, p: NamespaceProfile): Promise<BwrapProbe> {
   const truePath = existsSync('/bin/true') ? '/bin/true' : '/usr/bin/true';
   return new Promise((resolve) => {
     let stderr = '';
-    const child = spawn(bwrap, [...baseArgs(false), '--', truePath], { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: '/usr/bin:/bin' } });
+    const child = spawn(bwrap, [...baseArgs(false, p), '--', truePath], { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: '/usr/bin:/bin' } });
     const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
     child.stderr.on('data', (chunk: Buffer) => {
       if (stderr.length < 4096) stderr += chunk.toString('utf8');
     });
     child.on('error', (err) => {
       clearTimeout(timer);
-      resolve({ ok: false, path: bwrap, reason: err.message });
+      resolve({ ok: false, path: bwrap, reason: err.message, profile: p });
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      if (code === 0) resolve({ ok: true, path: bwrap, reason: '' });
-      else resolve({ ok: false, path: bwrap, reason: stderr.trim() || `bwrap exited with ${code ?? signal}` });
+      if (code === 0) {
+        profile = p;
+        resolve({ ok: true, path: bwrap, reason: '', profile: p });
+      } else resolve({ ok: false, path: bwrap, reason: stderr.trim() || `bwrap exited with ${code ?? signal}`, profile: p });
     });
   });
 }

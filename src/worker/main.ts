@@ -7,6 +7,7 @@ import type { WorkerConfig } from '../config/worker.js';
 import { loadProtos } from '../grpc/protos.js';
 import { inspectionLogger } from '../log/inspection.js';
 import type { Logger } from '../log/logger.js';
+import { namespaceProfile } from '../sandbox/isolation.js';
 import { detectIsolation, setIsolation } from '../sandbox/launch.js';
 import { coordinatorLinkMachine } from '../../machines/coordinator-link.machine.js';
 import { sessionMachine } from '../../machines/session.machine.js';
@@ -44,11 +45,18 @@ export function packageVersion(): string {
 export async function startWorker(config: WorkerConfig, logger: Logger): Promise<RunningWorker> {
   const isolation = await detectIsolation(config.sandbox);
   setIsolation(isolation);
-  logger.info({ isolation, requested: config.sandbox }, isolation === 'bwrap' ? 'sandbox: bubblewrap (own PID, network and mount namespaces)' : 'sandbox: plain processes (no namespaces; set SANDBOX=bwrap to require bubblewrap)');
+  const namespaces = isolation === 'bwrap' ? namespaceProfile() : 'none';
+  logger.info(
+    { isolation, namespaces, requested: config.sandbox },
+    isolation === 'bwrap'
+      ? `sandbox: bubblewrap (own PID, network and mount namespaces${namespaces === 'root' ? '; no user namespace, as root with all capabilities dropped' : ''})`
+      : 'sandbox: plain processes (no namespaces; set SANDBOX=bwrap to require bubblewrap)',
+  );
 
   await mkdir(config.baseWorkspace, { recursive: true });
   const basePython = await resolveBasePython(config.python);
-  const pool = new VenvPool({ root: path.join(config.baseWorkspace, '.pool'), size: config.venvPoolSize, python: config.python, onError: (err) => logger.warn({ err }, 'venv pool refill failed') });
+  // One pool folder per worker: scaled replicas can share a BASE_WORKSPACE volume, and each clears its own pool at start.
+  const pool = new VenvPool({ root: path.join(config.baseWorkspace, '.pool', config.workerId), size: config.venvPoolSize, python: config.python, onError: (err) => logger.warn({ err }, 'venv pool refill failed') });
   pool.start();
 
   const { services } = loadProtos();

@@ -1,0 +1,53 @@
+/**
+ * make docker-test: the single-worker Compose stack, through the gRPC API.
+ * Skips itself unless scripts/docker/run-compose-test.sh started the stack
+ * (CODEGEN_DOCKER_E2E=1 and CODEGEN_DOCKER_GRPC_ADDR set).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildWheel } from '../helpers/wheels.js';
+import { dockerEnv, GrpcDriver, probeImports, type Session } from './docker-helpers.js';
+
+describe.skipIf(!dockerEnv.enabled)('docker compose: coordinator + one worker', () => {
+  let grpc: GrpcDriver;
+  let session: Session;
+
+  beforeAll(() => {
+    grpc = new GrpcDriver(dockerEnv.grpcAddr);
+    // The worker sees this folder as /wheels and pip installs only from it.
+    buildWheel(dockerEnv.wheels, 'cgdemo_single', '1.2.3', 'single-from-wheel');
+  });
+
+  afterAll(async () => {
+    if (session) await grpc.destroySession(session.session_id).catch(() => {});
+    grpc?.close();
+  });
+
+  it('creates a session through gRPC, READY with its own Python 3.11 venv', async () => {
+    session = await grpc.createSession({ test: 'docker-integration' });
+    expect(session.session_id).toBeTruthy();
+    expect(session.worker_id).toMatch(/^worker-1-/);
+    expect(session.state).toBe('SESSION_STATE_READY');
+    expect(session.workspace_path).toContain('/home/builder/workspaces/');
+
+    const r = await grpc.runPython(
+      session.session_id,
+      'import json, os, sys\nprint(json.dumps({"venv": sys.prefix != sys.base_prefix, "prefix": sys.prefix, "version": list(sys.version_info[:2]), "cwd": os.getcwd()}))',
+    );
+    expect(r.exit_code, r.stderr).toBe(0);
+    const info = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect(info.venv).toBe(true);
+    expect(info.prefix).toMatch(/\.venv$/);
+    expect(info.version).toEqual([3, 11]);
+  }, 240_000);
+
+  it('installs a package from the local wheel folder and imports it', async () => {
+    const install = await grpc.execute(session.session_id, { pkg_install: { packages: ['cgdemo_single'] } });
+    expect(install.status, JSON.stringify(install.response)).toBe('STATUS_SUCCESS');
+    const installed = (install.response?.installed ?? []) as Array<{ name: string; version: string }>;
+    expect(installed.map((p) => [p.name.toLowerCase().replace(/-/g, '_'), p.version])).toContainEqual(['cgdemo_single', '1.2.3']);
+
+    const r = await grpc.runPython(session.session_id, probeImports(['cgdemo_single']));
+    expect(r.exit_code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout.trim())).toEqual({ cgdemo_single: 'single-from-wheel' });
+  }, 240_000);
+});
