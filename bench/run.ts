@@ -3,7 +3,9 @@
  * Prints a Markdown table; BENCHMARKS.md records a run of it.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { cpus } from 'node:os';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { connectCoordinator, unary, type CoordinatorClients } from '../src/grpc/client.js';
@@ -75,16 +77,24 @@ async function main(): Promise<void> {
     // 2. ExecuteTask print(1) round trip vs a bare python3 spawn, interleaved so both see the same load.
     const session = await unary(c.sessions, 'CreateSession', {});
     const python = realPython();
+    // A second baseline: the same kind of interpreter a task runs, a fresh venv's, with no sandbox.
+    const venvDir = mkdtempSync(path.join(tmpdir(), 'codegen-bench-venv-'));
+    execFileSync(python, ['-m', 'venv', '--without-pip', venvDir]);
+    const venvPython = path.join(venvDir, 'bin', 'python');
     const rt: number[] = [];
     const bare: number[] = [];
+    const bareVenv: number[] = [];
     for (let i = 0; i < 40; i++) {
       bare.push(await bareSpawn(python));
+      bareVenv.push(await bareSpawn(venvPython));
       const t0 = performance.now();
       await execute(c, { session_id: session.session_id, typed_request: { run_python: { code: 'print(1)' } } });
       rt.push(performance.now() - t0);
     }
     const ratio = quantile(rt, 0.5) / quantile(bare, 0.5);
     rows.push([`bare \`${python} -c 'print(1)'\` spawn (baseline)`, fmt(quantile(bare, 0.5)), fmt(quantile(bare, 0.95)), '', '']);
+    rows.push(["bare venv python -c 'print(1)' spawn (no sandbox)", fmt(quantile(bareVenv, 0.5)), fmt(quantile(bareVenv, 0.95)), '', '']);
+    rmSync(venvDir, { recursive: true, force: true });
     rows.push(['ExecuteTask run_python print(1), gRPC', fmt(quantile(rt, 0.5)), fmt(quantile(rt, 0.95)), `≤ 2× baseline p50 (${ratio.toFixed(2)}×)`, ratio <= 2 ? 'met' : 'missed']);
 
     // 3. The same over MCP Streamable HTTP, gRPC measured again right beside it.
