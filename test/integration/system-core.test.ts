@@ -300,6 +300,36 @@ describe('a coordinator with two workers', () => {
     expect(st.status).toBe('STATUS_SUCCESS');
   });
 
+  it('lets a client that attached to a running task by its task_id go away without cancelling it', async () => {
+    const s = sessionsOn('worker-1')[1]!;
+    const taskId = `attach-${uid()}`;
+    const code = [
+      'import os, time',
+      'def wait(name):',
+      '    while not os.path.exists(name):',
+      '        time.sleep(0.05)',
+      'print("started", flush=True)',
+      'wait("go-attach-1")',
+      'print("tick", flush=True)',
+      'wait("go-attach-2")',
+      'print("finished")',
+    ].join('\n');
+    const first = startTask(sys.clients, python(s.session_id, code, {}, { task_id: taskId }));
+    await first.waitForLog((l) => l === 'started');
+    const second = startTask(sys.clients, python(s.session_id, code, {}, { task_id: taskId }));
+    await new Promise((r) => setTimeout(r, 300));
+    // The task polls its own workspace: drop the flag files there directly (a task would queue behind it).
+    writeFileSync(path.join(s.workspace_path, 'go-attach-1'), '');
+    await second.waitForLog((l) => l === 'tick'); // the second client is attached
+    second.call.cancel();
+    await second.done;
+    await new Promise((r) => setTimeout(r, 500)); // a wrongly forwarded cancel would land now
+    writeFileSync(path.join(s.workspace_path, 'go-attach-2'), '');
+    const run = await first.done;
+    expect(run.result?.['status'], 'the first run was not cancelled').toBe('STATUS_SUCCESS');
+    expect(replyOf(run, 'run_python')['stdout']).toContain('finished');
+  });
+
   it('lets a READY session go IDLE after the idle timeout, and back to work on the next task', async () => {
     const s = sessionsOn('worker-2')[2]!;
     await ok(runTask(sys.clients, python(s.session_id, 'print(1)')), 'run_python');

@@ -11,7 +11,14 @@ export function taskExecutionHandlers(port: CoordinatorPort): grpc.UntypedServic
   const executeTask = (call: grpc.ServerWritableStream<Wire, Wire>) => {
     let ended = false;
     let taskId = '';
+    let owner = false;
+    let clientGone = false;
     let detach = () => {};
+    const cancelOwnTask = () => {
+      // The client that started the task went away: nobody will read the result, so stop the
+      // work too. A client that only attached to an earlier run (a repeated task_id) cancels nothing.
+      if (taskId && owner) port.cancelTask(taskId, 'client cancelled the ExecuteTask call').catch(() => {});
+    };
     const fail = (err: unknown) => {
       if (ended) return;
       ended = true;
@@ -20,9 +27,9 @@ export function taskExecutionHandlers(port: CoordinatorPort): grpc.UntypedServic
     call.on('cancelled', () => {
       if (ended) return;
       ended = true;
+      clientGone = true;
       detach();
-      // The client went away: nobody will read the result, so stop the work too.
-      if (taskId) port.cancelTask(taskId, 'client cancelled the ExecuteTask call').catch(() => {});
+      cancelOwnTask();
     });
     try {
       const req = call.request;
@@ -42,8 +49,10 @@ export function taskExecutionHandlers(port: CoordinatorPort): grpc.UntypedServic
         })
         .then((handle) => {
           taskId = handle.taskId;
+          owner = !handle.duplicate;
           detach = handle.detach;
           if (ended) handle.detach();
+          if (clientGone) cancelOwnTask();
         }, fail);
     } catch (err) {
       fail(err);
