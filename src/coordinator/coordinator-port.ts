@@ -235,7 +235,6 @@ export class ActorCoordinatorPort implements CoordinatorPort {
         maxSessions: w.maxSessions,
         sessions: Object.values(ctx.placements).filter((id) => id === workerId).length,
         isolation: w.isolation,
-        lastHeartbeatMs: 0,
       }))
       .sort((a, b) => a.workerId.localeCompare(b.workerId));
   }

@@ -30,5 +30,4 @@ export interface WorkerView {
   maxSessions: number;
   sessions: number;
   isolation: string;
-  lastHeartbeatMs: number;
 }

@@ -392,7 +392,7 @@ export class FakeCoordinatorPort implements CoordinatorPort {
   }
 
   listWorkers(): WorkerView[] {
-    return [{ workerId: 'worker-1', state: 'READY', maxSessions: this.capacity, sessions: this.sessions.size, isolation: 'none', lastHeartbeatMs: Date.now() }];
+    return [{ workerId: 'worker-1', state: 'READY', maxSessions: this.capacity, sessions: this.sessions.size, isolation: 'none' }];
   }
 }
 
