@@ -26,42 +26,32 @@ export function remoteError(err: unknown, context: 'session' | 'task' | 'other',
   const message = err.details || err.message;
   const sent = err.metadata?.get('codegen-error-code')?.[0];
   if (typeof sent === 'string' && isErrorCode(sent)) return new CodegenError(sent, message, { cause: err });
-  const S = grpc.status;
-  let code: ErrorCode;
   switch (err.code) {
-    case S.NOT_FOUND:
-      code = /\bsession\b/i.test(message) ? 'SESSION_NOT_FOUND' : /\btask\b/i.test(message) ? 'TASK_NOT_FOUND' : context === 'session' ? 'SESSION_NOT_FOUND' : context === 'task' ? 'TASK_NOT_FOUND' : 'NOT_FOUND';
-      break;
-    case S.INVALID_ARGUMENT:
-    case S.OUT_OF_RANGE:
-      code = 'INVALID_ARGUMENT';
-      break;
-    case S.RESOURCE_EXHAUSTED:
-      code = 'CAPACITY_EXHAUSTED';
-      break;
-    case S.FAILED_PRECONDITION:
-    case S.ABORTED:
-      code = 'FAILED_PRECONDITION';
-      break;
-    case S.UNIMPLEMENTED:
-      code = 'UNIMPLEMENTED';
-      break;
-    case S.UNAUTHENTICATED:
-    case S.PERMISSION_DENIED:
-      code = 'UNAUTHENTICATED';
-      break;
-    case S.CANCELLED:
-      code = 'CANCELLED';
-      break;
-    case S.UNAVAILABLE:
+    case grpc.status.NOT_FOUND: {
+      // Older or foreign servers send no code: tell a session from a task by the message, then by the call.
+      const code = /\bsession\b/i.test(message) || (!/\btask\b/i.test(message) && context === 'session') ? 'SESSION_NOT_FOUND' : /\btask\b/i.test(message) || context === 'task' ? 'TASK_NOT_FOUND' : 'NOT_FOUND';
+      return new CodegenError(code, message, { cause: err });
+    }
+    case grpc.status.UNAVAILABLE:
       return new CodegenError('INTERNAL', `cannot reach the coordinator at ${address}: ${message}`, { cause: err, retriable: true });
-    case S.DEADLINE_EXCEEDED:
+    case grpc.status.DEADLINE_EXCEEDED:
       return new CodegenError('INTERNAL', `the coordinator at ${address} did not answer in time: ${message}`, { cause: err, retriable: true });
     default:
-      code = 'INTERNAL';
+      return new CodegenError(codeByStatus[err.code] ?? 'INTERNAL', message, { cause: err });
   }
-  return new CodegenError(code, message, { cause: err });
 }
+
+const codeByStatus: Partial<Record<grpc.status, ErrorCode>> = {
+  [grpc.status.INVALID_ARGUMENT]: 'INVALID_ARGUMENT',
+  [grpc.status.OUT_OF_RANGE]: 'INVALID_ARGUMENT',
+  [grpc.status.RESOURCE_EXHAUSTED]: 'CAPACITY_EXHAUSTED',
+  [grpc.status.FAILED_PRECONDITION]: 'FAILED_PRECONDITION',
+  [grpc.status.ABORTED]: 'FAILED_PRECONDITION',
+  [grpc.status.UNIMPLEMENTED]: 'UNIMPLEMENTED',
+  [grpc.status.UNAUTHENTICATED]: 'UNAUTHENTICATED',
+  [grpc.status.PERMISSION_DENIED]: 'UNAUTHENTICATED',
+  [grpc.status.CANCELLED]: 'CANCELLED',
+};
 
 /** Wraps a promise-returning unary handler: every throw becomes a status, nothing escapes. */
 export function unaryHandler<Req, Res>(fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> {
