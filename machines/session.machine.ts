@@ -62,7 +62,8 @@ export type SessionEvent =
   | { type: 'session.destroy'; force: boolean; requestId: string }
   | { type: 'session.drain' }
   | { type: 'worker.lost'; reason: string }
-  | { type: 'metadata.put'; metadata: Record<string, string>; merge: boolean };
+  | { type: 'metadata.put'; metadata: Record<string, string>; merge: boolean }
+  | { type: `xstate.error.actor.${string}`; error: unknown };
 
 /** Facts the session tells its parent supervisor. */
 export type SessionParentEvent =
@@ -207,6 +208,21 @@ export const sessionMachine = setup({
     'metadata.put': { actions: { type: 'putMetadata', params: ({ event }) => ({ metadata: event.metadata, merge: event.merge }) } },
     'task.cancel': { actions: { type: 'forwardCancel', params: ({ event }) => ({ taskId: event.taskId, reason: event.reason }) } },
     'task.ended': { actions: { type: 'recordTaskEnd', params: ({ event }) => ({ taskId: event.taskId, outcome: event.outcome }) } },
+    // Supervising tasks: a task actor that crashed ends as an INTERNAL error, exactly once, through
+    // the normal task.ended path (so a crashed running task takes BUSY to FAILED).
+    'xstate.error.actor.*': {
+      actions: enqueueActions(({ context, event, enqueue }) => {
+        const taskId = event.type.slice('xstate.error.actor.'.length);
+        const rec = context.tasks[taskId];
+        if (!rec || rec.outcome) return;
+        const why = (event as { error?: unknown }).error;
+        enqueue.raise({
+          type: 'task.ended',
+          taskId,
+          outcome: errorOutcome({ code: 'INTERNAL', message: `task ${taskId} crashed: ${why instanceof Error ? why.message : String(why)}`, details: '', retriable: true }),
+        });
+      }),
+    },
   },
   initial: 'INITIALIZING',
   states: {

@@ -30,13 +30,13 @@ import {
 type PrepareInput = { sessionId: string; workerId: string; config: SessionConfig };
 type ReleaseInput = { sessionId: string; workerId: string; remove: boolean; force: boolean };
 
-function startSession(overrides: Partial<SessionInput> = {}, execOptions: FakeExecutorOptions = {}) {
+function startSession(overrides: Partial<SessionInput> = {}, execOptions: FakeExecutorOptions = {}, taskActions: Record<string, () => void> = {}) {
   const clock = new SimulatedClock();
   const exec = fakeExecutor(execOptions);
   const prepare = controlledPromise<{ workspacePath: string }, PrepareInput>();
   const release = controlledPromise<void, ReleaseInput>();
   const machine = sessionMachine.provide({
-    actors: { task: taskMachine.provide({ actors: { executor: exec.logic } }), prepareWorkspace: prepare.logic, releaseWorkspace: release.logic },
+    actors: { task: taskMachine.provide({ actors: { executor: exec.logic }, actions: taskActions }), prepareWorkspace: prepare.logic, releaseWorkspace: release.logic },
   });
   const updates = taskUpdateCollector();
   const steps = microstepTrail((ref) => ref.id === 'child');
@@ -298,6 +298,25 @@ describe('session machine', () => {
       expect(s.exec.runs).toHaveLength(0);
       s.submit('t9');
       expect(s.emitted.filter((e) => e.type === 'task.rejected')).toHaveLength(1);
+    });
+  });
+
+  describe('supervising its tasks', () => {
+    it('ends a task whose actor crashed as an INTERNAL error, once, and fails the session without crashing itself', async () => {
+      const s = startSession({}, {}, {
+        markStarted: () => {
+          throw new Error('boom');
+        },
+      });
+      await s.ready();
+      s.submit('t1');
+      s.submit('t2');
+      await flush();
+      expect(s.state()).toBe('FAILED');
+      expect(findTaskRecord(s.snap(), { taskId: 't1' })?.outcome).toMatchObject({ type: 'error', error: { code: 'INTERNAL', retriable: true } });
+      expect(findTaskRecord(s.snap(), { taskId: 't2' })?.state).toBe('errored');
+      expect(s.errors).toEqual([]);
+      expect(s.snap().status).toBe('active');
     });
   });
 
