@@ -1,3 +1,5 @@
-// Makes the built command executable (npm link / bin shims need the mode bit).
-import { chmodSync } from 'node:fs';
+// Makes the built command executable (npm link / bin shims need the mode bit), and copies what tsc does not.
+import { chmodSync, copyFileSync } from 'node:fs';
 chmodSync(new URL('../dist/src/cli/main.js', import.meta.url), 0o755);
+// tsc copies no .py: the warm interpreter's fork server is read from next to its module.
+copyFileSync(new URL('../src/sandbox/warm/forkserver.py', import.meta.url), new URL('../dist/src/sandbox/warm/forkserver.py', import.meta.url));

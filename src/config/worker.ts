@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { isSafeId } from '../domain/ids.js';
-import { logLevel, parseConfig, port, positiveInt, seconds, ConfigError } from './load.js';
+import { bool, logLevel, parseConfig, port, positiveInt, seconds, ConfigError } from './load.js';
 
 /** The worker's variables (the guide's names), with their defaults. */
 export const WorkerEnv = z.object({
@@ -19,6 +19,8 @@ export const WorkerEnv = z.object({
   SANDBOX: z.enum(['auto', 'bwrap', 'none']).default('auto'),
   VENV_POOL_SIZE: z.coerce.number().int().min(0).max(64).default(2),
   PYTHON: z.string().default('python3'),
+  /** run_python forks a warm interpreter per session (a fork server in a long-lived sandbox); false = a fresh sandbox and interpreter per task. */
+  WARM_PYTHON: bool(true),
   TASK_TIMEOUT_SECONDS: seconds(300),
   DRAIN_TIMEOUT_SECONDS: seconds(10),
   RECONNECT_MAX_SECONDS: z.coerce.number().positive().default(30),
@@ -36,6 +38,7 @@ export interface WorkerConfig {
   sandbox: WorkerEnv['SANDBOX'];
   venvPoolSize: number;
   python: string;
+  warmPython: boolean;
   taskTimeoutSeconds: number;
   drainTimeoutMs: number;
   reconnectMaxMs: number;
@@ -57,6 +60,7 @@ export function workerConfig(env: Record<string, string | undefined>): WorkerCon
     sandbox: e.SANDBOX,
     venvPoolSize: e.VENV_POOL_SIZE,
     python: e.PYTHON,
+    warmPython: e.WARM_PYTHON,
     taskTimeoutSeconds: e.TASK_TIMEOUT_SECONDS,
     drainTimeoutMs: Math.round(e.DRAIN_TIMEOUT_SECONDS * 1000),
     reconnectMaxMs: Math.round(e.RECONNECT_MAX_SECONDS * 1000),

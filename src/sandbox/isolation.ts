@@ -13,6 +13,8 @@ export interface SandboxView {
   hide: string[];
   /** Extra host paths bound read-only after `hide` (e.g. a pip find-links folder under /tmp). */
   readOnly?: string[];
+  /** Extra host folders bound read-write at their own path, after the workspace (a warm interpreter's control folder). */
+  readWrite?: string[];
   allowNetwork: boolean;
 }
 
@@ -97,6 +99,11 @@ export function bwrapArgs(view: SandboxView, cwd: string): string[] {
   }
   const workspace = realOrSelf(view.workspace);
   args.push('--bind', workspace, workspace);
+  for (const rw of view.readWrite ?? []) {
+    if (!rw || !path.isAbsolute(rw) || !existsSync(rw)) continue;
+    const real = realOrSelf(rw);
+    args.push('--bind', real, real);
+  }
   args.push('--chdir', realOrSelf(cwd));
   args.push('--');
   return args;

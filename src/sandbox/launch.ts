@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { CodegenError } from '../domain/errors.js';
-import { bwrapArgs, probeBwrap, type Isolation } from './isolation.js';
+import { bwrapArgs, probeBwrap, type Isolation, type SandboxView } from './isolation.js';
 import { killGroup, killPids, killProcessTree } from './kill-group.js';
 import { hasLimits, limitPrefix } from './limits.js';
 import { OutputCollector } from './output.js';
@@ -57,9 +57,9 @@ export interface LaunchResult {
 }
 
 /** Time between SIGTERM and SIGKILL. */
-const KILL_GRACE_MS = 1000;
+export const KILL_GRACE_MS = 1000;
 /** After the program exited, how long to wait for its pipes to close (a setsid()'d grandchild may hold them). */
-const CLOSE_GRACE_MS = 2000;
+export const CLOSE_GRACE_MS = 2000;
 
 let isolation: Isolation | undefined;
 let probe: ReturnType<typeof probeBwrap> | undefined;
@@ -118,10 +118,28 @@ function resolveCommand(command: string, cwd: string, envPath: string | undefine
   return null;
 }
 
-const signalNumber = (name: string): number => (os.constants.signals as Record<string, number | undefined>)[name] ?? 0;
+export const signalNumber = (name: string): number => (os.constants.signals as Record<string, number | undefined>)[name] ?? 0;
 
-function cancelledBeforeStart(): LaunchResult {
+/** The result of a program cancelled before it started. */
+export function cancelledBeforeStart(): LaunchResult {
   return { exitCode: -1, signal: null, stdout: '', stderr: '', timedOut: false, cancelled: true, truncated: false, durationMs: 0 };
+}
+
+/** The isolation sandboxed launches use: the one set, else detected now ('auto') and kept. */
+export async function isolationInForce(): Promise<Isolation> {
+  return isolation ?? (isolation = await detectIsolation('auto'));
+}
+
+/**
+ * The isolation in force (detected on first use) and the argv prefix that confines a command to
+ * `view` with working directory `cwd`: `[bwrap ... --]`, or nothing with 'process' isolation.
+ */
+export async function sandboxPrefix(view: SandboxView, cwd: string): Promise<{ isolation: Isolation; prefix: string[] }> {
+  const iso = await isolationInForce();
+  if (iso !== 'bwrap') return { isolation: iso, prefix: [] };
+  const result = await (probe ??= probeBwrap());
+  if (!result.ok || result.path === null) throw new CodegenError('INTERNAL', `bwrap isolation is set but bwrap does not work: ${result.reason}`);
+  return { isolation: iso, prefix: [result.path, ...bwrapArgs(view, cwd)] };
 }
 
 /** Build the argv: [bwrap ... --] [prlimit ... --] command args. */
@@ -129,12 +147,7 @@ async function buildArgv(spec: LaunchSpec, command: string): Promise<string[]> {
   const argv: string[] = [];
   const box = spec.sandbox;
   if (box) {
-    const iso = isolation ?? (isolation = await detectIsolation('auto'));
-    if (iso === 'bwrap') {
-      const result = await (probe ??= probeBwrap());
-      if (!result.ok || result.path === null) throw new CodegenError('INTERNAL', `bwrap isolation is set but bwrap does not work: ${result.reason}`);
-      argv.push(result.path, ...bwrapArgs(box, spec.cwd));
-    }
+    argv.push(...(await sandboxPrefix(box, spec.cwd)).prefix);
     const limits = { memoryBytes: box.memoryBytes, maxProcesses: box.maxProcesses, maxFileBytes: box.maxFileBytes, cpuSeconds: box.cpuSeconds };
     if (hasLimits(limits)) {
       try {

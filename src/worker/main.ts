@@ -89,6 +89,8 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
     pool,
     basePython,
     report: (sessionId, taskId, update) => uplink.taskUpdate(sessionId, taskId, update),
+    warmPython: config.warmPython,
+    warmLog: (message, details) => logger.warn(details, message),
   });
 
   const machine = workerMachine.provide({
@@ -118,7 +120,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
   actor.on('task.error', (e) => uplink.taskError(e.sessionId, e.taskId, e.error));
   actor.subscribe({ error: (err) => logger.fatal({ err }, 'worker supervisor failed') });
   actor.start();
-  logger.info({ coordinator: config.coordinatorAddr, maxSessions: config.maxSessions, baseWorkspace: config.baseWorkspace }, 'worker started');
+  logger.info({ coordinator: config.coordinatorAddr, maxSessions: config.maxSessions, baseWorkspace: config.baseWorkspace, warmPython: config.warmPython }, 'worker started');
 
   let stopping: Promise<void> | undefined;
   return {
@@ -129,6 +131,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
         actor.send({ type: 'worker.shutdown' });
         await waitFor(actor, (s) => s.status !== 'active', { timeout: config.drainTimeoutMs + 5_000 }).catch(() => logger.warn('worker did not drain in time; stopping anyway'));
         actor.stop();
+        await effects.stop();
         await pool.stop();
         client.close();
       })()),

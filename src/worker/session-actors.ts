@@ -5,6 +5,7 @@ import type { SessionConfig } from '../domain/sessions.js';
 import type { TaskSpec, TaskUpdate } from '../domain/tasks.js';
 import { sessionChildId, type SessionActor } from '../../machines/session.machine.js';
 import type { ExecutorEvent, TaskEvent } from '../../machines/task.machine.js';
+import { WarmPythonRegistry, type WarmLog } from '../sandbox/warm/sessions.js';
 import { runTool as defaultRunTool } from './tools/index.js';
 import type { ToolContext, ToolRunner } from './tools/types.js';
 import { createWorkspace, removeWorkspace, type VenvSource } from './workspace.js';
@@ -18,17 +19,27 @@ export interface SessionEffectsOptions {
   /** Where every task update goes (the task stream). */
   report: (sessionId: string, taskId: string, update: TaskUpdate) => void;
   runTool?: ToolRunner;
+  /** WARM_PYTHON: run_python forks a warm interpreter per session (default false here; the worker's config defaults to true). */
+  warmPython?: boolean;
+  /** Where the warm interpreters keep their control folders (default BASE_WORKSPACE/.warm/<workerId>); cleared at start. */
+  warmRoot?: string;
+  /** Problems of warm interpreters (the task falls back to a fresh sandbox). */
+  warmLog?: WarmLog;
 }
 
 /** The worker's session effects: workspaces with venvs, and tools run in the sandbox. */
 export function workerSessionActors(opts: SessionEffectsOptions) {
   const runTool = opts.runTool ?? defaultRunTool;
+  const warm = opts.warmPython
+    ? new WarmPythonRegistry({ root: opts.warmRoot ?? path.join(opts.baseWorkspace, '.warm', opts.workerId), ...(opts.warmLog ? { log: opts.warmLog } : {}) })
+    : undefined;
 
   const prepareWorkspace = fromPromise<{ workspacePath: string }, { sessionId: string; workerId: string; config: SessionConfig }>(async ({ input }) => ({
     workspacePath: await createWorkspace(opts.baseWorkspace, input.sessionId, opts.pool),
   }));
 
   const releaseWorkspace = fromPromise<void, { sessionId: string; workerId: string; remove: boolean; force: boolean }>(async ({ input }) => {
+    await warm?.release(input.sessionId);
     if (input.remove) await removeWorkspace(opts.baseWorkspace, input.sessionId);
   });
 
@@ -52,6 +63,7 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
       onProgress: (progress) => back({ type: 'task.progressed', progress }),
       hidePaths: [opts.baseWorkspace, opts.checkpointDir],
       ...(opts.basePython ? { basePython: opts.basePython } : {}),
+      ...(warm ? { warm: warm.forSession(spec.sessionId) } : {}),
     };
     runTool(spec.call, ctx).then(
       (done) => {
@@ -81,5 +93,10 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
     opts.report(context.spec.sessionId, params.taskId, params.update);
   };
 
-  return { prepareWorkspace, releaseWorkspace, executor, emitUpdate };
+  /** On worker stop: end every warm interpreter still running (released sessions have none). */
+  const stop = async (): Promise<void> => {
+    await warm?.stopAll();
+  };
+
+  return { prepareWorkspace, releaseWorkspace, executor, emitUpdate, stop };
 }

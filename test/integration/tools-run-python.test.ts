@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { detectIsolation, setIsolation, type Isolation } from '../../src/sandbox/launch.js';
 import type { RunPythonOutput } from '../../src/domain/tools.js';
 import type { ToolExecution } from '../../src/worker/tools/types.js';
@@ -8,6 +8,9 @@ import { fixtureScript, makeBase, python, type TestBase, type TestSession } from
 const hasBwrap = (await detectIsolation('auto')) === 'bwrap';
 if (!hasBwrap) console.warn('bwrap does not work here (apt-get install bubblewrap): bwrap tests are skipped');
 const isolations: Isolation[] = hasBwrap ? ['bwrap', 'process'] : ['process'];
+/** Every case runs on the warm path (a fork of the session's warm interpreter, the default) and on the cold path (WARM_PYTHON=false). */
+const paths = ['warm', 'cold'] as const;
+const cases = isolations.flatMap((iso) => paths.map((mode) => [iso, mode] as const));
 
 const out = (e: ToolExecution): RunPythonOutput => {
   if (e.reply.tool !== 'run_python') throw new Error(`not a run_python reply: ${e.reply.tool}`);
@@ -20,12 +23,13 @@ beforeAll(() => {
 });
 afterAll(async () => tb.cleanup());
 
-describe.each(isolations)('run_python (%s isolation)', (iso) => {
+describe.each(cases)('run_python (%s isolation, %s)', (iso, mode) => {
   let s: TestSession;
   beforeAll(async () => {
     setIsolation(iso);
-    s = await tb.session();
+    s = await tb.session(undefined, {}, { warm: mode === 'warm' });
   });
+  beforeEach(() => setIsolation(iso));
 
   it('keeps stdout and stderr apart and succeeds on exit 0', async () => {
     const e = await s.run(python('import sys\nprint("to out")\nprint("to err", file=sys.stderr)'));
@@ -59,7 +63,7 @@ describe.each(isolations)('run_python (%s isolation)', (iso) => {
   });
 
   it('times out, and leaves no process behind (a grandchild and SIGTERM ignored)', async () => {
-    const token = uniqueToken(`timeout-${iso}`);
+    const token = uniqueToken(`timeout-${iso}-${mode}`);
     const lines: string[] = [];
     const e = await s.run(python(fixtureScript('stubborn.py'), { args: [token], timeout_seconds: 2 }), { onLog: (l) => lines.push(l.line) });
     expect(e.status).toBe('TIMEOUT');
@@ -74,7 +78,7 @@ describe.each(isolations)('run_python (%s isolation)', (iso) => {
   });
 
   it('is cancelled by the signal, and leaves no process behind', async () => {
-    const token = uniqueToken(`cancel-${iso}`);
+    const token = uniqueToken(`cancel-${iso}-${mode}`);
     const ac = new AbortController();
     const started = Date.now();
     let printed = '';
@@ -112,12 +116,13 @@ describe.each(isolations)('run_python (%s isolation)', (iso) => {
   });
 });
 
-describe('run_python environment and input', () => {
+describe.each(paths)('run_python environment and input (%s)', (mode) => {
   let s: TestSession;
   beforeAll(async () => {
     setIsolation(hasBwrap ? 'bwrap' : 'process');
-    s = await tb.session(undefined, { FROM_SESSION: 'session-value' });
+    s = await tb.session(undefined, { FROM_SESSION: 'session-value' }, { warm: mode === 'warm' });
   });
+  beforeEach(() => setIsolation(hasBwrap ? 'bwrap' : 'process'));
 
   it("never shows the worker's environment to user code", async () => {
     process.env.WORKER_TOKEN = 'worker-secret-token';

@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { invalidArgument } from '../../domain/errors.js';
 import type { RunPythonInput } from '../../domain/tools.js';
-import { launch } from '../../sandbox/launch.js';
+import { launch, type LaunchResult } from '../../sandbox/launch.js';
 import { resolveInWorkspace } from '../workspace.js';
 import {
   baseEnv,
@@ -23,6 +23,8 @@ import type { ToolContext, ToolExecution } from './types.js';
  * sandbox, cwd = workspace. `code` is fed on stdin (`python - args...`): no
  * argument-length limit, and `sys.path[0]` is the workspace as with `-c`.
  * A Python exception is the user's data: exit code != 0 → status FAILURE.
+ * With ctx.warm the run is a fork of the session's warm interpreter, which behaves as
+ * `python - args` would; the cold path (a fresh sandbox and interpreter) is the fallback.
  */
 export async function runRunPython(input: RunPythonInput, ctx: ToolContext): Promise<ToolExecution> {
   const hasCode = typeof input.code === 'string' && input.code !== '';
@@ -52,17 +54,43 @@ export async function runRunPython(input: RunPythonInput, ctx: ToolContext): Pro
   const startedAt = Date.now();
   const before = await snapshotArtifacts(ctx.workspace);
   emitProgress(ctx, 'running', hasFile ? `python ${input.file}` : 'python <code>', 0, startedAt);
-  const result = await launch({
+  const env = { ...baseEnv(ctx), ...sessionEnv, ...userEnv };
+  const sandbox = sandboxFor(ctx, ctx.allowNetwork);
+  const onLine = (stream: 'stdout' | 'stderr', line: string): void => emitLog(ctx, stream, line);
+  let result: LaunchResult | null = null;
+  if (ctx.warm) {
+    // The warm path: a fork of the session's waiting interpreter. null = it did not start; run cold.
+    result = await ctx.warm.run(
+      {
+        python: ctx.venvPython,
+        workspace: ctx.workspace,
+        view: { workspace: sandbox.workspace, hide: sandbox.hide, readOnly: sandbox.readOnly ?? [], allowNetwork: sandbox.allowNetwork },
+        env: baseEnv(ctx),
+      },
+      {
+        argv: scriptArgs,
+        ...(stdin !== undefined ? { code: stdin } : {}),
+        env,
+        cwd: ctx.workspace,
+        limits: { memoryBytes: sandbox.memoryBytes, maxProcesses: sandbox.maxProcesses, maxFileBytes: sandbox.maxFileBytes, cpuSeconds: sandbox.cpuSeconds },
+        timeoutMs,
+        maxOutputBytes: outputCapOf(ctx),
+        signal: ctx.signal,
+        onLine,
+      },
+    );
+  }
+  result ??= await launch({
     command: ctx.venvPython,
     args: scriptArgs,
     cwd: ctx.workspace,
-    env: { ...baseEnv(ctx), ...sessionEnv, ...userEnv },
+    env,
     timeoutMs,
     maxOutputBytes: outputCapOf(ctx),
     signal: ctx.signal,
     stdin,
-    onLine: (stream, line) => emitLog(ctx, stream, line),
-    sandbox: sandboxFor(ctx, ctx.allowNetwork),
+    onLine,
+    sandbox,
   });
   const artifacts = changedArtifacts(before, await snapshotArtifacts(ctx.workspace));
   return {

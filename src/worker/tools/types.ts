@@ -1,5 +1,6 @@
 import type { TaskConstraints, TaskLog, TaskProgress, TaskStatus } from '../../domain/tasks.js';
 import type { ToolCall, ToolReply } from '../../domain/tools.js';
+import type { WarmPython } from '../../sandbox/warm/sessions.js';
 
 /** Everything a tool needs to run inside one session's workspace. */
 export interface ToolContext {
@@ -27,6 +28,11 @@ export interface ToolContext {
   sandboxLimits?: { maxProcesses?: number; maxFileBytes?: number; cpuSeconds?: number };
   /** Optional. The base interpreter pip runs with; default: the one behind `python3` on the worker's PATH. */
   basePython?: string;
+  /**
+   * Optional. The session's warm interpreter (a fork server in a long-lived sandbox) that
+   * run_python uses when it can; absent (WARM_PYTHON=false), every run starts a fresh sandbox.
+   */
+  warm?: WarmPython;
 }
 
 /** A completed tool run. Tool errors (bad path, missing file, bad input) are thrown as CodegenError. */
