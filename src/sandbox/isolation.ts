@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { accessSync, constants, existsSync, lstatSync, realpathSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 /** How launch() confines programs that come with a `sandbox` spec. */
@@ -81,6 +82,41 @@ function baseArgs(allowNetwork: boolean, p: NamespaceProfile = profile): string[
   return args;
 }
 
+/** Credential folders and files of the worker's user (and root's) that user code must not read. */
+const secretDirs = ['.ssh', '.gnupg', '.aws', '.azure', '.kube', '.docker', '.config/gcloud', '.config/gh'];
+const secretFiles = ['.netrc', '.git-credentials', '.pypirc', '.npmrc', '.bash_history'];
+const systemSecretFiles = ['/etc/shadow', '/etc/gshadow'];
+
+/**
+ * The root filesystem is visible read-only, so a worker run by a person (not in a container)
+ * would show their credentials to user code: cover the usual ones with an empty tmpfs (folders)
+ * or /dev/null (files). A path that holds the workspace or another bound folder stays.
+ */
+export function secretArgs(keep: string[], homes: string[] = [os.homedir(), '/root']): string[] {
+  const args: string[] = [];
+  const holdsKept = (p: string) => keep.some((k) => k === p || k.startsWith(p + path.sep));
+  const seen = new Set<string>();
+  const add = (p: string, isDir: boolean) => {
+    const real = realOrSelf(p);
+    if (seen.has(real) || holdsKept(real)) return;
+    try {
+      const st = lstatSync(real);
+      if (isDir ? !st.isDirectory() : !st.isFile()) return;
+    } catch {
+      return; // absent
+    }
+    seen.add(real);
+    if (isDir) args.push('--tmpfs', real);
+    else args.push('--ro-bind', '/dev/null', real);
+  };
+  for (const home of new Set(homes.filter((h) => h && path.isAbsolute(h)))) {
+    for (const d of secretDirs) add(path.join(home, d), true);
+    for (const f of secretFiles) add(path.join(home, f), false);
+  }
+  for (const f of systemSecretFiles) add(f, false);
+  return args;
+}
+
 /**
  * bwrap's arguments up to (and including) the `--` before the command: a read-only
  * root, fresh /dev, /proc and /tmp, the hidden folders emptied, then the workspace
@@ -92,12 +128,13 @@ export function bwrapArgs(view: SandboxView, cwd: string): string[] {
     if (!hidden || !path.isAbsolute(hidden) || !existsSync(hidden)) continue;
     args.push('--tmpfs', realOrSelf(hidden));
   }
+  const workspace = realOrSelf(view.workspace);
+  args.push(...secretArgs([workspace, ...(view.readOnly ?? []), ...(view.readWrite ?? [])].map(realOrSelf)));
   for (const ro of view.readOnly ?? []) {
     if (!ro || !path.isAbsolute(ro) || !existsSync(ro)) continue;
     const real = realOrSelf(ro);
     args.push('--ro-bind', real, real);
   }
-  const workspace = realOrSelf(view.workspace);
   args.push('--bind', workspace, workspace);
   for (const rw of view.readWrite ?? []) {
     if (!rw || !path.isAbsolute(rw) || !existsSync(rw)) continue;

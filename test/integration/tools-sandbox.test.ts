@@ -145,6 +145,30 @@ describe.each(isolations)('a sandboxed launch (%s)', (iso) => {
     expect(check.stdout).toBe('ok\n');
   });
 
+  it.runIf(iso === 'bwrap')("hides the worker user's credentials and the shadow file, keeping the rest of the system readable", async () => {
+    // Outside /tmp, which the sandbox replaces anyway: the home must be visible but for its secrets.
+    const home = mkdtempSync(path.join('/var/tmp', 'codegen-home-'));
+    mkdirSync(path.join(home, '.ssh'));
+    writeFileSync(path.join(home, '.ssh', 'id_ed25519'), 'PRIVATE KEY');
+    writeFileSync(path.join(home, '.netrc'), 'machine example password hunter2');
+    writeFileSync(path.join(home, 'notes.txt'), 'plain file');
+    const saved = process.env.HOME;
+    process.env.HOME = home;
+    try {
+      const r = await launch(
+        spec({ args: ['-c', `cat ${home}/notes.txt; cat ${home}/.ssh/id_ed25519 ${home}/.netrc /etc/shadow 2>&1; ls -A ${home}/.ssh; echo done`], sandbox: box() }),
+      );
+      expect(r.stdout).toContain('plain file');
+      expect(r.stdout).not.toContain('PRIVATE KEY');
+      expect(r.stdout).not.toContain('hunter2');
+      expect(r.stdout).not.toMatch(/^root:/m);
+      expect(r.stdout).toContain('done');
+    } finally {
+      process.env.HOME = saved;
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+
   it.runIf(iso === 'bwrap')('has no network unless allowed', async () => {
     const server = net.createServer((s) => s.end('hi'));
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
