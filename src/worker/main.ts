@@ -16,6 +16,7 @@ import { workerMachine, type WorkerActor } from '../../machines/worker.machine.j
 import { linkActors } from './link-actors.js';
 import { workerSessionActors } from './session-actors.js';
 import { Uplink } from './uplink.js';
+import { WorkspaceLedger } from './workspace-ledger.js';
 import { VenvPool, resolveBasePython } from './venv-pool.js';
 
 export interface RunningWorker {
@@ -54,6 +55,9 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
   );
 
   await mkdir(config.baseWorkspace, { recursive: true });
+  const ledger = new WorkspaceLedger(config.baseWorkspace, config.workerId);
+  const swept = await ledger.sweep();
+  if (swept.length) logger.info({ sessions: swept }, 'removed the workspaces of sessions lost with this worker\'s previous run');
   const basePython = await resolveBasePython(config.python);
   // One pool folder per worker: scaled replicas can share a BASE_WORKSPACE volume, and each clears its own pool at start.
   const pool = new VenvPool({ root: path.join(config.baseWorkspace, '.pool', config.workerId), size: config.venvPoolSize, python: config.python, onError: (err) => logger.warn({ err }, 'venv pool refill failed') });
@@ -90,6 +94,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
     basePython,
     report: (sessionId, taskId, update) => uplink.taskUpdate(sessionId, taskId, update),
     warmPython: config.warmPython,
+    ledger,
     warmLog: (message, details) => logger.warn(details, message),
   });
 

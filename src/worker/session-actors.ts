@@ -9,6 +9,7 @@ import { WarmPythonRegistry, type WarmLog } from '../sandbox/warm/sessions.js';
 import { runTool as defaultRunTool } from './tools/index.js';
 import type { ToolContext, ToolRunner } from './tools/types.js';
 import { createWorkspace, removeWorkspace, type VenvSource } from './workspace.js';
+import type { WorkspaceLedger } from './workspace-ledger.js';
 
 export interface SessionEffectsOptions {
   workerId: string;
@@ -25,6 +26,8 @@ export interface SessionEffectsOptions {
   warmRoot?: string;
   /** Problems of warm interpreters (the task falls back to a fresh sandbox). */
   warmLog?: WarmLog;
+  /** Records which workspaces this worker made, so its next start can remove what it lost. */
+  ledger?: WorkspaceLedger;
 }
 
 /** The worker's session effects: workspaces with venvs, and tools run in the sandbox. */
@@ -34,13 +37,16 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
     ? new WarmPythonRegistry({ root: opts.warmRoot ?? path.join(opts.baseWorkspace, '.warm', opts.workerId), ...(opts.warmLog ? { log: opts.warmLog } : {}) })
     : undefined;
 
-  const prepareWorkspace = fromPromise<{ workspacePath: string }, { sessionId: string; workerId: string; config: SessionConfig }>(async ({ input }) => ({
-    workspacePath: await createWorkspace(opts.baseWorkspace, input.sessionId, opts.pool),
-  }));
+  const prepareWorkspace = fromPromise<{ workspacePath: string }, { sessionId: string; workerId: string; config: SessionConfig }>(async ({ input }) => {
+    await opts.ledger?.record(input.sessionId);
+    return { workspacePath: await createWorkspace(opts.baseWorkspace, input.sessionId, opts.pool) };
+  });
 
   const releaseWorkspace = fromPromise<void, { sessionId: string; workerId: string; remove: boolean; force: boolean }>(async ({ input }) => {
     await warm?.release(input.sessionId);
-    if (input.remove) await removeWorkspace(opts.baseWorkspace, input.sessionId);
+    if (!input.remove) return; // a drain keeps the files; the ledger still names them for the next start
+    await removeWorkspace(opts.baseWorkspace, input.sessionId);
+    await opts.ledger?.forget(input.sessionId);
   });
 
   const executor = fromCallback<ExecutorEvent, { spec: TaskSpec; workerId: string }>(({ input, sendBack, receive, system }) => {

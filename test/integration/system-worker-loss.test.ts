@@ -3,7 +3,7 @@
  * SIGKILL mid-task (its task ends WORKER_LOST within seconds, its session FAILED, and `up`
  * restarts it, which registers again), and one is frozen with SIGSTOP (heartbeats stop).
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -76,6 +76,9 @@ describe('losing a worker', () => {
     const newPid = sys.workerPid('worker-1');
     expect(newPid).not.toBe(oldPid);
     expect(isAlive(oldPid)).toBe(false);
+    // The restarted worker removed the workspace of the session it lost: nothing leaks on disk.
+    expect(lost.workspace_path).toBeTruthy();
+    expect(existsSync(lost.workspace_path)).toBe(false);
     const fresh = await unary(sys.clients.sessions, 'CreateSession', {});
     expect(fresh.worker_id).toBe('worker-1'); // worker-2 holds one session, worker-1 none
     expect(replyOf(await runTask(sys.clients, python(fresh.session_id, 'print("back")')), 'run_python')['stdout']).toBe('back\n');
