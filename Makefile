@@ -8,6 +8,7 @@ SHELL := /bin/bash
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
+	@grep -hE '^## docker-[a-z-]+: ' $(MAKEFILE_LIST) | sed -E 's/^## ([a-z-]+): /\1\t/'
 
 $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
