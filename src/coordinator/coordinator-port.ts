@@ -1,4 +1,5 @@
 import { waitFor, type AnyActorRef } from 'xstate';
+import { isEnvName } from '../domain/env.js';
 import { CodegenError, invalidArgument, type ErrorInfo } from '../domain/errors.js';
 import { isSafeId, newSessionId, newTaskId } from '../domain/ids.js';
 import type { SessionConfig, SessionView, WorkerView } from '../domain/sessions.js';
@@ -14,7 +15,6 @@ export interface ActorPortOptions {
   destroyTimeoutMs: number;
 }
 
-const envNamePattern = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
  * The CoordinatorPort over the coordinator's actor system: sends events, reads snapshots,
@@ -47,7 +47,7 @@ export class ActorCoordinatorPort implements CoordinatorPort {
     };
     if (config.language !== 'python') throw invalidArgument('config.language', `only "python" is supported, not ${JSON.stringify(config.language)}`);
     for (const name of Object.keys(config.env_vars)) {
-      if (!envNamePattern.test(name)) throw invalidArgument(`config.env_vars.${name}`, 'is not a valid environment variable name');
+      if (!isEnvName(name)) throw invalidArgument(`config.env_vars.${name}`, 'is not a valid environment variable name');
     }
     const workspaceId = input.workspaceId ?? '';
     if (workspaceId && !isSafeId(workspaceId)) throw invalidArgument('workspace_id', 'letters, digits, ".", "_" and "-" only, at most 128');

@@ -3,6 +3,7 @@
  * options (snake_case, int64 as strings, enums as names, oneofs as a virtual field).
  * Decoders validate and throw CodegenError('INVALID_ARGUMENT') naming the field.
  */
+import { checkEnvVars } from '../domain/env.js';
 import { CodegenError, invalidArgument, isErrorCode, type ErrorInfo } from '../domain/errors.js';
 import type { SessionState, SessionView } from '../domain/sessions.js';
 import type { TaskConstraints, TaskOutcome, TaskSpec, TaskStatus, TaskUpdate } from '../domain/tasks.js';
@@ -10,7 +11,8 @@ import { toolNames, type ToolCall, type ToolName, type ToolReply } from '../doma
 
 type Wire = Record<string, any>;
 
-const num = (v: unknown): number => (v === undefined || v === null || v === '' ? 0 : Number(v));
+/** An int64 (a string on the wire) or absent, as a number. */
+export const num = (v: unknown): number => (v === undefined || v === null || v === '' ? 0 : Number(v));
 const str = (v: unknown): string => (typeof v === 'string' ? v : v === undefined || v === null ? '' : String(v));
 const strMap = (v: unknown): Record<string, string> => {
   const out: Record<string, string> = {};
@@ -19,21 +21,12 @@ const strMap = (v: unknown): Record<string, string> => {
 };
 
 export const MAX_TIMEOUT_SECONDS = 3600;
-const envNamePattern = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 function requireString(field: string, value: unknown): string {
   const s = str(value);
   if (s.length === 0) throw invalidArgument(field, 'is required');
   if (s.includes('\0')) throw invalidArgument(field, 'must not contain NUL bytes');
   return s;
-}
-
-function checkEnv(field: string, env: Record<string, string>): Record<string, string> {
-  for (const [name, value] of Object.entries(env)) {
-    if (!envNamePattern.test(name)) throw invalidArgument(`${field}.${name}`, 'is not a valid environment variable name (letters, digits and _, not starting with a digit)');
-    if (value.includes('\0')) throw invalidArgument(`${field}.${name}`, 'must not contain NUL bytes');
-  }
-  return env;
 }
 
 function checkTimeout(field: string, v: unknown): number {
@@ -83,7 +76,7 @@ export function toolCallFrom(tool: ToolName, input: Wire, prefix = `typed_reques
         input: {
           ...(hasCode ? { code: code as string } : { file: file as string }),
           args,
-          env_vars: checkEnv(f('env_vars'), strMap(input['env_vars'])),
+          env_vars: checkEnvVars(strMap(input['env_vars']), f('env_vars')),
           timeout_seconds: checkTimeout(f('timeout_seconds'), input['timeout_seconds']),
         },
       };

@@ -16,7 +16,7 @@ import type { SessionView, WorkerView } from '../domain/sessions.js';
 import { isFinalTaskState, taskStateOf, type TaskOutcome, type TaskProgress, type TaskState, type TaskUpdate } from '../domain/tasks.js';
 import { connectCoordinator, unary, type CoordinatorClients } from './client.js';
 import { remoteError } from './status.js';
-import { decodeError, decodeSessionState, decodeTaskStatus, decodeTaskUpdate, encodeToolRequest } from './codecs.js';
+import { num, decodeError, decodeSessionState, decodeTaskStatus, decodeTaskUpdate, encodeToolRequest } from './codecs.js';
 
 type Wire = Record<string, any>;
 
@@ -39,7 +39,6 @@ export interface RemotePortOptions {
 
 type RemoteContext = 'session' | 'task' | 'other';
 
-const num = (v: unknown): number => (v === undefined || v === null || v === '' ? 0 : Number(v));
 const taskStates: readonly TaskState[] = ['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'errored'];
 const toTaskState = (v: unknown, fallback: TaskState): TaskState => (taskStates.includes(v as TaskState) ? (v as TaskState) : fallback);
 

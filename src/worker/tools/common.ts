@@ -27,19 +27,6 @@ export function baseEnv(ctx: ToolContext): Record<string, string> {
   };
 }
 
-const envName = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-/** Validate user-given environment variables (names like C identifiers, no NUL in values). */
-export function checkEnvVars(vars: Record<string, string> | undefined, field: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [name, value] of Object.entries(vars ?? {})) {
-    if (!envName.test(name)) throw invalidArgument(`${field}.${name}`, 'environment variable names are letters, digits and _, not starting with a digit');
-    if (typeof value !== 'string' || value.includes('\0')) throw invalidArgument(`${field}.${name}`, 'the value must be a string without NUL bytes');
-    out[name] = value;
-  }
-  return out;
-}
-
 /** The sandbox part of a launch spec for this session. */
 export function sandboxFor(ctx: ToolContext, allowNetwork: boolean, readOnly: string[] = []): NonNullable<LaunchSpec['sandbox']> {
   const memory = ctx.constraints.max_memory_bytes;

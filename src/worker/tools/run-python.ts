@@ -1,4 +1,5 @@
 import { stat } from 'node:fs/promises';
+import { checkEnvVars } from '../../domain/env.js';
 import { invalidArgument } from '../../domain/errors.js';
 import type { RunPythonInput } from '../../domain/tools.js';
 import { launch, type LaunchResult } from '../../sandbox/launch.js';
@@ -6,7 +7,6 @@ import { resolveInWorkspace } from '../workspace.js';
 import {
   baseEnv,
   changedArtifacts,
-  checkEnvVars,
   emitLog,
   emitProgress,
   notFound,
