@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { packageRoot } from '../config/package-info.js';
 
 /** The loader options of the public contract (api.md): clients use the same. */
 export const protoLoaderOptions: protoLoader.Options = {
@@ -23,13 +23,9 @@ export const protoFiles = [
 
 /** proto/ sits at the package root, both from src/ (tests) and from dist/src/ (built). */
 export function findProtoDir(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    const candidate = join(dir, 'proto');
-    if (existsSync(join(candidate, 'codegen', 'v1', 'common.proto'))) return candidate;
-    dir = dirname(dir);
-  }
-  throw new Error('proto/codegen/v1 not found above ' + fileURLToPath(import.meta.url));
+  const dir = join(packageRoot(), 'proto');
+  if (!existsSync(join(dir, 'codegen', 'v1', 'common.proto'))) throw new Error(`proto/codegen/v1 not found in ${packageRoot()}`);
+  return dir;
 }
 
 let cached: { definition: protoLoader.PackageDefinition; services: CodegenServices } | undefined;

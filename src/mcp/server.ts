@@ -2,11 +2,9 @@
  * One MCP server per MCP connection (stdio, or one Streamable HTTP session): the shared tool
  * registry, the session-file resources, logging, and the connection's default session.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { SetLevelRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { packageVersion } from '../config/package-info.js';
 import type { CoordinatorPort } from '../coordinator/port.js';
 import type { Logger } from '../log/logger.js';
 import { McpConnection } from './connection.js';
@@ -45,26 +43,6 @@ const instructions = [
   'A call that runs longer than the wait limit answers {task_id, status}: poll it with task_result (or task_status, task_cancel).',
 ].join('\n');
 
-let version: string | undefined;
-/** The package version, from the nearest package.json above this file (src/ or dist/src/). */
-export function serverVersion(): string {
-  if (version) return version;
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    const file = join(dir, 'package.json');
-    if (existsSync(file)) {
-      try {
-        const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
-        if (pkg.name === 'codegen-mcp' && pkg.version) return (version = pkg.version);
-      } catch {
-        // keep looking
-      }
-    }
-    dir = dirname(dir);
-  }
-  return (version = '0.0.0');
-}
-
 export function createMcpServer(opts: McpOptions & { connectionId: string }): { server: McpServer; close(): Promise<void> } {
   const logger = opts.logger.child({ component: 'mcp', connection: opts.connectionId });
   const conn = new McpConnection(
@@ -79,7 +57,7 @@ export function createMcpServer(opts: McpOptions & { connectionId: string }): { 
     opts.defaultSessionGraceMs ?? defaultMcpOptions.defaultSessionGraceMs,
   );
   const server = new McpServer(
-    { name: 'codegen-mcp', title: 'codegen-mcp: isolated Python sessions', version: serverVersion() },
+    { name: 'codegen-mcp', title: 'codegen-mcp: isolated Python sessions', version: packageVersion() },
     { capabilities: { tools: {}, resources: {}, logging: {} }, instructions },
   );
   // One server per connection, so the level the client sets is this connection's.

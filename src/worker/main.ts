@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { createActor, waitFor } from 'xstate';
+import { packageVersion } from '../config/package-info.js';
 import type { WorkerConfig } from '../config/worker.js';
 import { loadProtos } from '../grpc/protos.js';
 import { inspectionLogger } from '../log/inspection.js';
@@ -24,22 +24,6 @@ export interface RunningWorker {
   isolation: string;
   /** Drains sessions, deregisters, stops; resolves within the drain bound plus a few seconds. */
   stop(): Promise<void>;
-}
-
-export function packageVersion(): string {
-  try {
-    let dir = path.dirname(new URL(import.meta.url).pathname);
-    for (let i = 0; i < 5; i++, dir = path.dirname(dir)) {
-      try {
-        return JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')).version ?? '0.0.0';
-      } catch {
-        // keep looking upward
-      }
-    }
-  } catch {
-    // fall through
-  }
-  return '0.0.0';
 }
 
 /** The worker's composition root: sandbox, venv pool, the link and the session supervisor. */
