@@ -3,3 +3,5 @@ import { chmodSync, copyFileSync } from 'node:fs';
 chmodSync(new URL('../dist/src/cli/main.js', import.meta.url), 0o755);
 // tsc copies no .py: the warm interpreter's fork server is read from next to its module.
 copyFileSync(new URL('../src/sandbox/warm/forkserver.py', import.meta.url), new URL('../dist/src/sandbox/warm/forkserver.py', import.meta.url));
+// The session locks' helper is run from next to its module too (src/worker/session-locks.ts).
+copyFileSync(new URL('../src/worker/lock-helper.py', import.meta.url), new URL('../dist/src/worker/lock-helper.py', import.meta.url));
