@@ -8,7 +8,8 @@ import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { connectCoordinator, unary, type CoordinatorClients } from '../src/grpc/client.js';
+import { connectCoordinator, unary, type CoordinatorClients } from '../src/wire/client.js';
+import type { TaskRequest, TaskResponse__Output } from '../src/wire/messages.js';
 import { startSystem } from './system.js';
 
 const quantile = (xs: number[], q: number): number => {
@@ -17,12 +18,12 @@ const quantile = (xs: number[], q: number): number => {
 };
 const fmt = (ms: number) => `${ms.toFixed(1)} ms`;
 
-function execute(c: CoordinatorClients, req: Record<string, unknown>): Promise<Record<string, any>> {
+function execute(c: CoordinatorClients, req: TaskRequest): Promise<TaskResponse__Output> {
   return new Promise((resolve, reject) => {
-    let last: Record<string, any> = {};
-    const st = c.tasks['ExecuteTask'](req);
-    st.on('data', (d: Record<string, any>) => (last = d));
-    st.on('end', () => (last['payload'] === 'result' ? resolve(last) : reject(new Error(JSON.stringify(last)))));
+    let last: TaskResponse__Output | undefined;
+    const st = c.tasks.ExecuteTask(req);
+    st.on('data', (d: TaskResponse__Output) => (last = d));
+    st.on('end', () => (last?.payload === 'result' ? resolve(last) : reject(new Error(JSON.stringify(last ?? {})))));
     st.on('error', reject);
   });
 }

@@ -27,15 +27,15 @@ export function coordinatorActors(opts: CoordinatorEffectsOptions) {
   const { links, logger } = opts;
 
   const prepareWorkspace = fromPromise<{ workspacePath: string }, { sessionId: string; workerId: string; config: SessionConfig }>(async ({ input }) => {
-    const reply = await linkTo(links, input.workerId).request({ create_session: { session_id: input.sessionId, config: input.config } }, opts.commandTimeoutMs);
+    const reply = await linkTo(links, input.workerId).createSession(input.sessionId, input.config, opts.commandTimeoutMs);
     if (!reply.ok) throw new CodegenError(reply.error?.code ?? 'INTERNAL', reply.error?.message ?? 'the worker refused the session');
-    return { workspacePath: reply.workspace_path };
+    return { workspacePath: reply.workspacePath };
   });
 
   const releaseWorkspace = fromPromise<void, { sessionId: string; workerId: string; remove: boolean; force: boolean }>(async ({ input }) => {
     const channel = links.get(input.workerId);
     if (!channel || channel.closed) return; // the worker is gone; it drops orphans when it registers again
-    const reply = await channel.request({ destroy_session: { session_id: input.sessionId, force: input.force } }, opts.commandTimeoutMs);
+    const reply = await channel.destroySession(input.sessionId, input.force, opts.commandTimeoutMs);
     if (!reply.ok) logger.warn({ sessionId: input.sessionId, error: reply.error }, 'worker could not release the session');
   });
 

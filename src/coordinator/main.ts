@@ -29,7 +29,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
   root.start();
 
   const coordinator = new ActorCoordinatorPort(root, { createTimeoutMs: config.createTimeoutMs, destroyTimeoutMs: config.drainTimeoutMs + 60_000 });
-  const registry = new WorkerRegistry(root, { heartbeatIntervalMs: config.heartbeatIntervalMs, heartbeatTimeoutMs: config.heartbeatTimeoutMs });
+  const registry = new WorkerRegistry(root, { heartbeatIntervalMs: config.heartbeatIntervalMs, heartbeatTimeoutMs: config.heartbeatTimeoutMs }, logger.child({ component: 'worker-lifecycle' }));
   const grpc = await startGrpcServer({ host: config.grpcHost, port: config.grpcPort, coordinator, registry, workerToken: config.workerToken, logger });
   logger.info({ port: grpc.port, host: config.grpcHost }, 'coordinator gRPC listening');
 

@@ -1,6 +1,7 @@
 import type { SessionConfig, SessionView, WorkerView } from '../domain/sessions.js';
 import type { TaskConstraints, TaskOutcome, TaskProgress, TaskState, TaskUpdate } from '../domain/tasks.js';
 import type { ToolCall } from '../domain/tools.js';
+import type { CoordinatorMessage, WorkerMessage__Output } from '../wire/messages.js';
 
 /**
  * The one port every front door (gRPC, MCP, CLI) uses to reach the coordinator's actors.
@@ -61,4 +62,32 @@ export interface TaskView {
   progress?: TaskProgress;
   elapsedMs: number;
   outcome?: TaskOutcome;
+}
+
+/**
+ * The WorkerLifecycle front door's port (WorkerRegistry): registrations and heartbeats as
+ * events into the coordinator root, and each worker's open task stream handed to the actors.
+ * Methods throw CodegenError (NOT_FOUND: an unknown registration, the worker registers again).
+ */
+export interface WorkerLifecyclePort {
+  register(input: RegisterWorkerInput): { registrationId: string; heartbeatIntervalMs: number; heartbeatTimeoutMs: number };
+  heartbeat(workerId: string, registrationId: string): void;
+  deregister(workerId: string, registrationId: string, reason: string): void;
+  /** The worker opened its task stream: commands go down `stream`; the front door passes what comes up to the link, and closes it when the stream ends. */
+  openStream(workerId: string, registrationId: string, stream: WorkerStream): WorkerStreamLink;
+}
+
+export interface RegisterWorkerInput { workerId: string; maxSessions: number; isolation: string; hostname: string }
+
+/** The coordinator's end of a worker's TaskStream call, as the actors write to it. */
+export interface WorkerStream {
+  write(msg: CoordinatorMessage): void;
+  end(): void;
+}
+
+/** What the front door tells the actors about an open task stream. */
+export interface WorkerStreamLink {
+  /** A message from the worker (after its hello). */
+  receive(msg: WorkerMessage__Output): void;
+  close(reason: string): void;
 }

@@ -1,22 +1,23 @@
-import type * as grpc from '@grpc/grpc-js';
 import { CodegenError, type ErrorInfo } from '../domain/errors.js';
 import { newRequestId } from '../domain/ids.js';
+import type { SessionConfig } from '../domain/sessions.js';
 import type { TaskSpec, TaskUpdate } from '../domain/tasks.js';
-import { decodeError, decodeTaskUpdate, encodeTaskSpec } from '../grpc/codecs.js';
 import type { Logger } from '../log/logger.js';
+import { decodeError, decodeTaskUpdate, encodeTaskSpec } from '../wire/codecs.js';
+import type { CoordinatorMessage, WorkerMessage__Output } from '../wire/messages.js';
 import { workerLostOutcome } from '../../machines/task.machine.js';
+import type { WorkerStream, WorkerStreamLink } from './port.js';
 
-type Wire = Record<string, any>;
-
-export interface CommandReplyWire { ok: boolean; error?: ErrorInfo; workspace_path: string; artifacts: string[] }
+/** A worker's answer to a session command. */
+export interface WorkerReply { ok: boolean; error?: ErrorInfo; workspacePath: string; artifacts: string[] }
 
 /**
  * One worker's open task stream: commands down, replies and task updates up. Every command
  * is answered or failed: a reply, a deadline, or the stream's end (WORKER_LOST).
  */
-export class WorkerChannel {
+export class WorkerChannel implements WorkerStreamLink {
   readonly kind = 'stream-handle' as const;
-  private readonly pending = new Map<string, { resolve: (r: CommandReplyWire) => void; reject: (e: CodegenError) => void; timer: NodeJS.Timeout }>();
+  private readonly pending = new Map<string, { resolve: (r: WorkerReply) => void; reject: (e: CodegenError) => void; timer: NodeJS.Timeout }>();
   private readonly tasks = new Map<string, (u: TaskUpdate) => void>();
   private closedReason: string | undefined;
   private closeListeners: Array<(reason: string) => void> = [];
@@ -24,7 +25,7 @@ export class WorkerChannel {
   constructor(
     readonly workerId: string,
     readonly registrationId: string,
-    private readonly call: grpc.ServerDuplexStream<Wire, Wire>,
+    private readonly call: WorkerStream,
     private readonly log: Logger,
   ) {}
 
@@ -37,8 +38,16 @@ export class WorkerChannel {
     else this.closeListeners.push(listener);
   }
 
+  createSession(sessionId: string, config: SessionConfig, timeoutMs: number): Promise<WorkerReply> {
+    return this.request({ create_session: { session_id: sessionId, config } }, timeoutMs);
+  }
+
+  destroySession(sessionId: string, force: boolean, timeoutMs: number): Promise<WorkerReply> {
+    return this.request({ destroy_session: { session_id: sessionId, force } }, timeoutMs);
+  }
+
   /** Sends a command and resolves with the worker's reply. */
-  request(command: Wire, timeoutMs: number): Promise<CommandReplyWire> {
+  private request(command: Omit<CoordinatorMessage, 'request_id'>, timeoutMs: number): Promise<WorkerReply> {
     if (this.closedReason !== undefined) return Promise.reject(this.lostError());
     const requestId = newRequestId();
     return new Promise((resolve, reject) => {
@@ -66,33 +75,33 @@ export class WorkerChannel {
   }
 
   /** A message from the worker. Malformed ones are logged and dropped, never thrown. */
-  receive(msg: Wire): void {
+  receive(msg: WorkerMessage__Output): void {
     try {
-      switch (msg['body']) {
+      switch (msg.body) {
         case 'reply': {
-          const p = this.pending.get(String(msg['request_id']));
+          const p = this.pending.get(String(msg.request_id));
           if (!p) return;
-          this.pending.delete(String(msg['request_id']));
+          this.pending.delete(String(msg.request_id));
           clearTimeout(p.timer);
-          const r = msg['reply'] ?? {};
-          p.resolve({ ok: Boolean(r.ok), ...(r.error && r.error.code ? { error: decodeError(r.error) } : {}), workspace_path: String(r.workspace_path ?? ''), artifacts: (r.artifacts ?? []).map(String) });
+          const r = msg.reply;
+          p.resolve({ ok: Boolean(r?.ok), ...(r?.error && r.error.code ? { error: decodeError(r.error) } : {}), workspacePath: String(r?.workspace_path ?? ''), artifacts: (r?.artifacts ?? []).map(String) });
           return;
         }
         case 'task_update': {
-          const response = msg['task_update']?.response ?? {};
-          const taskId = String(response.task_id ?? '');
+          const response = msg.task_update?.response;
+          const taskId = String(response?.task_id ?? '');
           const listener = this.tasks.get(taskId);
-          if (!listener) return;
+          if (!listener || !response) return;
           const update = decodeTaskUpdate(response);
           if (update.type === 'outcome') this.tasks.delete(taskId);
           listener(update);
           return;
         }
         case 'session_report':
-          this.log.debug({ report: msg['session_report'] }, 'session report from worker');
+          this.log.debug({ report: msg.session_report }, 'session report from worker');
           return;
         default:
-          this.log.warn({ body: msg['body'] }, 'unexpected message on task stream');
+          this.log.warn({ body: msg.body }, 'unexpected message on task stream');
       }
     } catch (err) {
       this.log.warn({ err }, 'dropped a malformed message from the worker');
@@ -125,7 +134,7 @@ export class WorkerChannel {
     return new CodegenError('WORKER_LOST', `worker ${this.workerId} is not connected (${this.closedReason ?? 'unknown'})`);
   }
 
-  private write(msg: Wire): void {
+  private write(msg: CoordinatorMessage): void {
     try {
       this.call.write(msg);
     } catch (err) {

@@ -1,16 +1,17 @@
 import { CodegenError, invalidArgument } from '../domain/errors.js';
 import { isSafeId, newRegistrationId } from '../domain/ids.js';
+import type { Logger } from '../log/logger.js';
 import type { CoordinatorActor } from '../../machines/coordinator.machine.js';
 import type { StreamHandle } from '../../machines/worker-connection.machine.js';
-import type { WorkerChannel } from './worker-channel.js';
-
-export interface RegisterWorkerInput { workerId: string; maxSessions: number; isolation: string; hostname: string }
+import type { RegisterWorkerInput, WorkerLifecyclePort, WorkerStream, WorkerStreamLink } from './port.js';
+import { WorkerChannel } from './worker-channel.js';
 
 /** The WorkerLifecycle front door's port: events into the coordinator root, answers from what it emits. */
-export class WorkerRegistry {
+export class WorkerRegistry implements WorkerLifecyclePort {
   constructor(
     private readonly root: CoordinatorActor,
     private readonly timing: { heartbeatIntervalMs: number; heartbeatTimeoutMs: number },
+    private readonly log: Logger,
   ) {}
 
   register(input: RegisterWorkerInput): { registrationId: string; heartbeatIntervalMs: number; heartbeatTimeoutMs: number } {
@@ -29,8 +30,10 @@ export class WorkerRegistry {
     this.sendKnown({ type: 'worker.deregister', workerId, registrationId, reason: reason || 'worker asked' });
   }
 
-  openStream(channel: WorkerChannel): void {
-    this.sendKnown({ type: 'stream.opened', workerId: channel.workerId, registrationId: channel.registrationId, stream: channel as unknown as StreamHandle });
+  openStream(workerId: string, registrationId: string, stream: WorkerStream): WorkerStreamLink {
+    const channel = new WorkerChannel(workerId, registrationId, stream, this.log.child({ workerId }));
+    this.sendKnown({ type: 'stream.opened', workerId, registrationId, stream: channel as unknown as StreamHandle });
+    return channel;
   }
 
   /** Sends, and turns the root's `worker.unknown` answer into NOT_FOUND (the worker then registers again). */

@@ -1,5 +1,3 @@
-import { status as GrpcStatus } from '@grpc/grpc-js';
-
 /** Every failure the system reports has one of these codes (they travel in TaskError.code). */
 export type ErrorCode =
   | 'INVALID_ARGUMENT'
@@ -8,6 +6,8 @@ export type ErrorCode =
   | 'SESSION_NOT_FOUND'
   | 'TASK_NOT_FOUND'
   | 'WORKER_LOST'
+  // the worker or coordinator cannot be reached now; retry
+  | 'UNAVAILABLE'
   | 'CAPACITY_EXHAUSTED'
   | 'LIMIT_EXCEEDED'
   | 'FAILED_PRECONDITION'
@@ -16,30 +16,26 @@ export type ErrorCode =
   | 'CANCELLED'
   | 'INTERNAL';
 
-interface ErrorCodeInfo {
-  grpc: GrpcStatus;
-  retriable: boolean;
-}
-
-/** One table: a new code does not compile without its gRPC mapping. */
-export const errorCodes = {
-  INVALID_ARGUMENT: { grpc: GrpcStatus.INVALID_ARGUMENT, retriable: false },
-  PATH_VIOLATION: { grpc: GrpcStatus.INVALID_ARGUMENT, retriable: false },
-  NOT_FOUND: { grpc: GrpcStatus.NOT_FOUND, retriable: false },
-  SESSION_NOT_FOUND: { grpc: GrpcStatus.NOT_FOUND, retriable: false },
-  TASK_NOT_FOUND: { grpc: GrpcStatus.NOT_FOUND, retriable: false },
-  WORKER_LOST: { grpc: GrpcStatus.UNAVAILABLE, retriable: true },
-  CAPACITY_EXHAUSTED: { grpc: GrpcStatus.RESOURCE_EXHAUSTED, retriable: true },
-  LIMIT_EXCEEDED: { grpc: GrpcStatus.RESOURCE_EXHAUSTED, retriable: false },
-  FAILED_PRECONDITION: { grpc: GrpcStatus.FAILED_PRECONDITION, retriable: false },
-  UNAUTHENTICATED: { grpc: GrpcStatus.UNAUTHENTICATED, retriable: false },
-  UNIMPLEMENTED: { grpc: GrpcStatus.UNIMPLEMENTED, retriable: false },
-  CANCELLED: { grpc: GrpcStatus.CANCELLED, retriable: false },
-  INTERNAL: { grpc: GrpcStatus.INTERNAL, retriable: true },
-} as const satisfies Record<ErrorCode, ErrorCodeInfo>;
+/** Whether the same call may succeed when tried again: a new code does not compile without it (its gRPC status: wire/status.ts). */
+export const retriableByDefault = {
+  INVALID_ARGUMENT: false,
+  PATH_VIOLATION: false,
+  NOT_FOUND: false,
+  SESSION_NOT_FOUND: false,
+  TASK_NOT_FOUND: false,
+  WORKER_LOST: true,
+  UNAVAILABLE: true,
+  CAPACITY_EXHAUSTED: true,
+  LIMIT_EXCEEDED: false,
+  FAILED_PRECONDITION: false,
+  UNAUTHENTICATED: false,
+  UNIMPLEMENTED: false,
+  CANCELLED: false,
+  INTERNAL: true,
+} as const satisfies Record<ErrorCode, boolean>;
 
 export function isErrorCode(value: string): value is ErrorCode {
-  return Object.prototype.hasOwnProperty.call(errorCodes, value);
+  return Object.prototype.hasOwnProperty.call(retriableByDefault, value);
 }
 
 /** The one error class of the system: a code from the table, a message a person can act on. */
@@ -52,7 +48,7 @@ export class CodegenError extends Error {
     super(message, { cause: options.cause });
     this.name = 'CodegenError';
     this.code = code;
-    this.retriable = options.retriable ?? errorCodes[code].retriable;
+    this.retriable = options.retriable ?? retriableByDefault[code];
     this.details = options.details ?? '';
   }
 

@@ -10,15 +10,14 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../coordinator/port.js';
-import { CodegenError, isErrorCode, type ErrorCode, type ErrorInfo } from '../domain/errors.js';
+import { CodegenError, type ErrorInfo } from '../domain/errors.js';
 import { newTaskId } from '../domain/ids.js';
 import type { SessionView, WorkerView } from '../domain/sessions.js';
 import { isFinalTaskState, taskStateOf, type TaskOutcome, type TaskProgress, type TaskState, type TaskUpdate } from '../domain/tasks.js';
-import { connectCoordinator, unary, type CoordinatorClients } from './client.js';
-import { remoteError } from './status.js';
-import { num, decodeError, decodeSessionState, decodeTaskStatus, decodeTaskUpdate, encodeToolRequest } from './codecs.js';
-
-type Wire = Record<string, any>;
+import { connectCoordinator, unary, type CoordinatorClients, type RequestOf, type ResponseOf, type UnaryMethod } from '../wire/client.js';
+import { num, decodeError, decodeSessionState, decodeTaskStatus, decodeTaskUpdate, encodeToolRequest } from '../wire/codecs.js';
+import type { GetSessionStatusResponse__Output, StatusResponse__Output, TaskRequest, TaskResponse__Output } from '../wire/messages.js';
+import { remoteError } from '../wire/status.js';
 
 /** The port with every answer asynchronous. */
 export type AsyncCoordinatorPort = {
@@ -37,8 +36,6 @@ export interface RemotePortOptions {
   maxRememberedTasks?: number;
 }
 
-type RemoteContext = 'session' | 'task' | 'other';
-
 const taskStates: readonly TaskState[] = ['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'errored'];
 const toTaskState = (v: unknown, fallback: TaskState): TaskState => (taskStates.includes(v as TaskState) ? (v as TaskState) : fallback);
 
@@ -51,7 +48,7 @@ interface RemoteTask {
   outcome?: TaskOutcome;
   startedAt: number;
   listeners: Set<(update: TaskUpdate, taskId: string) => void>;
-  stream?: grpc.ClientReadableStream<Wire>;
+  stream?: grpc.ClientReadableStream<TaskResponse__Output>;
 }
 
 const noMetadata = {
@@ -66,6 +63,8 @@ export class RemoteCoordinatorPort implements AsyncCoordinatorPort {
   private readonly clients: CoordinatorClients;
   private readonly tasks = new Map<string, RemoteTask>();
   private readonly opts: Required<Omit<RemotePortOptions, 'channelOptions'>>;
+  /** Who failed, in the messages of errors the coordinator did not send itself. */
+  private readonly peer: string;
   private closed = false;
 
   constructor(
@@ -73,6 +72,7 @@ export class RemoteCoordinatorPort implements AsyncCoordinatorPort {
     options: RemotePortOptions = {},
   ) {
     this.clients = connectCoordinator(address, options.channelOptions ?? {});
+    this.peer = `the coordinator at ${address}`;
     this.opts = {
       deadlineMs: options.deadlineMs ?? 120_000,
       acceptWaitMs: options.acceptWaitMs ?? 500,
@@ -81,12 +81,12 @@ export class RemoteCoordinatorPort implements AsyncCoordinatorPort {
     };
   }
 
-  private async call<Res = Wire>(client: grpc.Client & Record<string, any>, method: string, request: Wire, context: RemoteContext): Promise<Res> {
+  private async call<C extends grpc.Client, M extends UnaryMethod<C>>(client: C, method: M, request: RequestOf<C, M>): Promise<ResponseOf<C, M>> {
     if (this.closed) throw new CodegenError('FAILED_PRECONDITION', 'the remote coordinator port is closed');
     try {
-      return await unary<Res>(client, method, request, { deadlineMs: this.opts.deadlineMs });
+      return await unary(client, method, request, { deadlineMs: this.opts.deadlineMs });
     } catch (err) {
-      throw remoteError(err, context, this.address);
+      throw remoteError(err, this.peer);
     }
   }
 
@@ -99,40 +99,40 @@ export class RemoteCoordinatorPort implements AsyncCoordinatorPort {
       user_id: input.userId ?? '',
       config: { env_vars: input.config?.env_vars ?? {}, allow_network: input.config?.allow_network ?? false, language: input.config?.language ?? '' },
       metadata: input.metadata ?? {},
-    }, 'other');
-    const created = num(res['created_at_ms']);
+    });
+    const created = num(res.created_at_ms);
     return {
-      sessionId: String(res['session_id']),
-      workerId: String(res['worker_id'] ?? ''),
+      sessionId: String(res.session_id),
+      workerId: String(res.worker_id ?? ''),
       workspaceId: input.workspaceId ?? '',
-      workspacePath: String(res['workspace_path'] ?? ''),
-      state: decodeSessionState(res['state']) ?? 'READY',
+      workspacePath: String(res.workspace_path ?? ''),
+      state: decodeSessionState(res.state) ?? 'READY',
       createdAtMs: created,
       lastActivityMs: created,
       activeTasks: 0,
       recentTasks: [],
-      metadata: { ...(res['metadata'] ?? {}) },
+      metadata: { ...(res.metadata ?? {}) },
       failureReason: '',
     };
   }
 
   async destroySession(sessionId: string, options: { force?: boolean } = {}): Promise<{ destroyed: boolean; artifacts: string[] }> {
-    const res = await this.call(this.clients.sessions, 'DestroySession', { session_id: sessionId, force: Boolean(options.force) }, 'session');
-    return { destroyed: Boolean(res['destroyed']), artifacts: (res['artifacts'] ?? []).map(String) };
+    const res = await this.call(this.clients.sessions, 'DestroySession', { session_id: sessionId, force: Boolean(options.force) });
+    return { destroyed: Boolean(res.destroyed), artifacts: (res.artifacts ?? []).map(String) };
   }
 
-  private viewOf(status: Wire, metadata: Record<string, string>): SessionView {
-    const info = status['info'] ?? {};
+  private viewOf(status: GetSessionStatusResponse__Output, metadata: Record<string, string>): SessionView {
+    const info = status.info;
     return {
-      sessionId: String(status['session_id']),
-      workerId: String(status['worker_id'] ?? ''),
-      workspaceId: String(info['workspace_id'] ?? ''),
+      sessionId: String(status.session_id),
+      workerId: String(status.worker_id ?? ''),
+      workspaceId: String(info?.workspace_id ?? ''),
       workspacePath: '',
-      state: decodeSessionState(status['state']) ?? decodeSessionState(info['state']) ?? 'READY',
-      createdAtMs: num(info['created_at_ms']),
-      lastActivityMs: num(info['last_activity_ms']),
-      activeTasks: num(info['active_tasks']),
-      recentTasks: (status['recent_tasks'] ?? []).map(String),
+      state: decodeSessionState(status.state) ?? decodeSessionState(info?.state) ?? 'READY',
+      createdAtMs: num(info?.created_at_ms),
+      lastActivityMs: num(info?.last_activity_ms),
+      activeTasks: num(info?.active_tasks),
+      recentTasks: (status.recent_tasks ?? []).map(String),
       metadata,
       failureReason: '',
     };
@@ -140,15 +140,15 @@ export class RemoteCoordinatorPort implements AsyncCoordinatorPort {
 
   async getSession(sessionId: string): Promise<SessionView> {
     const [status, metadata] = await Promise.all([
-      this.call(this.clients.sessions, 'GetSessionStatus', { session_id: sessionId }, 'session'),
+      this.call(this.clients.sessions, 'GetSessionStatus', { session_id: sessionId }),
       this.getMetadata(sessionId),
     ]);
     return this.viewOf(status, metadata);
   }
 
   async listSessions(): Promise<SessionView[]> {
-    const res = await this.call(this.clients.sessions, 'ListSessions', {}, 'other');
-    const statuses: Wire[] = res['sessions'] ?? [];
+    const res = await this.call(this.clients.sessions, 'ListSessions', {});
+    const statuses = res.sessions ?? [];
     const views: Array<SessionView | undefined> = new Array(statuses.length);
     // ListSessions carries no metadata: fetch it, a few at a time; sessions gone meanwhile are dropped.
     let next = 0;
@@ -157,7 +157,7 @@ export class RemoteCoordinatorPort implements AsyncCoordinatorPort {
         const i = next++;
         const status = statuses[i]!;
         try {
-          views[i] = this.viewOf(status, await this.getMetadata(String(status['session_id'])));
+          views[i] = this.viewOf(status, await this.getMetadata(String(status.session_id)));
         } catch (err) {
           if (!(err instanceof CodegenError && err.code === 'SESSION_NOT_FOUND')) throw err;
         }
@@ -168,13 +168,13 @@ export class RemoteCoordinatorPort implements AsyncCoordinatorPort {
   }
 
   async getMetadata(sessionId: string): Promise<Record<string, string>> {
-    const res = await this.call(this.clients.sessions, 'GetSessionMetadata', { session_id: sessionId }, 'session');
-    return { ...(res['metadata'] ?? {}) };
+    const res = await this.call(this.clients.sessions, 'GetSessionMetadata', { session_id: sessionId });
+    return { ...(res.metadata ?? {}) };
   }
 
   async putMetadata(sessionId: string, metadata: Record<string, string>, merge: boolean): Promise<Record<string, string>> {
-    const res = await this.call(this.clients.sessions, merge ? 'UpdateSessionMetadata' : 'SetSessionMetadata', { session_id: sessionId, metadata }, 'session');
-    return { ...(res['metadata'] ?? {}) };
+    const res = await this.call(this.clients.sessions, merge ? 'UpdateSessionMetadata' : 'SetSessionMetadata', { session_id: sessionId, metadata });
+    return { ...(res.metadata ?? {}) };
   }
 
   // ---- tasks ------------------------------------------------------------------------------
@@ -222,14 +222,14 @@ export class RemoteCoordinatorPort implements AsyncCoordinatorPort {
 
     const task: RemoteTask = { taskId, sessionId: input.sessionId, tool: input.call.tool, state: 'queued', startedAt: Date.now(), listeners: new Set([onUpdate]) };
     const c = input.constraints ?? {};
-    const request: Wire = {
+    const request: TaskRequest = {
       task_id: taskId,
       session_id: input.sessionId,
       typed_request: encodeToolRequest(input.call),
       constraints: { timeout_seconds: c.timeout_seconds ?? 0, max_memory_bytes: c.max_memory_bytes ?? 0, max_output_bytes: c.max_output_bytes ?? 0, allow_network: c.allow_network ?? false, allowed_paths: [] },
       sequence: String(input.sequence ?? 0),
     };
-    const stream = this.clients.tasks['ExecuteTask'](request, new grpc.Metadata()) as grpc.ClientReadableStream<Wire>;
+    const stream = this.clients.tasks.ExecuteTask(request, new grpc.Metadata());
     task.stream = stream;
 
     return new Promise<TaskHandle>((resolve, reject) => {
@@ -244,7 +244,7 @@ export class RemoteCoordinatorPort implements AsyncCoordinatorPort {
       };
       const timer = setTimeout(accept, this.opts.acceptWaitMs);
       stream.on('metadata', accept);
-      stream.on('data', (wire: Wire) => {
+      stream.on('data', (wire: TaskResponse__Output) => {
         accept();
         let update: TaskUpdate;
         try {
@@ -256,7 +256,7 @@ export class RemoteCoordinatorPort implements AsyncCoordinatorPort {
       });
       stream.on('error', (err: unknown) => {
         if (task.outcome) return;
-        const e = remoteError(err, 'session', this.address);
+        const e = remoteError(err, this.peer);
         if (!answered) {
           answered = true;
           clearTimeout(timer);
@@ -276,14 +276,14 @@ export class RemoteCoordinatorPort implements AsyncCoordinatorPort {
   }
 
   async cancelTask(taskId: string, reason: string, sessionId?: string): Promise<{ cancelled: boolean; state: TaskState }> {
-    const res = await this.call(this.clients.tasks, 'CancelTask', { task_id: taskId, reason, session_id: sessionId ?? this.tasks.get(taskId)?.sessionId ?? '' }, 'task');
-    return { cancelled: Boolean(res['cancelled']), state: toTaskState(res['state'], 'cancelled') };
+    const res = await this.call(this.clients.tasks, 'CancelTask', { task_id: taskId, reason, session_id: sessionId ?? this.tasks.get(taskId)?.sessionId ?? '' });
+    return { cancelled: Boolean(res.cancelled), state: toTaskState(res.state, 'cancelled') };
   }
 
-  private outcomeFromStatus(res: Wire, state: TaskState): TaskOutcome | undefined {
+  private outcomeFromStatus(res: StatusResponse__Output, state: TaskState): TaskOutcome | undefined {
     if (!isFinalTaskState(state)) return undefined;
-    if (res['error'] && (res['error'] as Wire)['code']) return { type: 'error', error: decodeError(res['error']) };
-    const status = decodeTaskStatus(res['status']);
+    if (res.error && res.error.code) return { type: 'error', error: decodeError(res.error) };
+    const status = decodeTaskStatus(res.status);
     if (status) return { type: 'result', status, artifacts: [], metadata: noMetadata };
     if (state === 'errored') {
       const error: ErrorInfo = { code: 'INTERNAL', message: 'the task failed', details: '', retriable: false };
@@ -295,18 +295,18 @@ export class RemoteCoordinatorPort implements AsyncCoordinatorPort {
 
   async getTask(taskId: string, sessionId?: string): Promise<TaskView> {
     const local = this.tasks.get(taskId);
-    const res = await this.call(this.clients.tasks, 'GetTaskStatus', { task_id: taskId, session_id: sessionId ?? local?.sessionId ?? '' }, 'task');
-    const state = toTaskState(res['state'], local?.state ?? 'running');
-    const p = res['progress'] as Wire | undefined;
-    const progress = p && (p['stage'] || p['message'] || p['percent']) ? { stage: String(p['stage'] ?? ''), message: String(p['message'] ?? ''), percent: Number(p['percent'] ?? 0), elapsedMs: num(p['elapsed_ms']) } : local?.progress;
+    const res = await this.call(this.clients.tasks, 'GetTaskStatus', { task_id: taskId, session_id: sessionId ?? local?.sessionId ?? '' });
+    const state = toTaskState(res.state, local?.state ?? 'running');
+    const p = res.progress;
+    const progress = p && (p.stage || p.message || p.percent) ? { stage: String(p.stage ?? ''), message: String(p.message ?? ''), percent: Number(p.percent ?? 0), elapsedMs: num(p.elapsed_ms) } : local?.progress;
     const outcome = local?.outcome ?? this.outcomeFromStatus(res, state);
     return {
-      taskId: String(res['task_id'] || taskId),
+      taskId: String(res.task_id || taskId),
       sessionId: local?.sessionId ?? sessionId ?? '',
       tool: local?.tool ?? '',
       state: local?.outcome ? local.state : state,
       ...(progress ? { progress } : {}),
-      elapsedMs: num(res['elapsed_ms']),
+      elapsedMs: num(res.elapsed_ms),
       ...(outcome ? { outcome } : {}),
     };
   }

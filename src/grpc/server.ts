@@ -2,13 +2,12 @@ import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import * as protoLoader from '@grpc/proto-loader';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
-import type { CoordinatorPort } from '../coordinator/port.js';
-import type { WorkerRegistry } from '../coordinator/worker-registry.js';
+import type { CoordinatorPort, WorkerLifecyclePort } from '../coordinator/port.js';
 import type { Logger } from '../log/logger.js';
+import { loadProtos, protoLoaderOptions } from '../wire/protos.js';
 import { sessionManagementHandlers } from './handlers/session-management.js';
 import { taskExecutionHandlers } from './handlers/task-execution.js';
 import { workerLifecycleHandlers } from './handlers/worker-lifecycle.js';
-import { loadProtos } from './protos.js';
 
 export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
@@ -16,7 +15,7 @@ export interface GrpcServerOptions {
   host: string;
   port: number;
   coordinator: CoordinatorPort;
-  registry: WorkerRegistry;
+  registry: WorkerLifecyclePort;
   workerToken: string;
   logger: Logger;
 }
@@ -44,7 +43,7 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<{ server
   });
   health.addToServer(server);
   // Reflection lists health too, so standard tools (grpcurl, grpc_health_probe) can describe it.
-  const healthDefinition = protoLoader.loadSync(healthProtoPath, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+  const healthDefinition = protoLoader.loadSync(healthProtoPath, protoLoaderOptions);
   new ReflectionService({ ...definition, ...healthDefinition }).addToServer(server);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));

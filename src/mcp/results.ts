@@ -16,6 +16,7 @@ export const errorAdvice = {
     "The session does not exist (it may have been destroyed). Call session_list to see sessions, session_create to make one, or omit session_id to use this connection's default session.",
   TASK_NOT_FOUND: 'No such task: use a task_id returned by a tool call of this server.',
   WORKER_LOST: 'The worker running the session went away. Call again; if the session is gone, create a new one.',
+  UNAVAILABLE: 'The worker or coordinator cannot be reached right now. Retry shortly.',
   CAPACITY_EXHAUSTED: 'No worker has room right now. Destroy sessions you no longer need (session_list, session_destroy) or retry shortly.',
   LIMIT_EXCEEDED: 'A resource limit was hit (time, memory, output or file size). Do less per call, print less, or raise timeout_seconds.',
   FAILED_PRECONDITION: 'The session cannot take this call in its current state; check it with session_status.',

@@ -10,7 +10,7 @@ import { CodegenError } from '../domain/errors.js';
 import type { SessionView } from '../domain/sessions.js';
 import { isFinalTaskState } from '../domain/tasks.js';
 import type { ToolName } from '../domain/tools.js';
-import { toolCallFrom } from '../grpc/codecs.js';
+import { toolCallFrom } from '../wire/codecs.js';
 import type { McpConnection, ToolExtra } from './connection.js';
 import { runTask, waitForTask, type TaskRun } from './long-work.js';
 import { errorResult, notImplemented, okResult } from './results.js';

@@ -3,18 +3,17 @@ import * as grpc from '@grpc/grpc-js';
 import { fromCallback, fromPromise, type EventObject } from 'xstate';
 import { CodegenError, toErrorInfo } from '../domain/errors.js';
 import type { SessionConfig } from '../domain/sessions.js';
-import { decodeTaskSpec } from '../grpc/codecs.js';
-import { WORKER_TOKEN_METADATA } from '../grpc/handlers/worker-lifecycle.js';
-import { remoteError } from '../grpc/status.js';
 import type { Logger } from '../log/logger.js';
+import { unary, type RequestOf, type ResponseOf, type UnaryMethod } from '../wire/client.js';
+import { decodeTaskSpec } from '../wire/codecs.js';
+import type { CoordinatorMessage__Output, SessionConfig__Output, WorkerLifecycleClient } from '../wire/messages.js';
+import { WORKER_TOKEN_METADATA } from '../wire/metadata.js';
+import { remoteError } from '../wire/status.js';
 import type { CoordinatorLinkEvent, Registration } from '../../machines/coordinator-link.machine.js';
 import type { Uplink } from './uplink.js';
 
-type Wire = Record<string, any>;
-type LifecycleClient = grpc.Client & Record<string, any>;
-
 export interface LinkEffectsOptions {
-  client: LifecycleClient;
+  client: WorkerLifecycleClient;
   token: string;
   maxSessions: number;
   isolation: string;
@@ -31,18 +30,18 @@ function metadata(token: string): grpc.Metadata {
   return md;
 }
 
-function unaryCall<Res>(client: LifecycleClient, method: string, req: unknown, token: string, deadlineMs: number): Promise<Res> {
-  return new Promise((resolve, reject) => {
-    client[method](req, metadata(token), { deadline: new Date(Date.now() + deadlineMs) }, (err: grpc.ServiceError | null, res: Res) =>
-      err ? reject(remoteError(err, 'other', 'the coordinator')) : resolve(res),
-    );
-  });
+async function unaryCall<M extends UnaryMethod<WorkerLifecycleClient>>(client: WorkerLifecycleClient, method: M, req: RequestOf<WorkerLifecycleClient, M>, token: string, deadlineMs: number): Promise<ResponseOf<WorkerLifecycleClient, M>> {
+  try {
+    return await unary(client, method, req, { deadlineMs, metadata: metadata(token) });
+  } catch (err) {
+    throw remoteError(err, 'the coordinator');
+  }
 }
 
-const sessionConfigOf = (wire: Wire | undefined): SessionConfig => ({
-  env_vars: Object.fromEntries(Object.entries((wire?.['env_vars'] ?? {}) as Record<string, unknown>).map(([k, v]) => [k, String(v)])),
-  allow_network: Boolean(wire?.['allow_network']),
-  language: String(wire?.['language'] ?? 'python') || 'python',
+const sessionConfigOf = (wire: SessionConfig__Output | null | undefined): SessionConfig => ({
+  env_vars: Object.fromEntries(Object.entries(wire?.env_vars ?? {}).map(([k, v]) => [k, String(v)])),
+  allow_network: Boolean(wire?.allow_network),
+  language: String(wire?.language ?? 'python') || 'python',
 });
 
 /** The coordinator link's effects: registration, heartbeats, the task stream, deregistration. */
@@ -51,8 +50,8 @@ export function linkActors(opts: LinkEffectsOptions) {
 
   const register = fromPromise<Registration, { workerId: string; attempt: number }>(async ({ input }) => {
     try {
-      const res = await unaryCall<Wire>(client, 'RegisterWorker', { worker_id: input.workerId, max_sessions: opts.maxSessions, hostname: hostname(), version: opts.version, isolation: opts.isolation, capabilities: ['python', 'venv', 'pip'] }, token, 10_000);
-      const registration = { registrationId: String(res['registration_id']), heartbeatIntervalMs: Number(res['heartbeat_interval_ms']) || 5_000 };
+      const res = await unaryCall(client, 'RegisterWorker', { worker_id: input.workerId, max_sessions: opts.maxSessions, hostname: hostname(), version: opts.version, isolation: opts.isolation, capabilities: ['python', 'venv', 'pip'] }, token, 10_000);
+      const registration = { registrationId: String(res.registration_id), heartbeatIntervalMs: Number(res.heartbeat_interval_ms) || 5_000 };
       logger.info({ registrationId: registration.registrationId }, 'Successfully registered with coordinator');
       return registration;
     } catch (err) {
@@ -89,7 +88,7 @@ export function linkActors(opts: LinkEffectsOptions) {
 
   const taskStream = fromCallback<EventObject, { workerId: string; registrationId: string }>(({ input, sendBack }) => {
     const back = (e: CoordinatorLinkEvent) => sendBack(e);
-    const call = client['TaskStream'](metadata(token)) as grpc.ClientDuplexStream<Wire, Wire>;
+    const call = client.TaskStream(metadata(token));
     let closed = false;
     const lost = (reason: string) => {
       if (closed) return;
@@ -97,30 +96,30 @@ export function linkActors(opts: LinkEffectsOptions) {
       opts.uplink.detach(call);
       back({ type: 'link.failed', reason });
     };
-    call.on('data', (msg: Wire) => {
+    call.on('data', (msg: CoordinatorMessage__Output) => {
       try {
-        const requestId = String(msg['request_id'] ?? '');
-        switch (msg['command']) {
+        const requestId = String(msg.request_id ?? '');
+        switch (msg.command) {
           case 'create_session':
-            back({ type: 'command.create', requestId, sessionId: String(msg['create_session']?.session_id ?? ''), config: sessionConfigOf(msg['create_session']?.config) });
+            back({ type: 'command.create', requestId, sessionId: String(msg.create_session?.session_id ?? ''), config: sessionConfigOf(msg.create_session?.config) });
             return;
           case 'destroy_session':
-            back({ type: 'command.destroy', requestId, sessionId: String(msg['destroy_session']?.session_id ?? ''), force: Boolean(msg['destroy_session']?.force) });
+            back({ type: 'command.destroy', requestId, sessionId: String(msg.destroy_session?.session_id ?? ''), force: Boolean(msg.destroy_session?.force) });
             return;
           case 'assign_task': {
-            const wire = msg['assign_task']?.task ?? {};
+            const wire = msg.assign_task?.task;
             try {
               back({ type: 'command.task', requestId, spec: decodeTaskSpec(wire) });
             } catch (err) {
-              opts.uplink.taskError(String(wire.session_id ?? ''), String(wire.task_id ?? ''), toErrorInfo(err));
+              opts.uplink.taskError(String(wire?.session_id ?? ''), String(wire?.task_id ?? ''), toErrorInfo(err));
             }
             return;
           }
           case 'cancel_task':
-            back({ type: 'command.cancel', requestId, sessionId: String(msg['cancel_task']?.session_id ?? ''), taskId: String(msg['cancel_task']?.task_id ?? ''), reason: String(msg['cancel_task']?.reason ?? '') });
+            back({ type: 'command.cancel', requestId, sessionId: String(msg.cancel_task?.session_id ?? ''), taskId: String(msg.cancel_task?.task_id ?? ''), reason: String(msg.cancel_task?.reason ?? '') });
             return;
           default:
-            logger.warn({ command: msg['command'] }, 'unknown command from coordinator');
+            logger.warn({ command: msg.command }, 'unknown command from coordinator');
         }
       } catch (err) {
         logger.warn({ err }, 'dropped a malformed command from the coordinator');

@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { createActor, waitFor } from 'xstate';
 import { packageVersion } from '../config/package-info.js';
 import type { WorkerConfig } from '../config/worker.js';
-import { loadProtos } from '../grpc/protos.js';
+import { loadProtos } from '../wire/protos.js';
 import { inspectionLogger } from '../log/inspection.js';
 import type { Logger } from '../log/logger.js';
 import { namespaceProfile } from '../sandbox/isolation.js';
@@ -56,7 +56,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
     'grpc.max_send_message_length': 64 * 1024 * 1024,
     'grpc.initial_reconnect_backoff_ms': 250,
     'grpc.max_reconnect_backoff_ms': config.reconnectMaxMs,
-  }) as grpc.Client & Record<string, any>;
+  });
 
   const uplink = new Uplink(logger.child({ component: 'uplink' }));
   let root: WorkerActor | undefined;

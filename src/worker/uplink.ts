@@ -1,11 +1,12 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { ErrorInfo } from '../domain/errors.js';
 import type { TaskUpdate } from '../domain/tasks.js';
-import { encodeError, encodeTaskUpdate } from '../grpc/codecs.js';
 import type { Logger } from '../log/logger.js';
+import { encodeError, encodeTaskUpdate } from '../wire/codecs.js';
+import type { CoordinatorMessage__Output, WorkerMessage } from '../wire/messages.js';
 import type { CommandReply } from '../../machines/worker.machine.js';
 
-type Wire = Record<string, any>;
+type TaskStreamCall = grpc.ClientDuplexStream<WorkerMessage, CoordinatorMessage__Output>;
 
 /**
  * The worker's side of the open task stream, as the effects see it: the stream actor attaches
@@ -13,15 +14,15 @@ type Wire = Record<string, any>;
  * dropped: the coordinator has already ended those tasks as WORKER_LOST.
  */
 export class Uplink {
-  private call: grpc.ClientDuplexStream<Wire, Wire> | undefined;
+  private call: TaskStreamCall | undefined;
 
   constructor(private readonly log: Logger) {}
 
-  attach(call: grpc.ClientDuplexStream<Wire, Wire>): void {
+  attach(call: TaskStreamCall): void {
     this.call = call;
   }
 
-  detach(call: grpc.ClientDuplexStream<Wire, Wire>): void {
+  detach(call: TaskStreamCall): void {
     if (this.call === call) this.call = undefined;
   }
 
@@ -40,7 +41,7 @@ export class Uplink {
     });
   }
 
-  private write(msg: Wire): void {
+  private write(msg: WorkerMessage): void {
     const call = this.call;
     if (!call) {
       this.log.debug({ msg: Object.keys(msg) }, 'no task stream open; message dropped');

@@ -7,7 +7,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { connectCoordinator, unary, type CoordinatorClients } from '../../src/grpc/client.js';
+import { connectCoordinator, unary, type CoordinatorClients } from '../../src/wire/client.js';
 
 export const dockerEnv = {
   enabled: process.env.CODEGEN_DOCKER_E2E === '1' && Boolean(process.env.CODEGEN_DOCKER_GRPC_ADDR),

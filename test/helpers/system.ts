@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
-import { connectCoordinator, unary, type CoordinatorClients } from '../../src/grpc/client.js';
+import { connectCoordinator, unary, type CoordinatorClients } from '../../src/wire/client.js';
 import { eventually, isAlive, pidsWithToken } from './processes.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');

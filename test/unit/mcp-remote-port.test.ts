@@ -4,9 +4,9 @@ import type { WorkerRegistry } from '../../src/coordinator/worker-registry.js';
 import { CodegenError } from '../../src/domain/errors.js';
 import type { TaskUpdate } from '../../src/domain/tasks.js';
 import { RemoteCoordinatorPort } from '../../src/grpc/remote-port.js';
-import { remoteError } from '../../src/grpc/status.js';
 import { startGrpcServer, stopGrpcServer } from '../../src/grpc/server.js';
 import { silentLogger } from '../../src/log/logger.js';
+import { remoteError } from '../../src/wire/status.js';
 import { connectInProcess, FakeCoordinatorPort } from '../helpers/fake-coordinator-port.js';
 
 let fake: FakeCoordinatorPort;
@@ -119,16 +119,22 @@ describe('remoteError', () => {
     return e;
   };
   it('trusts the code the coordinator sent, then the status', () => {
-    expect(remoteError(se(grpc.status.INVALID_ARGUMENT, 'path escapes', 'PATH_VIOLATION'), 'other', 'a').code).toBe('PATH_VIOLATION');
-    expect(remoteError(se(grpc.status.NOT_FOUND, 'session x not found'), 'task', 'a').code).toBe('SESSION_NOT_FOUND');
-    expect(remoteError(se(grpc.status.NOT_FOUND, 'task x not found'), 'session', 'a').code).toBe('TASK_NOT_FOUND');
-    expect(remoteError(se(grpc.status.NOT_FOUND, 'gone'), 'task', 'a').code).toBe('TASK_NOT_FOUND');
-    expect(remoteError(se(grpc.status.RESOURCE_EXHAUSTED, 'full'), 'other', 'a').code).toBe('CAPACITY_EXHAUSTED');
-    expect(remoteError(se(grpc.status.FAILED_PRECONDITION, 'busy'), 'other', 'a').code).toBe('FAILED_PRECONDITION');
-    expect(remoteError(se(grpc.status.UNIMPLEMENTED, 'later'), 'other', 'a').code).toBe('UNIMPLEMENTED');
-    const down = remoteError(se(grpc.status.UNAVAILABLE, 'connection refused'), 'other', 'host:1');
-    expect(down.code).toBe('INTERNAL');
+    expect(remoteError(se(grpc.status.INVALID_ARGUMENT, 'path escapes', 'PATH_VIOLATION'), 'a').code).toBe('PATH_VIOLATION');
+    // Session and task are told apart by the code the coordinator sends (toServiceError), never by the message.
+    expect(remoteError(se(grpc.status.NOT_FOUND, 'session x not found', 'SESSION_NOT_FOUND'), 'a').code).toBe('SESSION_NOT_FOUND');
+    expect(remoteError(se(grpc.status.NOT_FOUND, 'task x not found', 'TASK_NOT_FOUND'), 'a').code).toBe('TASK_NOT_FOUND');
+    expect(remoteError(se(grpc.status.NOT_FOUND, 'session x not found'), 'a').code).toBe('NOT_FOUND');
+    expect(remoteError(se(grpc.status.RESOURCE_EXHAUSTED, 'full'), 'a').code).toBe('CAPACITY_EXHAUSTED');
+    expect(remoteError(se(grpc.status.FAILED_PRECONDITION, 'busy'), 'a').code).toBe('FAILED_PRECONDITION');
+    expect(remoteError(se(grpc.status.UNIMPLEMENTED, 'later'), 'a').code).toBe('UNIMPLEMENTED');
+    const down = remoteError(se(grpc.status.UNAVAILABLE, 'connection refused'), 'the coordinator at host:1');
+    expect(down.code).toBe('UNAVAILABLE');
     expect(down.retriable).toBe(true);
     expect(down.message).toMatch(/cannot reach the coordinator at host:1/);
+    const slow = remoteError(se(grpc.status.DEADLINE_EXCEEDED, 'deadline exceeded'), 'the coordinator at host:1');
+    expect(slow.code).toBe('UNAVAILABLE');
+    expect(slow.retriable).toBe(true);
+    expect(slow.message).toMatch(/the coordinator at host:1 did not answer in time/);
+    expect(remoteError(se(grpc.status.UNAVAILABLE, 'worker w1 is not connected', 'WORKER_LOST'), 'a').code).toBe('WORKER_LOST');
   });
 });

@@ -1,13 +1,11 @@
-import type * as grpc from '@grpc/grpc-js';
 import { CodegenError, invalidArgument } from '../../domain/errors.js';
 import type { CoordinatorPort } from '../../coordinator/port.js';
-import { encodeSessionState, encodeSessionStatus } from '../codecs.js';
-import { unaryHandler } from '../status.js';
+import { encodeSessionState, encodeSessionStatus } from '../../wire/codecs.js';
+import type { SessionManagementHandlers } from '../../wire/messages.js';
+import { unaryHandler } from '../../wire/status.js';
 
-type Wire = Record<string, any>;
-
-const requireSessionId = (req: Wire): string => {
-  const id = typeof req['session_id'] === 'string' ? req['session_id'] : '';
+const requireSessionId = (req: { session_id: string }): string => {
+  const id = typeof req.session_id === 'string' ? req.session_id : '';
   if (!id) throw invalidArgument('session_id', 'is required');
   return id;
 };
@@ -22,20 +20,20 @@ const stringMap = (field: string, v: unknown): Record<string, string> => {
 };
 
 /** SessionManagement: decode, call the port, encode. */
-export function sessionManagementHandlers(port: CoordinatorPort): grpc.UntypedServiceImplementation {
+export function sessionManagementHandlers(port: CoordinatorPort): SessionManagementHandlers {
   const notYet = (what: string) =>
     unaryHandler(() => {
       throw new CodegenError('UNIMPLEMENTED', `${what} is not implemented yet in this version (see the README)`);
     });
   return {
-    CreateSession: unaryHandler(async (req: Wire) => {
-      const cfg = req['config'] ?? {};
+    CreateSession: unaryHandler(async (req) => {
+      const cfg = req.config;
       const view = await port.createSession({
-        workerId: String(req['worker_id'] ?? ''),
-        workspaceId: String(req['workspace_id'] ?? ''),
-        userId: String(req['user_id'] ?? ''),
-        config: { env_vars: stringMap('config.env_vars', cfg.env_vars), allow_network: Boolean(cfg.allow_network), language: String(cfg.language ?? '') },
-        metadata: stringMap('metadata', req['metadata']),
+        workerId: String(req.worker_id ?? ''),
+        workspaceId: String(req.workspace_id ?? ''),
+        userId: String(req.user_id ?? ''),
+        config: { env_vars: stringMap('config.env_vars', cfg?.env_vars), allow_network: Boolean(cfg?.allow_network), language: String(cfg?.language ?? '') },
+        metadata: stringMap('metadata', req.metadata),
       });
       return {
         session_id: view.sessionId,
@@ -46,27 +44,27 @@ export function sessionManagementHandlers(port: CoordinatorPort): grpc.UntypedSe
         metadata: view.metadata,
       };
     }),
-    DestroySession: unaryHandler(async (req: Wire) => {
+    DestroySession: unaryHandler(async (req) => {
       const id = requireSessionId(req);
-      if (req['save_checkpoint']) throw new CodegenError('UNIMPLEMENTED', 'save_checkpoint: checkpoints are not implemented yet in this version; destroy without it');
-      const r = await port.destroySession(id, { force: Boolean(req['force']) });
+      if (req.save_checkpoint) throw new CodegenError('UNIMPLEMENTED', 'save_checkpoint: checkpoints are not implemented yet in this version; destroy without it');
+      const r = await port.destroySession(id, { force: Boolean(req.force) });
       return { destroyed: r.destroyed, checkpoint_id: '', artifacts: r.artifacts };
     }),
     CheckpointSession: notYet('CheckpointSession'),
     RestoreSession: notYet('RestoreSession'),
-    GetSessionStatus: unaryHandler((req: Wire) => encodeSessionStatus(port.getSession(requireSessionId(req)))),
+    GetSessionStatus: unaryHandler((req) => encodeSessionStatus(port.getSession(requireSessionId(req)))),
     ListSessions: unaryHandler(() => ({ sessions: port.listSessions().map(encodeSessionStatus) })),
-    GetSessionMetadata: unaryHandler((req: Wire) => {
+    GetSessionMetadata: unaryHandler((req) => {
       const id = requireSessionId(req);
       return { session_id: id, metadata: port.getMetadata(id) };
     }),
-    UpdateSessionMetadata: unaryHandler((req: Wire) => {
+    UpdateSessionMetadata: unaryHandler((req) => {
       const id = requireSessionId(req);
-      return { session_id: id, metadata: port.putMetadata(id, stringMap('metadata', req['metadata']), true) };
+      return { session_id: id, metadata: port.putMetadata(id, stringMap('metadata', req.metadata), true) };
     }),
-    SetSessionMetadata: unaryHandler((req: Wire) => {
+    SetSessionMetadata: unaryHandler((req) => {
       const id = requireSessionId(req);
-      return { session_id: id, metadata: port.putMetadata(id, stringMap('metadata', req['metadata']), false) };
+      return { session_id: id, metadata: port.putMetadata(id, stringMap('metadata', req.metadata), false) };
     }),
   };
 }

@@ -1,14 +1,13 @@
 import type * as grpc from '@grpc/grpc-js';
 import { invalidArgument } from '../../domain/errors.js';
 import type { CoordinatorPort } from '../../coordinator/port.js';
-import { decodeConstraints, decodeToolRequest, encodeOutcome, encodeTaskStatus, encodeTaskUpdate } from '../codecs.js';
-import { toServiceError, unaryHandler } from '../status.js';
-
-type Wire = Record<string, any>;
+import { decodeConstraints, decodeToolRequest, encodeOutcome, encodeTaskStatus, encodeTaskUpdate } from '../../wire/codecs.js';
+import type { TaskExecutionHandlers, TaskRequest__Output, TaskResponse } from '../../wire/messages.js';
+import { toServiceError, unaryHandler } from '../../wire/status.js';
 
 /** TaskExecution: ExecuteTask streams what the task actor emits; the rest are questions to the port. */
-export function taskExecutionHandlers(port: CoordinatorPort): grpc.UntypedServiceImplementation {
-  const executeTask = (call: grpc.ServerWritableStream<Wire, Wire>) => {
+export function taskExecutionHandlers(port: CoordinatorPort): TaskExecutionHandlers {
+  const executeTask = (call: grpc.ServerWritableStream<TaskRequest__Output, TaskResponse>) => {
     let ended = false;
     let taskId = '';
     let owner = false;
@@ -33,13 +32,13 @@ export function taskExecutionHandlers(port: CoordinatorPort): grpc.UntypedServic
     });
     try {
       const req = call.request;
-      const sessionId = typeof req['session_id'] === 'string' ? req['session_id'] : '';
+      const sessionId = typeof req.session_id === 'string' ? req.session_id : '';
       if (!sessionId) throw invalidArgument('session_id', 'is required');
-      const callSpec = decodeToolRequest(req['typed_request']);
-      const constraints = decodeConstraints(req['constraints']);
-      const sequence = Number(req['sequence'] ?? 0);
+      const callSpec = decodeToolRequest(req.typed_request);
+      const constraints = decodeConstraints(req.constraints);
+      const sequence = Number(req.sequence ?? 0);
       port
-        .submitTask({ taskId: String(req['task_id'] ?? ''), sessionId, call: callSpec, constraints, sequence }, (update, id) => {
+        .submitTask({ taskId: String(req.task_id ?? ''), sessionId, call: callSpec, constraints, sequence }, (update, id) => {
           if (ended) return;
           call.write(encodeTaskUpdate(id, update));
           if (update.type === 'outcome') {
@@ -61,12 +60,12 @@ export function taskExecutionHandlers(port: CoordinatorPort): grpc.UntypedServic
 
   return {
     ExecuteTask: executeTask,
-    CancelTask: unaryHandler(async (req: Wire) => {
-      const r = await port.cancelTask(String(req['task_id'] ?? ''), String(req['reason'] ?? ''), String(req['session_id'] ?? '') || undefined);
+    CancelTask: unaryHandler(async (req) => {
+      const r = await port.cancelTask(String(req.task_id ?? ''), String(req.reason ?? ''), String(req.session_id ?? '') || undefined);
       return { cancelled: r.cancelled, state: r.state };
     }),
-    GetTaskStatus: unaryHandler((req: Wire) => {
-      const t = port.getTask(String(req['task_id'] ?? ''), String(req['session_id'] ?? '') || undefined);
+    GetTaskStatus: unaryHandler((req) => {
+      const t = port.getTask(String(req.task_id ?? ''), String(req.session_id ?? '') || undefined);
       const out = t.outcome ? encodeOutcome(t.outcome) : {};
       return {
         task_id: t.taskId,
@@ -74,7 +73,7 @@ export function taskExecutionHandlers(port: CoordinatorPort): grpc.UntypedServic
         progress: t.progress ? { stage: t.progress.stage, message: t.progress.message, percent: t.progress.percent, elapsed_ms: t.progress.elapsedMs } : undefined,
         elapsed_ms: t.elapsedMs,
         state: t.state,
-        error: out['error'],
+        error: out.error,
       };
     }),
   };

@@ -1,14 +1,11 @@
 import { timingSafeEqual } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import { CodegenError, invalidArgument } from '../../domain/errors.js';
-import { WorkerChannel } from '../../coordinator/worker-channel.js';
-import type { WorkerRegistry } from '../../coordinator/worker-registry.js';
+import type { WorkerLifecyclePort, WorkerStreamLink } from '../../coordinator/port.js';
 import type { Logger } from '../../log/logger.js';
-import { toServiceError, unaryHandler } from '../status.js';
-
-type Wire = Record<string, any>;
-
-export const WORKER_TOKEN_METADATA = 'x-worker-token';
+import type { CoordinatorMessage, WorkerLifecycleHandlers, WorkerMessage__Output } from '../../wire/messages.js';
+import { WORKER_TOKEN_METADATA } from '../../wire/metadata.js';
+import { toServiceError, unaryHandler } from '../../wire/status.js';
 
 /** Constant-time comparison of the presented token with the configured one (none configured: open). */
 export function checkWorkerToken(expected: string, metadata: grpc.Metadata): void {
@@ -21,15 +18,15 @@ export function checkWorkerToken(expected: string, metadata: grpc.Metadata): voi
   }
 }
 
-export function workerLifecycleHandlers(registry: WorkerRegistry, opts: { token: string; logger: Logger; firstMessageTimeoutMs?: number }): grpc.UntypedServiceImplementation {
+export function workerLifecycleHandlers(workers: WorkerLifecyclePort, opts: { token: string; logger: Logger; firstMessageTimeoutMs?: number }): WorkerLifecycleHandlers {
   const authed = <Req, Res>(fn: (req: Req) => Res | Promise<Res>) =>
     unaryHandler<Req, Res>((req, call) => {
       checkWorkerToken(opts.token, call.metadata);
       return fn(req);
     });
 
-  const taskStream = (call: grpc.ServerDuplexStream<Wire, Wire>) => {
-    let channel: WorkerChannel | undefined;
+  const taskStream = (call: grpc.ServerDuplexStream<WorkerMessage__Output, CoordinatorMessage>) => {
+    let link: WorkerStreamLink | undefined;
     let failed = false;
     const fail = (err: unknown) => {
       if (failed) return;
@@ -44,27 +41,27 @@ export function workerLifecycleHandlers(registry: WorkerRegistry, opts: { token:
       fail(err);
       return;
     }
-    call.on('data', (msg: Wire) => {
-      if (channel) {
-        channel.receive(msg);
+    call.on('data', (msg: WorkerMessage__Output) => {
+      if (link) {
+        link.receive(msg);
         return;
       }
       if (failed) return;
       clearTimeout(timer);
       try {
-        if (msg['body'] !== 'hello') throw invalidArgument('hello', 'the first message of the task stream must be a WorkerHello');
-        const hello = msg['hello'] ?? {};
-        channel = new WorkerChannel(String(hello.worker_id ?? ''), String(hello.registration_id ?? ''), call, opts.logger.child({ workerId: hello.worker_id }));
-        registry.openStream(channel);
-        opts.logger.info({ workerId: channel.workerId, registrationId: channel.registrationId }, 'worker task stream open');
+        if (msg.body !== 'hello') throw invalidArgument('hello', 'the first message of the task stream must be a WorkerHello');
+        const workerId = String(msg.hello?.worker_id ?? '');
+        const registrationId = String(msg.hello?.registration_id ?? '');
+        link = workers.openStream(workerId, registrationId, call);
+        opts.logger.info({ workerId, registrationId }, 'worker task stream open');
       } catch (err) {
-        channel = undefined;
+        link = undefined;
         fail(err);
       }
     });
     const closed = (why: string) => () => {
       clearTimeout(timer);
-      channel?.close(why);
+      link?.close(why);
     };
     call.on('end', closed('worker ended the stream'));
     call.on('error', (e: Error) => closed(`stream error: ${e.message}`)());
@@ -73,18 +70,18 @@ export function workerLifecycleHandlers(registry: WorkerRegistry, opts: { token:
   };
 
   return {
-    RegisterWorker: authed((req: Wire) => {
-      const r = registry.register({ workerId: String(req['worker_id'] ?? ''), maxSessions: Number(req['max_sessions'] ?? 0), isolation: String(req['isolation'] ?? ''), hostname: String(req['hostname'] ?? '') });
-      opts.logger.info({ workerId: req['worker_id'], registrationId: r.registrationId, maxSessions: req['max_sessions'], isolation: req['isolation'] }, 'worker registered');
+    RegisterWorker: authed((req) => {
+      const r = workers.register({ workerId: String(req.worker_id ?? ''), maxSessions: Number(req.max_sessions ?? 0), isolation: String(req.isolation ?? ''), hostname: String(req.hostname ?? '') });
+      opts.logger.info({ workerId: req.worker_id, registrationId: r.registrationId, maxSessions: req.max_sessions, isolation: req.isolation }, 'worker registered');
       return { registration_id: r.registrationId, heartbeat_interval_ms: r.heartbeatIntervalMs, heartbeat_timeout_ms: r.heartbeatTimeoutMs };
     }),
-    Heartbeat: authed((req: Wire) => {
-      registry.heartbeat(String(req['worker_id'] ?? ''), String(req['registration_id'] ?? ''));
+    Heartbeat: authed((req) => {
+      workers.heartbeat(String(req.worker_id ?? ''), String(req.registration_id ?? ''));
       return { heartbeat_interval_ms: 0 };
     }),
-    DeregisterWorker: authed((req: Wire) => {
-      registry.deregister(String(req['worker_id'] ?? ''), String(req['registration_id'] ?? ''), String(req['reason'] ?? ''));
-      opts.logger.info({ workerId: req['worker_id'] }, 'worker deregistered');
+    DeregisterWorker: authed((req) => {
+      workers.deregister(String(req.worker_id ?? ''), String(req.registration_id ?? ''), String(req.reason ?? ''));
+      opts.logger.info({ workerId: req.worker_id }, 'worker deregistered');
       return { deregistered: true };
     }),
     TaskStream: taskStream,

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { packageRoot } from '../config/package-info.js';
+import type { ProtoGrpcType } from './messages.js';
 
 /** The loader options of the public contract (api.md): clients use the same. */
 export const protoLoaderOptions: protoLoader.Options = {
@@ -28,24 +29,16 @@ export function findProtoDir(): string {
   return dir;
 }
 
-let cached: { definition: protoLoader.PackageDefinition; services: CodegenServices } | undefined;
+/** The three services' typed client constructors (each with its `service` definition). */
+export type CodegenServices = Pick<ProtoGrpcType['codegen']['v1'], 'SessionManagement' | 'TaskExecution' | 'WorkerLifecycle'>;
 
-export interface CodegenServices {
-  SessionManagement: grpc.ServiceClientConstructor;
-  TaskExecution: grpc.ServiceClientConstructor;
-  WorkerLifecycle: grpc.ServiceClientConstructor;
-}
+let cached: { definition: protoLoader.PackageDefinition; services: CodegenServices } | undefined;
 
 export function loadProtos(): { definition: protoLoader.PackageDefinition; services: CodegenServices } {
   if (cached) return cached;
   const definition = protoLoader.loadSync(protoFiles, { ...protoLoaderOptions, includeDirs: [findProtoDir()] });
-  const root = grpc.loadPackageDefinition(definition) as unknown as { codegen: { v1: Record<string, grpc.ServiceClientConstructor> } };
-  const v1 = root.codegen.v1;
-  const services: CodegenServices = {
-    SessionManagement: v1['SessionManagement']!,
-    TaskExecution: v1['TaskExecution']!,
-    WorkerLifecycle: v1['WorkerLifecycle']!,
-  };
-  cached = { definition, services };
+  // The generated ProtoGrpcType describes what loadPackageDefinition builds from these very protos and options.
+  const { SessionManagement, TaskExecution, WorkerLifecycle } = (grpc.loadPackageDefinition(definition) as unknown as ProtoGrpcType).codegen.v1;
+  cached = { definition, services: { SessionManagement, TaskExecution, WorkerLifecycle } };
   return cached;
 }

@@ -1,15 +1,34 @@
 /**
- * Wire ↔ domain. The wire shapes are what @grpc/proto-loader gives with the contract's
- * options (snake_case, int64 as strings, enums as names, oneofs as a virtual field).
- * Decoders validate and throw CodegenError('INVALID_ARGUMENT') naming the field.
+ * Wire ↔ domain. Decoders take the generated `__Output` types (what @grpc/proto-loader gives
+ * with the contract's options: snake_case, int64 as strings, enums as names, oneofs as a
+ * virtual field); encoders give the permissive input types. Decoders still read every field
+ * defensively (a peer may send anything), validate, and throw CodegenError('INVALID_ARGUMENT')
+ * naming the field.
  */
 import { checkEnvVars } from '../domain/env.js';
 import { CodegenError, invalidArgument, isErrorCode, type ErrorInfo } from '../domain/errors.js';
 import type { SessionState, SessionView } from '../domain/sessions.js';
 import type { TaskConstraints, TaskOutcome, TaskSpec, TaskStatus, TaskUpdate } from '../domain/tasks.js';
 import { toolNames, type ToolCall, type ToolName, type ToolReply } from '../domain/tools.js';
+import type {
+  ExecutionConstraints__Output,
+  GetSessionStatusResponse,
+  SessionState as WireSessionState,
+  TaskError,
+  TaskError__Output,
+  TaskRequest,
+  TaskRequest__Output,
+  TaskResponse,
+  TaskResponse__Output,
+  TaskResultStatus,
+  ToolRequest,
+  ToolRequest__Output,
+  ToolResponse,
+  ToolResponse__Output,
+} from './messages.js';
 
-type Wire = Record<string, any>;
+/** Loose input (a wire sub-message, or an MCP tool's arguments): every field is read as unknown and checked. */
+type LooseInput = Readonly<Record<string, unknown>>;
 
 /** An int64 (a string on the wire) or absent, as a number. */
 export const num = (v: unknown): number => (v === undefined || v === null || v === '' ? 0 : Number(v));
@@ -43,7 +62,9 @@ function checkEncoding(field: string, v: unknown): 'utf-8' | 'base64' {
 }
 
 /** A domain ToolCall from loose input (the wire's sub-message, or an MCP tool's arguments). */
-export function toolCallFrom(tool: ToolName, input: Wire, prefix = `typed_request.${tool}`): ToolCall {
+export function toolCallFrom(tool: ToolName, args: object, prefix = `typed_request.${tool}`): ToolCall {
+  // `object` in the signature: the generated message interfaces have no index signature to pass as a Record.
+  const input = args as LooseInput;
   const f = (name: string) => `${prefix}.${name}`;
   switch (tool) {
     case 'echo':
@@ -98,71 +119,92 @@ export function toolCallFrom(tool: ToolName, input: Wire, prefix = `typed_reques
   }
 }
 
-export function decodeToolRequest(wire: Wire | null | undefined, field = 'typed_request'): ToolCall {
-  const which = wire?.['request'] as string | undefined;
-  if (!wire || !which || !(toolNames as readonly string[]).includes(which)) {
+const isToolName = (v: string): v is ToolName => (toolNames as readonly string[]).includes(v);
+
+export function decodeToolRequest(wire: ToolRequest__Output | null | undefined, field = 'typed_request'): ToolCall {
+  const which = wire?.request;
+  if (!wire || !which || !isToolName(which)) {
     throw invalidArgument(field, `set one of ${toolNames.join(', ')}`);
   }
-  return toolCallFrom(which as ToolName, wire[which] ?? {}, `${field}.${which}`);
+  return toolCallFrom(which, wire[which] ?? {}, `${field}.${which}`);
 }
 
-export function encodeToolRequest(call: ToolCall): Wire {
+// The domain's tool inputs and outputs have the wire's shape: only the oneof becomes a tag.
+export function encodeToolRequest(call: ToolCall): ToolRequest {
   return { [call.tool]: call.input };
 }
 
-export function encodeToolReply(reply: ToolReply): Wire {
+export function encodeToolReply(reply: ToolReply): ToolResponse {
   return { [reply.tool]: reply.output };
 }
 
-export function decodeToolReply(wire: Wire | null | undefined): ToolReply | undefined {
-  const which = wire?.['response'] as ToolName | undefined;
+export function decodeToolReply(wire: ToolResponse__Output | null | undefined): ToolReply | undefined {
+  const which = wire?.response;
   if (!wire || !which) return undefined;
-  const o = wire[which] ?? {};
   switch (which) {
-    case 'echo': return { tool: which, output: { message: str(o.message) } };
-    case 'fs_read': return { tool: which, output: { contents: str(o.contents), size_bytes: num(o.size_bytes), encoding: o.encoding === 'base64' ? 'base64' : 'utf-8' } };
-    case 'fs_write': return { tool: which, output: { path: str(o.path), bytes_written: num(o.bytes_written) } };
-    case 'fs_list': return {
-      tool: which,
-      output: {
-        files: (o.files ?? []).map((fi: Wire) => ({ path: str(fi.path), name: str(fi.name), size_bytes: num(fi.size_bytes), is_directory: Boolean(fi.is_directory), modified_time_ms: num(fi.modified_time_ms) })),
-        total_count: num(o.total_count),
-      },
-    };
-    case 'run_python': return { tool: which, output: { stdout: str(o.stdout), stderr: str(o.stderr), exit_code: num(o.exit_code), duration_ms: num(o.duration_ms), timed_out: Boolean(o.timed_out) } };
-    case 'pkg_install': return {
-      tool: which,
-      output: {
-        installed: (o.installed ?? []).map((p: Wire) => ({ name: str(p.name), version: str(p.version), location: str(p.location) })),
-        failed: (o.failed ?? []).map(str),
-        output: str(o.output),
-        exit_code: num(o.exit_code),
-      },
-    };
+    case 'echo': {
+      const o = wire.echo;
+      return { tool: which, output: { message: str(o?.message) } };
+    }
+    case 'fs_read': {
+      const o = wire.fs_read;
+      return { tool: which, output: { contents: str(o?.contents), size_bytes: num(o?.size_bytes), encoding: o?.encoding === 'base64' ? 'base64' : 'utf-8' } };
+    }
+    case 'fs_write': {
+      const o = wire.fs_write;
+      return { tool: which, output: { path: str(o?.path), bytes_written: num(o?.bytes_written) } };
+    }
+    case 'fs_list': {
+      const o = wire.fs_list;
+      return {
+        tool: which,
+        output: {
+          files: (o?.files ?? []).map((fi) => ({ path: str(fi.path), name: str(fi.name), size_bytes: num(fi.size_bytes), is_directory: Boolean(fi.is_directory), modified_time_ms: num(fi.modified_time_ms) })),
+          total_count: num(o?.total_count),
+        },
+      };
+    }
+    case 'run_python': {
+      const o = wire.run_python;
+      return { tool: which, output: { stdout: str(o?.stdout), stderr: str(o?.stderr), exit_code: num(o?.exit_code), duration_ms: num(o?.duration_ms), timed_out: Boolean(o?.timed_out) } };
+    }
+    case 'pkg_install': {
+      const o = wire.pkg_install;
+      return {
+        tool: which,
+        output: {
+          installed: (o?.installed ?? []).map((p) => ({ name: str(p.name), version: str(p.version), location: str(p.location) })),
+          failed: (o?.failed ?? []).map(str),
+          output: str(o?.output),
+          exit_code: num(o?.exit_code),
+        },
+      };
+    }
     case 'artifact_get': {
-      const data: Buffer = Buffer.isBuffer(o.data) ? o.data : Buffer.from(o.data ?? []);
-      return { tool: which, output: { data, artifact_id: str(o.artifact_id), size_bytes: num(o.size_bytes), content_type: str(o.content_type) } };
+      const o = wire.artifact_get;
+      const data: Buffer = o && Buffer.isBuffer(o.data) ? o.data : Buffer.from(o?.data ?? []);
+      return { tool: which, output: { data, artifact_id: str(o?.artifact_id), size_bytes: num(o?.size_bytes), content_type: str(o?.content_type) } };
     }
   }
   return undefined;
 }
 
-export function decodeConstraints(wire: Wire | null | undefined): Partial<TaskConstraints> {
+export function decodeConstraints(wire: ExecutionConstraints__Output | null | undefined): Partial<TaskConstraints> {
   if (!wire) return {};
-  const maxOutput = num(wire['max_output_bytes']);
-  const maxMemory = num(wire['max_memory_bytes']);
+  const maxOutput = num(wire.max_output_bytes);
+  const maxMemory = num(wire.max_memory_bytes);
   if (maxOutput < 0) throw invalidArgument('constraints.max_output_bytes', 'must not be negative');
   if (maxMemory < 0) throw invalidArgument('constraints.max_memory_bytes', 'must not be negative');
   return {
-    timeout_seconds: checkTimeout('constraints.timeout_seconds', wire['timeout_seconds']),
+    timeout_seconds: checkTimeout('constraints.timeout_seconds', wire.timeout_seconds),
     max_memory_bytes: maxMemory,
     max_output_bytes: maxOutput,
-    allow_network: Boolean(wire['allow_network']),
+    allow_network: Boolean(wire.allow_network),
   };
 }
 
 /** The TaskRequest the coordinator sends a worker for an accepted task. */
-export function encodeTaskSpec(spec: TaskSpec): Wire {
+export function encodeTaskSpec(spec: TaskSpec): TaskRequest {
   return {
     task_id: spec.taskId,
     session_id: spec.sessionId,
@@ -172,42 +214,43 @@ export function encodeTaskSpec(spec: TaskSpec): Wire {
   };
 }
 
-export function decodeTaskSpec(wire: Wire): TaskSpec {
-  const c = decodeConstraints(wire['constraints']);
+/** A task assignment without its TaskRequest is refused like one with every field empty. */
+export function decodeTaskSpec(wire: TaskRequest__Output | null | undefined): TaskSpec {
+  const c = decodeConstraints(wire?.constraints);
   return {
-    taskId: requireString('task_id', wire['task_id']),
-    sessionId: requireString('session_id', wire['session_id']),
-    call: decodeToolRequest(wire['typed_request']),
+    taskId: requireString('task_id', wire?.task_id),
+    sessionId: requireString('session_id', wire?.session_id),
+    call: decodeToolRequest(wire?.typed_request),
     constraints: { timeout_seconds: c.timeout_seconds ?? 0, max_memory_bytes: c.max_memory_bytes ?? 0, max_output_bytes: c.max_output_bytes ?? 0, allow_network: c.allow_network ?? false },
-    sequence: num(wire['sequence']),
+    sequence: num(wire?.sequence),
   };
 }
 
-const statusToWire: Record<TaskStatus, string> = {
+const statusToWire: Record<TaskStatus, TaskResultStatus> = {
   SUCCESS: 'STATUS_SUCCESS',
   FAILURE: 'STATUS_FAILURE',
   TIMEOUT: 'STATUS_TIMEOUT',
   CANCELLED: 'STATUS_CANCELLED',
 };
 
-export const encodeTaskStatus = (s: TaskStatus | undefined): string => (s ? statusToWire[s] : 'STATUS_UNSPECIFIED');
+export const encodeTaskStatus = (s: TaskStatus | undefined): TaskResultStatus => (s ? statusToWire[s] : 'STATUS_UNSPECIFIED');
 
 export function decodeTaskStatus(wire: unknown): TaskStatus | undefined {
   const s = str(wire).replace(/^STATUS_/, '');
   return s === 'SUCCESS' || s === 'FAILURE' || s === 'TIMEOUT' || s === 'CANCELLED' ? s : undefined;
 }
 
-export function encodeError(e: ErrorInfo): Wire {
+export function encodeError(e: ErrorInfo): TaskError {
   return { code: e.code, message: e.message, details: e.details, retriable: e.retriable };
 }
 
-export function decodeError(wire: Wire): ErrorInfo {
-  const code = str(wire['code']);
-  return { code: isErrorCode(code) ? code : 'INTERNAL', message: str(wire['message']), details: str(wire['details']), retriable: Boolean(wire['retriable']) };
+export function decodeError(wire: TaskError__Output): ErrorInfo {
+  const code = str(wire.code);
+  return { code: isErrorCode(code) ? code : 'INTERNAL', message: str(wire.message), details: str(wire.details), retriable: Boolean(wire.retriable) };
 }
 
 /** One TaskResponse on the wire for one update of a task. */
-export function encodeTaskUpdate(taskId: string, update: TaskUpdate): Wire {
+export function encodeTaskUpdate(taskId: string, update: TaskUpdate): TaskResponse {
   switch (update.type) {
     case 'progress':
       return { task_id: taskId, progress: { stage: update.progress.stage, message: update.progress.message, percent: update.progress.percent, elapsed_ms: update.progress.elapsedMs } };
@@ -218,7 +261,7 @@ export function encodeTaskUpdate(taskId: string, update: TaskUpdate): Wire {
   }
 }
 
-export function encodeOutcome(outcome: TaskOutcome): Wire {
+export function encodeOutcome(outcome: TaskOutcome): Pick<TaskResponse, 'result' | 'error'> {
   if (outcome.type === 'error') return { error: encodeError(outcome.error) };
   const m = outcome.metadata;
   return {
@@ -231,40 +274,43 @@ export function encodeOutcome(outcome: TaskOutcome): Wire {
   };
 }
 
-export function decodeTaskUpdate(wire: Wire): TaskUpdate {
-  switch (wire['payload']) {
+export function decodeTaskUpdate(wire: TaskResponse__Output): TaskUpdate {
+  switch (wire.payload) {
     case 'progress': {
-      const p = wire['progress'] ?? {};
-      return { type: 'progress', progress: { stage: str(p.stage), message: str(p.message), percent: Number(p.percent ?? 0), elapsedMs: num(p.elapsed_ms) } };
+      const p = wire.progress;
+      return { type: 'progress', progress: { stage: str(p?.stage), message: str(p?.message), percent: Number(p?.percent ?? 0), elapsedMs: num(p?.elapsed_ms) } };
     }
     case 'log': {
-      const l = wire['log'] ?? {};
-      const stream = l.stream === 'stdout' || l.stream === 'stderr' ? l.stream : 'system';
-      return { type: 'log', log: { stream, line: str(l.line), timestampMs: num(l.timestamp_ms) } };
+      const l = wire.log;
+      const stream = l?.stream === 'stdout' || l?.stream === 'stderr' ? l.stream : 'system';
+      return { type: 'log', log: { stream, line: str(l?.line), timestampMs: num(l?.timestamp_ms) } };
     }
     case 'result': {
-      const r = wire['result'] ?? {};
-      const m = r.metadata ?? {};
-      const reply = decodeToolReply(r.typed_response);
+      const r = wire.result;
+      const m = r?.metadata;
+      const reply = decodeToolReply(r?.typed_response);
       return {
         type: 'outcome',
         outcome: {
           type: 'result',
-          status: decodeTaskStatus(r.status) ?? 'FAILURE',
+          status: decodeTaskStatus(r?.status) ?? 'FAILURE',
           ...(reply ? { reply } : {}),
-          artifacts: (r.artifacts ?? []).map(str),
-          metadata: { workerId: str(m.worker_id), startedAtMs: num(m.started_at_ms), finishedAtMs: num(m.finished_at_ms), durationMs: num(m.duration_ms), queuedMs: num(m.queued_ms) },
+          artifacts: (r?.artifacts ?? []).map(str),
+          metadata: { workerId: str(m?.worker_id), startedAtMs: num(m?.started_at_ms), finishedAtMs: num(m?.finished_at_ms), durationMs: num(m?.duration_ms), queuedMs: num(m?.queued_ms) },
         },
       };
     }
     case 'error':
-      return { type: 'outcome', outcome: { type: 'error', error: decodeError(wire['error'] ?? {}) } };
+      return { type: 'outcome', outcome: { type: 'error', error: decodeError(wire.error ?? noError) } };
     default:
-      throw new CodegenError('INTERNAL', `task update without payload for task ${str(wire['task_id'])}`);
+      throw new CodegenError('INTERNAL', `task update without payload for task ${str(wire.task_id)}`);
   }
 }
 
-export const encodeSessionState = (s: SessionState): string => `SESSION_STATE_${s}`;
+/** An error payload with nothing set reads as the defaults would (INTERNAL, empty message). */
+const noError: TaskError__Output = { code: '', message: '', details: '', retriable: false };
+
+export const encodeSessionState = (s: SessionState): WireSessionState => `SESSION_STATE_${s}`;
 
 export function decodeSessionState(wire: unknown): SessionState | undefined {
   const s = str(wire).replace(/^SESSION_STATE_/, '');
@@ -272,7 +318,7 @@ export function decodeSessionState(wire: unknown): SessionState | undefined {
   return (states as string[]).includes(s) ? (s as SessionState) : undefined;
 }
 
-export function encodeSessionStatus(v: SessionView): Wire {
+export function encodeSessionStatus(v: SessionView): GetSessionStatusResponse {
   return {
     session_id: v.sessionId,
     worker_id: v.workerId,
