@@ -20,9 +20,12 @@ install: $(NPM_STAMP) ## install the npm dependencies (npm ci)
 build: $(NPM_STAMP) ## compile TypeScript to dist/
 	npm run build
 
-up: install build ## start a coordinator and one worker locally (workspaces under ./tmp); Ctrl-C stops
+up: install build ## start a coordinator and one worker locally (workspaces under ./tmp); Ctrl-C drains and stops
 	mkdir -p tmp/workspaces
-	BASE_WORKSPACE=$${BASE_WORKSPACE:-./tmp/workspaces} node dist/src/cli/main.js up --workers $${WORKERS:-1}
+	@# In a terminal, `up` runs as its own foreground job (set -m): Ctrl-C reaches it and its children, not make,
+	@# so `up` drains everything once and make ends with up's exit status (0) instead of dying by SIGINT.
+	@# (`; exit $$?` keeps bash from exec-ing node in its own place, which would skip the job control.)
+	@if [ -t 0 ]; then set -m; fi; BASE_WORKSPACE=$${BASE_WORKSPACE:-./tmp/workspaces} node dist/src/cli/main.js up --workers $${WORKERS:-1}; exit $$?
 
 test: install build ## run every test (unit, property, integration, MCP), with a summary line
 	scripts/run-tests.sh

@@ -35,6 +35,9 @@ const McpEnv = z.object({
   BASE_WORKSPACE: z.string().default('./tmp/workspaces'),
 });
 
+/** Under `codegen-mcp up` (it sets this in its children's environment). */
+const supervised = (): boolean => process.env['CODEGEN_SUPERVISED'] === '1';
+
 function merged(argv: string[], known: string[]): Record<string, string | undefined> {
   return { ...process.env, ...flagsToEnv(argv, known) };
 }
@@ -60,7 +63,7 @@ async function main(argv: string[]): Promise<number> {
       const logger = createLogger({ level: config.logLevel, name: 'coordinator' });
       const { startCoordinator } = await import('../coordinator/main.js');
       const running = await startCoordinator(config, logger);
-      onShutdown(logger, 15_000, running.stop);
+      onShutdown(logger, config.drainTimeoutMs + 15_000, running.stop, { supervised: supervised() });
       signalReady({ grpcPort: running.grpcPort, httpPort: running.httpPort });
       return new Promise<number>(() => {});
     }
@@ -69,9 +72,16 @@ async function main(argv: string[]): Promise<number> {
       const logger = createLogger({ level: config.logLevel, name: 'worker' }).child({ workerId: config.workerId });
       const { startWorker } = await import('../worker/main.js');
       const running = await startWorker(config, logger);
-      onShutdown(logger, config.drainTimeoutMs + 10_000, running.stop);
-      // An escalated supervisor (link crashing too often) ends the process for its own supervisor to restart.
-      running.root.subscribe({ complete: () => process.exit(running.root.getSnapshot().context.escalation ? 1 : 0) });
+      onShutdown(logger, config.drainTimeoutMs + 20_000, async () => {
+        await running.stop();
+        return running.finished;
+      }, { supervised: supervised() });
+      // A root that stopped on its own (an escalation: the link kept failing) ends the process for its supervisor to restart.
+      void running.finished.then(async (code) => {
+        await running.stop();
+        process.exit(code);
+      });
+      if (config.testFaults) process.on('SIGUSR2', () => running.injectFault());
       signalReady({ workerId: config.workerId });
       return new Promise<number>(() => {});
     }
@@ -85,7 +95,11 @@ async function main(argv: string[]): Promise<number> {
       const childEnv: NodeJS.ProcessEnv = { ...process.env };
       for (const [k, v] of Object.entries(env)) if (v !== undefined) childEnv[k] = v;
       const sup = await runUp({ workers: up.WORKERS, baseWorkspace: path.resolve(up.BASE_WORKSPACE), env: childEnv, logger });
-      onShutdown(logger, 60_000, sup.stop);
+      // Ctrl-C from a terminal reaches every process of the group at once; the children leave it to us, and we drain them in order.
+      onShutdown(logger, 120_000, async () => {
+        await sup.stop();
+        return sup.done;
+      }, { force: sup.force });
       return sup.done;
     }
     case 'mcp': {
@@ -108,7 +122,7 @@ async function main(argv: string[]): Promise<number> {
       }
       const { startCoordinator } = await import('../coordinator/main.js');
       const { startWorker } = await import('../worker/main.js');
-      const c = await startCoordinator(coordinatorConfig({ ...env, GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_ENABLED: 'false' }), logger.child({ component: 'coordinator' }));
+      const c = await startCoordinator(coordinatorConfig({ ...env, GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_ENABLED: 'false', RECOVERY_GRACE_SECONDS: '0' }), logger.child({ component: 'coordinator' }));
       const w = await startWorker(workerConfig({ ...env, COORDINATOR_ADDR: `127.0.0.1:${c.grpcPort}`, WORKER_ID: env['WORKER_ID'] ?? 'embedded-worker', BASE_WORKSPACE: m.BASE_WORKSPACE }), logger.child({ component: 'worker' }));
       const finished = deferred();
       onShutdown(logger, 20_000, () => (process.stdin.destroy(), finished.promise));
@@ -143,10 +157,10 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
   return { promise, resolve };
 }
 
-async function waitForWorker(port: { listWorkers(): { state: string }[] }, timeoutMs: number): Promise<void> {
+async function waitForWorker(port: { listWorkers(): Promise<{ state: string }[]> }, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (port.listWorkers().some((w) => w.state === 'online')) return;
+    if ((await port.listWorkers()).some((w) => w.state === 'online')) return;
     await new Promise((r) => setTimeout(r, 50));
   }
 }

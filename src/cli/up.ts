@@ -1,8 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createActor, fromCallback, type AnyActorRef } from 'xstate';
 import type { Logger } from '../log/logger.js';
-import { backoffDelay, hasRestartBudget, recordRestart } from '../../machines/supervision.js';
+import { processMachine, type ProcessEvent, type ProcessInput } from '../../machines/process.machine.js';
+import { upMachine, UP_ID, type ProcessSpec } from '../../machines/up.machine.js';
+import { supervisorMachine } from '../../machines/supervisor.machine.js';
 
 export interface UpOptions {
   workers: number;
@@ -11,108 +14,85 @@ export interface UpOptions {
   logger: Logger;
 }
 
+/** Set in the children's environment: a supervised process leaves Ctrl-C (SIGINT) to `up`, which drains them in order. */
+export const SUPERVISED_ENV = 'CODEGEN_SUPERVISED';
+
 const cliPath = () => path.join(path.dirname(fileURLToPath(import.meta.url)), 'main.js');
 
-interface Child {
-  name: string;
-  args: string[];
-  env: NodeJS.ProcessEnv;
-  proc?: ChildProcess;
-  restarts: number[];
-  attempt: number;
-  timer?: NodeJS.Timeout;
+/**
+ * The process actor's logic: spawns one child process, reports its exit, sends it SIGTERM when
+ * asked to stop (it drains), and SIGKILL when the actor is stopped with the process still there.
+ */
+function runProcess(live: Set<ChildProcess>, logger: Logger) {
+  return fromCallback<{ type: 'terminate' }, ProcessInput>(({ input, receive, sendBack, system }) => {
+    const proc = spawn(process.execPath, [cliPath(), ...input.args], { env: { ...input.env, [SUPERVISED_ENV]: '1' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    live.add(proc);
+    let exited = false;
+    proc.on('message', (msg: { type?: string; grpcPort?: number; httpPort?: number }) => {
+      if (msg?.type !== 'ready') return;
+      const up = system.get(UP_ID) as AnyActorRef | undefined;
+      up?.send({ type: 'process.ready', name: input.name, ...(msg.grpcPort ? { grpcPort: msg.grpcPort } : {}), ...(msg.httpPort ? { httpPort: msg.httpPort } : {}) });
+    });
+    proc.once('exit', (code, signal) => {
+      exited = true;
+      live.delete(proc);
+      sendBack({ type: 'process.exited', code, signal } satisfies ProcessEvent);
+    });
+    proc.once('error', (err) => {
+      logger.error({ child: input.name, err }, 'could not start the child process');
+    });
+    receive((e) => {
+      if (e.type === 'terminate' && !exited) proc.kill('SIGTERM');
+    });
+    return () => {
+      if (!exited) proc.kill('SIGKILL');
+    };
+  });
 }
 
 /**
- * `codegen-mcp up`: a coordinator and N workers as child processes of this supervisor. Children
- * are permanent: one that dies is restarted after a capped exponential backoff; more than
- * 10 restarts of one child in a minute escalates (this supervisor stops everything, exit 1).
+ * `codegen-mcp up`: a coordinator and N workers as supervised child processes (see
+ * machines/up.machine.ts). Resolves once the coordinator is ready; `done` gives the exit status.
  */
-export async function runUp(opts: UpOptions): Promise<{ stop(): Promise<void>; done: Promise<number> }> {
+export async function runUp(opts: UpOptions): Promise<{ stop(): Promise<void>; force(): void; done: Promise<number> }> {
   const { logger } = opts;
-  let stopping = false;
-  let resolveDone: (code: number) => void = () => {};
-  const done = new Promise<number>((r) => (resolveDone = r));
-  const children: Child[] = [];
-
-  const start = (child: Child, onReady?: (msg: any) => void) => {
-    const proc = spawn(process.execPath, [cliPath(), ...child.args], { env: child.env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    child.proc = proc;
-    proc.on('message', (msg: any) => {
-      if (msg?.type === 'ready') {
-        child.attempt = 0;
-        onReady?.(msg);
-      }
-    });
-    proc.on('exit', (code, signal) => {
-      child.proc = undefined;
-      if (stopping) return;
-      const now = Date.now();
-      const intensity = { maxRestarts: 10, windowMs: 60_000 };
-      if (!hasRestartBudget(child.restarts, now, intensity)) {
-        logger.error({ child: child.name }, 'child restarted too often; stopping everything');
-        void stop().then(() => resolveDone(1));
-        return;
-      }
-      child.restarts = recordRestart(child.restarts, now, intensity);
-      const delay = backoffDelay(child.attempt++);
-      logger.warn({ child: child.name, code, signal, restartInMs: delay }, 'child exited; restarting');
-      child.timer = setTimeout(() => start(child), delay);
-    });
-  };
-
-  const stop = async () => {
-    if (stopping) return;
-    stopping = true;
-    // Workers first (they drain and deregister), then the coordinator.
-    for (const group of [children.slice(1).reverse(), children.slice(0, 1)]) {
-      await Promise.all(
-        group.map(
-          (c) =>
-            new Promise<void>((resolve) => {
-              clearTimeout(c.timer);
-              const proc = c.proc;
-              if (!proc || proc.exitCode !== null) return resolve();
-              const kill = setTimeout(() => proc.kill('SIGKILL'), 20_000);
-              proc.once('exit', () => {
-                clearTimeout(kill);
-                resolve();
-              });
-              proc.kill('SIGTERM');
-            }),
-        ),
-      );
-    }
-  };
-
-  const coordinator: Child = { name: 'coordinator', args: ['coordinator'], env: { ...opts.env }, restarts: [], attempt: 0 };
-  children.push(coordinator);
-  const ready = await new Promise<{ grpcPort: number; httpPort?: number }>((resolve, reject) => {
-    start(coordinator, (msg) => {
-      // Keep the port a restarted coordinator binds, so the workers find it again.
-      coordinator.env = { ...coordinator.env, GRPC_PORT: String(msg.grpcPort), ...(msg.httpPort ? { HTTP_PORT: String(msg.httpPort) } : {}) };
-      resolve(msg);
-    });
-    coordinator.proc?.once('exit', (code) => reject(new Error(`coordinator exited with code ${code} before it was ready`)));
+  const live = new Set<ChildProcess>();
+  const env = Object.fromEntries(Object.entries(opts.env).filter((e): e is [string, string] => e[1] !== undefined));
+  const workers: ProcessSpec[] = Array.from({ length: opts.workers }, (_, i) => {
+    const workerId = `worker-${i + 1}`;
+    return { name: workerId, args: ['worker'], env: { ...env, WORKER_ID: workerId, BASE_WORKSPACE: path.join(opts.baseWorkspace, workerId) } };
   });
-
-  for (let i = 1; i <= opts.workers; i++) {
-    const workerId = `worker-${i}`;
-    const child: Child = {
-      name: workerId,
-      args: ['worker'],
-      env: {
-        ...opts.env,
-        WORKER_ID: workerId,
-        COORDINATOR_ADDR: `127.0.0.1:${ready.grpcPort}`,
-        BASE_WORKSPACE: path.join(opts.baseWorkspace, workerId),
-      },
-      restarts: [],
-      attempt: 0,
-    };
-    children.push(child);
-    start(child);
-  }
-  logger.info({ grpcPort: ready.grpcPort, httpPort: ready.httpPort, workers: opts.workers }, 'system up');
-  return { stop: async () => { await stop(); resolveDone(0); }, done };
+  const processSupervisor = supervisorMachine.provide({
+    actors: { child: processMachine.provide({ actors: { run: runProcess(live, logger) } }) },
+  });
+  const actor = createActor(upMachine.provide({ actors: { processSupervisor } }), {
+    systemId: UP_ID,
+    input: {
+      coordinator: { name: 'coordinator', args: ['coordinator'], env: { ...env } },
+      workers,
+      intensity: { maxRestarts: 10, windowMs: 60_000 },
+      backoff: { initialMs: 250, maxMs: 10_000, factor: 2 },
+      shutdownTimeoutMs: 30_000,
+      seed: process.pid,
+    },
+  });
+  const ready = new Promise<{ grpcPort: number; httpPort: number }>((resolve) => actor.on('up.ready', (e) => resolve(e)));
+  actor.on('up.restarting', (e) => logger.warn({ child: e.name, reason: e.reason }, 'child exited; restarting'));
+  actor.on('up.escalated', (e) => logger.error({ child: e.name, reason: e.reason }, 'child restarted too often; stopping everything'));
+  actor.subscribe({ error: (err) => logger.fatal({ err }, 'up supervisor failed') });
+  const done = new Promise<number>((resolve) => actor.subscribe({ complete: () => resolve(actor.getSnapshot().context.escalation ? 1 : 0), error: () => resolve(1) }));
+  actor.start();
+  const first = await Promise.race([ready, done.then((code) => ({ failed: code }))]);
+  if ('failed' in first) throw new Error('the coordinator could not be started (see its log above)');
+  logger.info({ grpcPort: first.grpcPort, httpPort: first.httpPort, workers: opts.workers }, 'system up');
+  return {
+    stop: async () => {
+      actor.send({ type: 'up.stop' });
+      await done;
+    },
+    force: () => {
+      for (const proc of live) proc.kill('SIGKILL');
+    },
+    done,
+  };
 }

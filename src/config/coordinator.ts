@@ -25,6 +25,8 @@ export const CoordinatorEnv = z.object({
   SESSION_DRAIN_TIMEOUT_SECONDS: seconds(10),
   /** How long CreateSession waits for a worker to make the session READY. */
   SESSION_CREATE_TIMEOUT_SECONDS: z.coerce.number().positive().default(120),
+  /** After a start, how long an unknown session id answers UNAVAILABLE ("recovering") instead of NOT_FOUND. */
+  RECOVERY_GRACE_SECONDS: seconds(30),
 });
 export type CoordinatorEnv = z.infer<typeof CoordinatorEnv>;
 
@@ -39,6 +41,7 @@ export interface CoordinatorConfig {
   heartbeatTimeoutMs: number;
   drainTimeoutMs: number;
   createTimeoutMs: number;
+  recoveryGraceMs: number;
 }
 
 export function coordinatorConfig(env: Record<string, string | undefined>): CoordinatorConfig {
@@ -64,5 +67,6 @@ export function coordinatorConfig(env: Record<string, string | undefined>): Coor
     heartbeatTimeoutMs: heartbeatIntervalMs * e.HEARTBEAT_MISSES + 1000,
     drainTimeoutMs: Math.round(e.SESSION_DRAIN_TIMEOUT_SECONDS * 1000),
     createTimeoutMs: Math.round(e.SESSION_CREATE_TIMEOUT_SECONDS * 1000),
+    recoveryGraceMs: Math.round(e.RECOVERY_GRACE_SECONDS * 1000),
   };
 }

@@ -24,6 +24,8 @@ export const WorkerEnv = z.object({
   TASK_TIMEOUT_SECONDS: seconds(300),
   DRAIN_TIMEOUT_SECONDS: seconds(10),
   RECONNECT_MAX_SECONDS: z.coerce.number().positive().default(30),
+  /** Test hook: SIGUSR2 crashes every session actor (to show they are restarted from their descriptions). Never in production. */
+  CODEGEN_TEST_FAULTS: bool(false),
 });
 export type WorkerEnv = z.infer<typeof WorkerEnv>;
 
@@ -42,6 +44,7 @@ export interface WorkerConfig {
   taskTimeoutSeconds: number;
   drainTimeoutMs: number;
   reconnectMaxMs: number;
+  testFaults: boolean;
 }
 
 export function workerConfig(env: Record<string, string | undefined>): WorkerConfig {
@@ -64,5 +67,6 @@ export function workerConfig(env: Record<string, string | undefined>): WorkerCon
     taskTimeoutSeconds: e.TASK_TIMEOUT_SECONDS,
     drainTimeoutMs: Math.round(e.DRAIN_TIMEOUT_SECONDS * 1000),
     reconnectMaxMs: Math.round(e.RECONNECT_MAX_SECONDS * 1000),
+    testFaults: e.CODEGEN_TEST_FAULTS,
   };
 }

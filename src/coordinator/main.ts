@@ -3,35 +3,51 @@ import type { CoordinatorConfig } from '../config/coordinator.js';
 import { startGrpcServer, stopGrpcServer } from '../grpc/server.js';
 import { inspectionLogger } from '../log/inspection.js';
 import type { Logger } from '../log/logger.js';
+import type { CoordinatorPort } from '../runtime/port.js';
+import { ResultStore } from '../runtime/result-store.js';
 import { provideCoordinator } from './actors.js';
-import { ActorCoordinatorPort } from './coordinator-port.js';
-import type { CoordinatorPort } from './port.js';
-import { WorkerLinks } from './worker-channel.js';
+import { ActorCoordinatorPort } from './actor-port.js';
+import { StreamTable } from './streams.js';
 import { WorkerRegistry } from './worker-registry.js';
 
 export interface RunningCoordinator {
   coordinator: CoordinatorPort;
   grpcPort: number;
   httpPort: number | undefined;
+  /** Drains (new work refused, running tasks finish within the bound), then stops the front doors and the actors. */
   stop(): Promise<void>;
+}
+
+/** The coordinator's actor system and the ports over it (the front doors and the scale bench use these). */
+export function coordinatorActors(config: CoordinatorConfig, logger: Logger) {
+  const streams = new StreamTable();
+  const results = new ResultStore();
+  const machine = provideCoordinator({ streams, results, logger: logger.child({ component: 'actors' }) });
+  const root = createActor(machine, {
+    systemId: 'coordinator',
+    input: {
+      recoveryGraceMs: config.recoveryGraceMs,
+      shard: { bucketSize: 100, createTimeoutMs: config.createTimeoutMs, destroyTimeoutMs: config.drainTimeoutMs + 60_000, heartbeatTimeoutMs: config.heartbeatTimeoutMs },
+      supervision: { intensity: { maxRestarts: 5, windowMs: 60_000 }, backoff: { initialMs: 100, maxMs: 5_000, factor: 2 } },
+      seed: Date.now() | 0,
+    },
+    inspect: inspectionLogger(logger.child({ component: 'inspect' })),
+  });
+  const coordinator = new ActorCoordinatorPort(root, { idleTimeoutMs: config.idleTimeoutMs, settleBoundMs: config.createTimeoutMs + config.drainTimeoutMs + 70_000, results });
+  const registry = new WorkerRegistry(root, streams, { heartbeatIntervalMs: config.heartbeatIntervalMs, heartbeatTimeoutMs: config.heartbeatTimeoutMs });
+  return { root, streams, results, coordinator, registry };
 }
 
 /** The coordinator's composition root: the actor system, then the front doors over it. */
 export async function startCoordinator(config: CoordinatorConfig, logger: Logger): Promise<RunningCoordinator> {
-  const links = new WorkerLinks();
-  const machine = provideCoordinator({ links, logger: logger.child({ component: 'actors' }), commandTimeoutMs: 60_000 });
-  const root = createActor(machine, {
-    input: { idleTimeoutMs: config.idleTimeoutMs, heartbeatTimeoutMs: config.heartbeatTimeoutMs, drainTimeoutMs: config.drainTimeoutMs },
-    inspect: inspectionLogger(logger.child({ component: 'inspect' })),
-  });
+  const { root, streams, coordinator, registry } = coordinatorActors(config, logger);
   // An errored root with no error observer would kill the process: report it instead.
   root.subscribe({ error: (err) => logger.fatal({ err }, 'coordinator supervisor failed') });
+  root.on('coordinator.warning', (e) => logger.warn(e.details, e.message));
   root.start();
 
-  const coordinator = new ActorCoordinatorPort(root, { createTimeoutMs: config.createTimeoutMs, destroyTimeoutMs: config.drainTimeoutMs + 60_000 });
-  const registry = new WorkerRegistry(root, { heartbeatIntervalMs: config.heartbeatIntervalMs, heartbeatTimeoutMs: config.heartbeatTimeoutMs }, logger.child({ component: 'worker-lifecycle' }));
   const grpc = await startGrpcServer({ host: config.grpcHost, port: config.grpcPort, coordinator, registry, workerToken: config.workerToken, logger });
-  logger.info({ port: grpc.port, host: config.grpcHost }, 'coordinator gRPC listening');
+  logger.info({ port: grpc.port, host: config.grpcHost, recoveryGraceMs: config.recoveryGraceMs }, 'coordinator gRPC listening');
 
   let http: { port: number; close(): Promise<void> } | undefined;
   if (config.http.enabled) {
@@ -57,10 +73,15 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     httpPort: http?.port,
     stop: () =>
       (stopping ??= (async () => {
+        // Drain: new work is refused with UNAVAILABLE while running tasks finish, within the bound.
         grpc.health.setStatus('', 'NOT_SERVING');
+        root.send({ type: 'coordinator.drain' });
+        const deadline = Date.now() + config.drainTimeoutMs;
+        while (Date.now() < deadline && (await coordinator.listSessions()).some((s) => s.activeTasks > 0)) await new Promise((r) => setTimeout(r, 100));
+        // Then the front doors in reverse start order, then the actors.
         await http?.close().catch(() => {});
-        links.closeAll('coordinator shutting down');
         await stopGrpcServer(grpc.server, 3_000);
+        streams.closeAll();
         root.stop();
       })()),
   };

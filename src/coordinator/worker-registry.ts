@@ -1,43 +1,63 @@
 import { CodegenError, invalidArgument } from '../domain/errors.js';
 import { isSafeId, newRegistrationId } from '../domain/ids.js';
-import type { Logger } from '../log/logger.js';
-import type { CoordinatorActor } from '../../machines/coordinator.machine.js';
-import type { StreamHandle } from '../../machines/worker-connection.machine.js';
-import type { RegisterWorkerInput, WorkerLifecyclePort, WorkerStream, WorkerStreamLink } from './port.js';
-import { WorkerChannel } from './worker-channel.js';
+import { askNow } from '../runtime/ask.js';
+import type { RegisterWorkerInput, WorkerLifecyclePort, WorkerStream, WorkerStreamLink } from '../runtime/port.js';
+import type { CoordinatorActor, CoordinatorEmitted, CoordinatorEvent } from '../../machines/coordinator/coordinator.machine.js';
+import type { StreamTable } from './streams.js';
 
-/** The WorkerLifecycle front door's port: events into the coordinator root, answers from what it emits. */
+/** The WorkerLifecycle front door's port: events into the coordinator's root, answers from what it emits. */
 export class WorkerRegistry implements WorkerLifecyclePort {
   constructor(
     private readonly root: CoordinatorActor,
+    private readonly streams: StreamTable,
     private readonly timing: { heartbeatIntervalMs: number; heartbeatTimeoutMs: number },
-    private readonly log: Logger,
   ) {}
 
   register(input: RegisterWorkerInput): { registrationId: string; heartbeatIntervalMs: number; heartbeatTimeoutMs: number } {
     if (!isSafeId(input.workerId)) throw invalidArgument('worker_id', 'letters, digits, ".", "_" and "-" only, 1 to 128 characters');
     if (!Number.isInteger(input.maxSessions) || input.maxSessions < 1 || input.maxSessions > 10_000) throw invalidArgument('max_sessions', 'must be from 1 to 10000');
+    const seen = new Set<string>();
+    for (const [i, r] of input.sessions.entries()) {
+      if (seen.has(r.description.sessionId)) throw invalidArgument(`sessions[${i}].session_id`, `${r.description.sessionId} is listed twice`);
+      seen.add(r.description.sessionId);
+    }
     const registrationId = newRegistrationId();
-    this.root.send({ type: 'worker.register', workerId: input.workerId, registrationId, maxSessions: input.maxSessions, isolation: input.isolation || 'unknown', hostname: input.hostname });
+    const event: CoordinatorEvent = {
+      type: 'worker.register',
+      workerId: input.workerId,
+      registration: { registrationId, instanceId: input.instanceId, maxSessions: input.maxSessions, isolation: input.isolation || 'unknown', hostname: input.hostname },
+      sessions: input.sessions,
+      atMs: Date.now(),
+    };
+    const answer = askNow(this.root, event, ['worker.registered', 'worker.refused'], (e) => {
+      const a = e as CoordinatorEmitted;
+      return (a.type === 'worker.registered' || a.type === 'worker.refused') && a.registrationId === registrationId ? a : undefined;
+    });
+    if (answer.type === 'worker.refused') throw CodegenError.from(answer.error);
     return { registrationId, ...this.timing };
   }
 
   heartbeat(workerId: string, registrationId: string): void {
-    this.sendKnown({ type: 'worker.heartbeat', workerId, registrationId });
+    this.sendKnown({ type: 'worker.heartbeat', workerId, registrationId, atMs: Date.now() });
   }
 
   deregister(workerId: string, registrationId: string, reason: string): void {
-    this.sendKnown({ type: 'worker.deregister', workerId, registrationId, reason: reason || 'worker asked' });
+    this.sendKnown({ type: 'worker.deregister', workerId, registrationId, reason: reason || 'worker asked', atMs: Date.now() });
   }
 
   openStream(workerId: string, registrationId: string, stream: WorkerStream): WorkerStreamLink {
-    const channel = new WorkerChannel(workerId, registrationId, stream, this.log.child({ workerId }));
-    this.sendKnown({ type: 'stream.opened', workerId, registrationId, stream: channel as unknown as StreamHandle });
-    return channel;
+    const { streamId, link } = this.streams.add(stream);
+    try {
+      this.sendKnown({ type: 'stream.opened', workerId, registrationId, streamId, atMs: Date.now() });
+    } catch (err) {
+      this.streams.forget(streamId);
+      throw err;
+    }
+    return link;
   }
 
   /** Sends, and turns the root's `worker.unknown` answer into NOT_FOUND (the worker then registers again). */
-  private sendKnown(event: Parameters<CoordinatorActor['send']>[0] & { workerId: string; registrationId: string }): void {
+  private sendKnown(event: Extract<CoordinatorEvent, { workerId: string; registrationId: string }>): void {
     let unknown = false;
     const sub = this.root.on('worker.unknown', (e) => {
       if (e.workerId === event.workerId && e.registrationId === event.registrationId) unknown = true;

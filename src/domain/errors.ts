@@ -1,42 +1,7 @@
-/** Every failure the system reports has one of these codes (they travel in TaskError.code). */
-export type ErrorCode =
-  | 'INVALID_ARGUMENT'
-  | 'PATH_VIOLATION'
-  | 'NOT_FOUND'
-  | 'SESSION_NOT_FOUND'
-  | 'TASK_NOT_FOUND'
-  | 'WORKER_LOST'
-  // the worker or coordinator cannot be reached now; retry
-  | 'UNAVAILABLE'
-  | 'CAPACITY_EXHAUSTED'
-  | 'LIMIT_EXCEEDED'
-  | 'FAILED_PRECONDITION'
-  | 'UNAUTHENTICATED'
-  | 'UNIMPLEMENTED'
-  | 'CANCELLED'
-  | 'INTERNAL';
+import { isErrorCode, retriableByDefault, type ErrorCode, type ErrorInfo } from '../../machines/domain/errors.js';
 
-/** Whether the same call may succeed when tried again: a new code does not compile without it (its gRPC status: wire/status.ts). */
-export const retriableByDefault = {
-  INVALID_ARGUMENT: false,
-  PATH_VIOLATION: false,
-  NOT_FOUND: false,
-  SESSION_NOT_FOUND: false,
-  TASK_NOT_FOUND: false,
-  WORKER_LOST: true,
-  UNAVAILABLE: true,
-  CAPACITY_EXHAUSTED: true,
-  LIMIT_EXCEEDED: false,
-  FAILED_PRECONDITION: false,
-  UNAUTHENTICATED: false,
-  UNIMPLEMENTED: false,
-  CANCELLED: false,
-  INTERNAL: true,
-} as const satisfies Record<ErrorCode, boolean>;
-
-export function isErrorCode(value: string): value is ErrorCode {
-  return Object.prototype.hasOwnProperty.call(retriableByDefault, value);
-}
+// The codes and the plain error shape are pure data shared with the machines (machines/domain/errors.ts).
+export { errorInfo, isErrorCode, retriableByDefault, type ErrorCode, type ErrorInfo } from '../../machines/domain/errors.js';
 
 /** The one error class of the system: a code from the table, a message a person can act on. */
 export class CodegenError extends Error {
@@ -63,12 +28,6 @@ export class CodegenError extends Error {
   }
 }
 
-export interface ErrorInfo {
-  code: ErrorCode;
-  message: string;
-  details: string;
-  retriable: boolean;
-}
 
 /** Anything thrown, as an ErrorInfo; unknown throwables become INTERNAL with their message. */
 export function toErrorInfo(err: unknown): ErrorInfo {

@@ -2,9 +2,10 @@ import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import * as protoLoader from '@grpc/proto-loader';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
-import type { CoordinatorPort, WorkerLifecyclePort } from '../coordinator/port.js';
+import type { CoordinatorPort, WorkerLifecyclePort } from '../runtime/port.js';
 import type { Logger } from '../log/logger.js';
 import { loadProtos, protoLoaderOptions } from '../wire/protos.js';
+import { preEncodedListing } from './session-listing.js';
 import { sessionManagementHandlers } from './handlers/session-management.js';
 import { taskExecutionHandlers } from './handlers/task-execution.js';
 import { workerLifecycleHandlers } from './handlers/worker-lifecycle.js';
@@ -32,7 +33,8 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<{ server
     'grpc.keepalive_permit_without_calls': 1,
     'grpc.http2.min_ping_interval_without_data_ms': 5_000,
   });
-  server.addService(services.SessionManagement.service, sessionManagementHandlers(opts.coordinator));
+  const listing = preEncodedListing(services.SessionManagement.service);
+  server.addService(listing.service, sessionManagementHandlers(opts.coordinator, listing.encodeListing));
   server.addService(services.TaskExecution.service, taskExecutionHandlers(opts.coordinator));
   server.addService(services.WorkerLifecycle.service, workerLifecycleHandlers(opts.registry, { token: opts.workerToken, logger: opts.logger.child({ component: 'worker-lifecycle' }) }));
   const health = new HealthImplementation({

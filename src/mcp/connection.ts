@@ -39,8 +39,10 @@ export class McpConnection {
     readonly logger: Logger,
     readonly settings: ConnectionSettings,
     graceMs: number,
+    /** An HTTP connection with no open request for this long says so (0: never, stdio). */
+    idleMs = 0,
   ) {
-    this.sessions = new ConnectionSessions(port, id, logger, graceMs);
+    this.sessions = new ConnectionSessions(port, id, logger, graceMs, idleMs);
   }
 
   wantsLog(level: LoggingLevel): boolean {

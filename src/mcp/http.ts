@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import { HttpSecurity } from './http-security.js';
+import type { McpConnection } from './connection.js';
 import { createMcpServer, type McpOptions } from './server.js';
 
 export interface McpHttpOptions extends McpOptions {
@@ -41,9 +42,8 @@ export const HEALTH_PATH = '/healthz';
 
 interface HttpSession {
   transport: StreamableHTTPServerTransport;
+  connection: McpConnection;
   close(): Promise<void>;
-  openRequests: number;
-  lastSeenMs: number;
 }
 
 const rpcError = (code: number, message: string) => ({ jsonrpc: '2.0' as const, error: { code, message }, id: null });
@@ -98,18 +98,16 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
   let security: HttpSecurity | undefined;
   let closing = false;
 
+  // The connection's actor counts open requests and says when it has been idle too long.
   function track(session: HttpSession, res: ServerResponse): void {
-    session.openRequests += 1;
-    session.lastSeenMs = Date.now();
-    res.once('close', () => {
-      session.openRequests -= 1;
-      session.lastSeenMs = Date.now();
-    });
+    const actor = session.connection.sessions.actor;
+    actor.send({ type: 'request.started' });
+    res.once('close', () => actor.send({ type: 'request.ended' }));
   }
 
   async function newSession(): Promise<HttpSession> {
     const connectionId = `http-${randomUUID()}`;
-    const mcp = createMcpServer({ ...opts, connectionId });
+    const mcp = createMcpServer({ ...opts, connectionId, idleMs });
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       onsessioninitialized: (id) => {
@@ -117,7 +115,11 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
         logger.info({ mcpSession: id, connection: connectionId }, 'MCP session opened');
       },
     });
-    const session: HttpSession = { transport, close: mcp.close, openRequests: 0, lastSeenMs: Date.now() };
+    const session: HttpSession = { transport, connection: mcp.connection, close: mcp.close };
+    mcp.connection.sessions.actor.on('connection.idle', () => {
+      logger.info({ mcpSession: transport.sessionId, connection: connectionId }, 'closing idle MCP session');
+      void transport.close();
+    });
     mcp.server.server.onclose = () => {
       const id = transport.sessionId;
       if (id && sessions.get(id) === session) {
@@ -239,22 +241,11 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
   });
   logger.info({ host, port, path: MCP_PATH, auth: Boolean(opts.token) }, 'MCP Streamable HTTP listening');
 
-  const sweeper = setInterval(() => {
-    const now = Date.now();
-    for (const [id, s] of sessions) {
-      if (s.openRequests <= 0 && now - s.lastSeenMs > idleMs) {
-        logger.info({ mcpSession: id }, 'closing idle MCP session');
-        void s.transport.close();
-      }
-    }
-  }, Math.max(1_000, Math.min(60_000, Math.floor(idleMs / 4))));
-  sweeper.unref();
 
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closed ??= (async () => {
       closing = true;
-      clearInterval(sweeper);
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
       const all = [...sessions.values()];
       sessions.clear();

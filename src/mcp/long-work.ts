@@ -3,7 +3,7 @@
  * (when the client sent a progress token) and log messages flow. Past the wait limit the call
  * answers with the task's id and state instead; a client cancellation cancels the task.
  */
-import type { TaskHandle } from '../coordinator/port.js';
+import type { TaskHandle } from '../runtime/port.js';
 import { CodegenError, toErrorInfo } from '../domain/errors.js';
 import { newTaskId } from '../domain/ids.js';
 import type { TaskOutcome, TaskState, TaskUpdate } from '../domain/tasks.js';

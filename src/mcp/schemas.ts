@@ -6,7 +6,7 @@
  * fields only, to be polled with task_status / task_result).
  */
 import { z } from 'zod';
-import { MAX_TIMEOUT_SECONDS } from '../wire/codecs.js';
+import { MAX_TIMEOUT_SECONDS } from '../domain/tool-calls.js';
 
 const sessionId = z
   .string()

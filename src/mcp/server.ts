@@ -5,7 +5,7 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { SetLevelRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { packageVersion } from '../config/package-info.js';
-import type { CoordinatorPort } from '../coordinator/port.js';
+import type { CoordinatorPort } from '../runtime/port.js';
 import type { Logger } from '../log/logger.js';
 import { McpConnection } from './connection.js';
 import type { McpCoordinatorPort } from './port.js';
@@ -26,6 +26,8 @@ export interface McpOptions {
   heartbeatMs?: number;
   /** Whether pkg_install can reach a package index (its openWorldHint). Default true. */
   packageIndexReachable?: boolean;
+  /** Streamable HTTP: the connection is idle (and closed) after this long with no open request. 0: never. */
+  idleMs?: number;
 }
 
 export const defaultMcpOptions = {
@@ -43,7 +45,7 @@ const instructions = [
   'A call that runs longer than the wait limit answers {task_id, status}: poll it with task_result (or task_status, task_cancel).',
 ].join('\n');
 
-export function createMcpServer(opts: McpOptions & { connectionId: string }): { server: McpServer; close(): Promise<void> } {
+export function createMcpServer(opts: McpOptions & { connectionId: string }): { server: McpServer; connection: McpConnection; close(): Promise<void> } {
   const logger = opts.logger.child({ component: 'mcp', connection: opts.connectionId });
   const conn = new McpConnection(
     opts.connectionId,
@@ -55,6 +57,7 @@ export function createMcpServer(opts: McpOptions & { connectionId: string }): { 
       maxLogLinesPerTask: defaultMcpOptions.maxLogLinesPerTask,
     },
     opts.defaultSessionGraceMs ?? defaultMcpOptions.defaultSessionGraceMs,
+    opts.idleMs ?? 0,
   );
   const server = new McpServer(
     { name: 'codegen-mcp', title: 'codegen-mcp: isolated Python sessions', version: packageVersion() },
@@ -78,5 +81,5 @@ export function createMcpServer(opts: McpOptions & { connectionId: string }): { 
       }
       await conn.sessions.close();
     })());
-  return { server, close };
+  return { server, connection: conn, close };
 }

@@ -44,7 +44,7 @@ export function replyFields(reply: ToolReply, sessionId: string, call?: ToolCall
       const mimeType = o.content_type || mimeTypeOf(path, false);
       return {
         fields: { artifact_id: id, size_bytes: o.size_bytes, content_type: mimeType, uri },
-        extra: [{ type: 'resource', resource: { uri, mimeType, blob: o.data.toString('base64') } }],
+        extra: [{ type: 'resource', resource: { uri, mimeType, blob: Buffer.from(o.data).toString('base64') } }],
       };
     }
   }

@@ -10,7 +10,7 @@ import { CodegenError } from '../domain/errors.js';
 import type { SessionView } from '../domain/sessions.js';
 import { isFinalTaskState } from '../domain/tasks.js';
 import type { ToolName } from '../domain/tools.js';
-import { toolCallFrom } from '../wire/codecs.js';
+import { toolCallFrom } from '../domain/tool-calls.js';
 import type { McpConnection, ToolExtra } from './connection.js';
 import { runTask, waitForTask, type TaskRun } from './long-work.js';
 import { errorResult, notImplemented, okResult } from './results.js';
@@ -69,21 +69,16 @@ async function runToolTask(tool: ToolName, wire: Record<string, unknown>, sessio
   const call = toolCallFrom(tool, wire, 'arguments');
   const { conn } = ctx;
   for (let attempt = 0; ; attempt++) {
-    const { sessionId, isDefault } = await conn.sessions.resolve(sessionArg);
+    const { sessionId } = await conn.sessions.resolve(sessionArg);
     let run: TaskRun;
     try {
       run = await runTask(conn, ctx.extra, sessionId, call);
     } catch (err) {
-      if (isSessionNotFound(err)) {
-        conn.sessions.forget(sessionId);
-        if (isDefault && attempt === 0) continue;
-      }
+      // The connection's actor decides whether a lost session's call runs again.
+      if (isSessionNotFound(err) && conn.sessions.lost(sessionId, attempt)) continue;
       throw err;
     }
-    if (sessionWasLost(run)) {
-      conn.sessions.forget(sessionId);
-      if (isDefault && attempt === 0) continue;
-    }
+    if (sessionWasLost(run) && conn.sessions.lost(sessionId, attempt)) continue;
     return runResult(run, conn.settings.waitLimitMs, call);
   }
 }

@@ -19,6 +19,8 @@ export type { TaskError, TaskError__Output } from './generated/codegen/v1/TaskEr
 export type { ExecutionConstraints__Output } from './generated/codegen/v1/ExecutionConstraints.js';
 export type { ProgressUpdate, ProgressUpdate__Output } from './generated/codegen/v1/ProgressUpdate.js';
 export type { StatusResponse__Output } from './generated/codegen/v1/StatusResponse.js';
+export type { StatusRequest__Output } from './generated/codegen/v1/StatusRequest.js';
+export type { SessionDescription, SessionDescription__Output } from './generated/codegen/v1/SessionDescription.js';
 export type { GetSessionStatusResponse, GetSessionStatusResponse__Output } from './generated/codegen/v1/GetSessionStatusResponse.js';
 
 export type { CoordinatorMessage, CoordinatorMessage__Output } from './generated/codegen/v1/CoordinatorMessage.js';

@@ -2,18 +2,20 @@ import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { fromCallback, fromPromise, type EventObject } from 'xstate';
 import { CodegenError, toErrorInfo } from '../domain/errors.js';
-import type { SessionConfig } from '../domain/sessions.js';
+import type { SessionReport } from '../domain/sessions.js';
 import type { Logger } from '../log/logger.js';
 import { unary, type RequestOf, type ResponseOf, type UnaryMethod } from '../wire/client.js';
-import { decodeTaskSpec } from '../wire/codecs.js';
-import type { CoordinatorMessage__Output, SessionConfig__Output, WorkerLifecycleClient } from '../wire/messages.js';
+import type { CoordinatorMessage__Output, WorkerLifecycleClient } from '../wire/messages.js';
+import { decodeCommand, encodeReport } from '../wire/worker-codecs.js';
 import { WORKER_TOKEN_METADATA } from '../wire/metadata.js';
 import { remoteError } from '../wire/status.js';
-import type { CoordinatorLinkEvent, Registration } from '../../machines/coordinator-link.machine.js';
+import type { CoordinatorLinkEvent, LinkRegistration } from '../../machines/worker/coordinator-link.machine.js';
 import type { Uplink } from './uplink.js';
 
 export interface LinkEffectsOptions {
   client: WorkerLifecycleClient;
+  /** Random per process start: tells the coordinator a restarted worker from a second one with the same id. */
+  instanceId: string;
   token: string;
   maxSessions: number;
   isolation: string;
@@ -38,21 +40,30 @@ async function unaryCall<M extends UnaryMethod<WorkerLifecycleClient>>(client: W
   }
 }
 
-const sessionConfigOf = (wire: SessionConfig__Output | null | undefined): SessionConfig => ({
-  env_vars: Object.fromEntries(Object.entries(wire?.env_vars ?? {}).map(([k, v]) => [k, String(v)])),
-  allow_network: Boolean(wire?.allow_network),
-  language: String(wire?.language ?? 'python') || 'python',
-});
-
 /** The coordinator link's effects: registration, heartbeats, the task stream, deregistration. */
 export function linkActors(opts: LinkEffectsOptions) {
   const { client, token, logger } = opts;
 
-  const register = fromPromise<Registration, { workerId: string; attempt: number }>(async ({ input }) => {
+  const register = fromPromise<LinkRegistration, { workerId: string; attempt: number; sessions: SessionReport[] }>(async ({ input }) => {
     try {
-      const res = await unaryCall(client, 'RegisterWorker', { worker_id: input.workerId, max_sessions: opts.maxSessions, hostname: hostname(), version: opts.version, isolation: opts.isolation, capabilities: ['python', 'venv', 'pip'] }, token, 10_000);
-      const registration = { registrationId: String(res.registration_id), heartbeatIntervalMs: Number(res.heartbeat_interval_ms) || 5_000 };
-      logger.info({ registrationId: registration.registrationId }, 'Successfully registered with coordinator');
+      const res = await unaryCall(
+        client,
+        'RegisterWorker',
+        {
+          worker_id: input.workerId,
+          instance_id: opts.instanceId,
+          max_sessions: opts.maxSessions,
+          hostname: hostname(),
+          version: opts.version,
+          isolation: opts.isolation,
+          capabilities: ['python', 'venv', 'pip'],
+          sessions: input.sessions.map(encodeReport),
+        },
+        token,
+        10_000,
+      );
+      const registration = { registrationId: String(res.registration_id), heartbeatIntervalMs: Number(res.heartbeat_interval_ms) || 5_000, atMs: Date.now() };
+      logger.info({ registrationId: registration.registrationId, sessions: input.sessions.length }, 'Successfully registered with coordinator');
       return registration;
     } catch (err) {
       const level = input.attempt === 0 || input.attempt % 10 === 0 ? 'warn' : 'debug';
@@ -98,37 +109,19 @@ export function linkActors(opts: LinkEffectsOptions) {
     };
     call.on('data', (msg: CoordinatorMessage__Output) => {
       try {
-        const requestId = String(msg.request_id ?? '');
-        switch (msg.command) {
-          case 'create_session':
-            back({ type: 'command.create', requestId, sessionId: String(msg.create_session?.session_id ?? ''), config: sessionConfigOf(msg.create_session?.config) });
-            return;
-          case 'destroy_session':
-            back({ type: 'command.destroy', requestId, sessionId: String(msg.destroy_session?.session_id ?? ''), force: Boolean(msg.destroy_session?.force) });
-            return;
-          case 'assign_task': {
-            const wire = msg.assign_task?.task;
-            try {
-              back({ type: 'command.task', requestId, spec: decodeTaskSpec(wire) });
-            } catch (err) {
-              opts.uplink.taskError(String(wire?.session_id ?? ''), String(wire?.task_id ?? ''), toErrorInfo(err));
-            }
-            return;
-          }
-          case 'cancel_task':
-            back({ type: 'command.cancel', requestId, sessionId: String(msg.cancel_task?.session_id ?? ''), taskId: String(msg.cancel_task?.task_id ?? ''), reason: String(msg.cancel_task?.reason ?? '') });
-            return;
-          default:
-            logger.warn({ command: msg.command }, 'unknown command from coordinator');
-        }
+        back(decodeCommand(msg, Date.now()));
       } catch (err) {
-        logger.warn({ err }, 'dropped a malformed command from the coordinator');
+        // A task that cannot be decoded still ends, with the reason; anything else is logged and dropped.
+        const task = msg.command === 'assign_task' ? msg.assign_task?.task : undefined;
+        if (task?.task_id) opts.uplink.taskError(String(task.session_id ?? ''), String(task.task_id), toErrorInfo(err));
+        logger.warn({ err: toErrorInfo(err), command: msg.command }, 'dropped a malformed command from the coordinator');
       }
     });
     call.on('error', (err: grpc.ServiceError) => lost(`task stream failed: ${err.details || err.message}`));
     call.on('end', () => lost('coordinator ended the task stream'));
-    opts.uplink.attach(call);
+    // The hello goes first: the coordinator takes nothing else before it; then what waited to be sent.
     call.write({ hello: { worker_id: input.workerId, registration_id: input.registrationId } });
+    opts.uplink.attach(call);
     return () => {
       closed = true;
       opts.uplink.detach(call);

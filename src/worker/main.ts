@@ -1,22 +1,27 @@
+import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { createActor, waitFor } from 'xstate';
 import { packageVersion } from '../config/package-info.js';
 import type { WorkerConfig } from '../config/worker.js';
-import { loadProtos } from '../wire/protos.js';
+import type { SessionDescription } from '../domain/sessions.js';
 import { inspectionLogger } from '../log/inspection.js';
 import type { Logger } from '../log/logger.js';
 import { namespaceProfile } from '../sandbox/isolation.js';
 import { detectIsolation, setIsolation } from '../sandbox/launch.js';
-import { coordinatorLinkMachine } from '../../machines/coordinator-link.machine.js';
-import { sessionMachine } from '../../machines/session.machine.js';
-import { taskMachine } from '../../machines/task.machine.js';
-import { workerMachine, type WorkerActor } from '../../machines/worker.machine.js';
+import { loadProtos } from '../wire/protos.js';
+import { coordinatorLinkMachine } from '../../machines/worker/coordinator-link.machine.js';
+import { sessionMachine } from '../../machines/worker/session.machine.js';
+import { taskMachine } from '../../machines/worker/task.machine.js';
+import { workerMachine, type WorkerActor } from '../../machines/worker/worker.machine.js';
+import { supervisorMachine } from '../../machines/supervisor.machine.js';
 import { linkActors } from './link-actors.js';
-import { workerSessionActors } from './session-actors.js';
+import { venvPoolActor } from './pool-actor.js';
+import { fromStored, workerSessionActors } from './session-actors.js';
+import { SessionLocks } from './session-locks.js';
+import { SessionStore } from './session-store.js';
 import { Uplink } from './uplink.js';
-import { WorkspaceLedger } from './workspace-ledger.js';
 import { VenvPool, resolveBasePython } from './venv-pool.js';
 
 export interface RunningWorker {
@@ -24,6 +29,38 @@ export interface RunningWorker {
   isolation: string;
   /** Drains sessions, deregisters, stops; resolves within the drain bound plus a few seconds. */
   stop(): Promise<void>;
+  /** Test hook (CODEGEN_TEST_FAULTS): crash every session actor. */
+  injectFault(): void;
+  /** Resolves with the exit status the worker should end with once its root has stopped (1: escalated). */
+  finished: Promise<number>;
+}
+
+/**
+ * The sessions this worker adopts at start: every description on disk whose lock it can take
+ * (a lock taken means its owner process is gone). Locks of sessions with no description are
+ * leftovers of a create or destroy that died halfway: removed, as SessionStore documents.
+ */
+async function adoptFromDisk(store: SessionStore, locks: SessionLocks, logger: Logger): Promise<SessionDescription[]> {
+  const listing = await store.list();
+  for (const p of listing.problems) logger.warn(p, 'a file in the sessions folder is not a session description; left as it is');
+  const adopted: SessionDescription[] = [];
+  let held = 0;
+  for (const found of listing.sessions) {
+    if (!(await locks.tryLock(found.sessionId))) {
+      held += 1;
+      continue;
+    }
+    const now = await store.read(found.sessionId).catch(() => undefined);
+    if (now) adopted.push(fromStored(now));
+    else await locks.unlock(found.sessionId, { removeFile: true });
+  }
+  for (const id of listing.strayLocks) {
+    if (!(await locks.tryLock(id))) continue;
+    if (await store.read(id).catch(() => undefined)) await locks.unlock(id);
+    else await locks.unlock(id, { removeFile: true });
+  }
+  if (adopted.length || held) logger.info({ adopted: adopted.map((d) => d.sessionId), heldByOthers: held }, 'adopted the sessions found on disk');
+  return adopted;
 }
 
 /** The worker's composition root: sandbox, venv pool, the link and the session supervisor. */
@@ -39,13 +76,14 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
   );
 
   await mkdir(config.baseWorkspace, { recursive: true });
-  const ledger = new WorkspaceLedger(config.baseWorkspace, config.workerId);
-  const swept = await ledger.sweep();
-  if (swept.length) logger.info({ sessions: swept }, 'removed the workspaces of sessions lost with this worker\'s previous run');
   const basePython = await resolveBasePython(config.python);
+  const store = new SessionStore(config.baseWorkspace);
+  let onLocksLost: (reason: string) => void = () => {};
+  const locks = new SessionLocks({ dir: store.dir, python: basePython, onLost: (reason) => onLocksLost(reason) });
+  await locks.start();
+  const adopt = await adoptFromDisk(store, locks, logger);
   // One pool folder per worker: scaled replicas can share a BASE_WORKSPACE volume, and each clears its own pool at start.
   const pool = new VenvPool({ root: path.join(config.baseWorkspace, '.pool', config.workerId), size: config.venvPoolSize, python: config.python, onError: (err) => logger.warn({ err }, 'venv pool refill failed') });
-  pool.start();
 
   const { services } = loadProtos();
   const client = new services.WorkerLifecycle(config.coordinatorAddr, grpc.credentials.createInsecure(), {
@@ -60,68 +98,96 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
 
   const uplink = new Uplink(logger.child({ component: 'uplink' }));
   let root: WorkerActor | undefined;
+  const instanceId = `inst-${randomBytes(8).toString('hex')}`;
   const link = linkActors({
     client,
+    instanceId,
     token: config.workerToken,
     maxSessions: config.maxSessions,
     isolation,
     version: packageVersion(),
     uplink,
     logger,
-    sessionCount: () => root?.getSnapshot().context.sessionIds.length ?? 0,
+    sessionCount: () => Object.keys(root?.getSnapshot().context.held ?? {}).length,
   });
   const effects = workerSessionActors({
     workerId: config.workerId,
     baseWorkspace: config.baseWorkspace,
     checkpointDir: config.checkpointDir,
     pool,
+    store,
+    locks,
     basePython,
     report: (sessionId, taskId, update) => uplink.taskUpdate(sessionId, taskId, update),
     warmPython: config.warmPython,
-    ledger,
     warmLog: (message, details) => logger.warn(details, message),
+    saveLog: (err, sessionId) => logger.warn({ err, sessionId }, 'could not save the session description; retried at the next change'),
   });
 
-  const machine = workerMachine.provide({
+  const session = sessionMachine.provide({
     actors: {
-      link: coordinatorLinkMachine.provide({ actors: link }),
-      session: sessionMachine.provide({
-        actors: {
-          task: taskMachine.provide({ actors: { executor: effects.executor }, actions: { emitUpdate: effects.emitUpdate } }),
-          prepareWorkspace: effects.prepareWorkspace,
-          releaseWorkspace: effects.releaseWorkspace,
-        },
-      }),
+      task: taskMachine.provide({ actors: { executor: effects.executor }, actions: { emitUpdate: effects.emitUpdate } }),
+      prepareWorkspace: effects.prepareWorkspace,
+      releaseWorkspace: effects.releaseWorkspace,
+      persist: effects.persist,
+      ...(effects.warmInterpreter ? { warmSupervisor: supervisorMachine.provide({ actors: { child: effects.warmInterpreter } }) } : {}),
     },
   });
+  const machine = workerMachine.provide({
+    actors: {
+      sessionSupervisor: supervisorMachine.provide({ actors: { child: session } }),
+      discardSession: effects.discardSession,
+      linkSupervisor: supervisorMachine.provide({ actors: { child: coordinatorLinkMachine.provide({ actors: link }) } }),
+      poolSupervisor: supervisorMachine.provide({ actors: { child: venvPoolActor(pool) } }),
+    },
+  });
+  const backoff = { initialMs: 250, maxMs: config.reconnectMaxMs, factor: 2 };
   root = createActor(machine, {
+    systemId: 'worker',
     input: {
       workerId: config.workerId,
+      instanceId,
       maxSessions: config.maxSessions,
       drainTimeoutMs: config.drainTimeoutMs,
-      backoff: { initialMs: 250, maxMs: config.reconnectMaxMs, factor: 2 },
-      linkIntensity: { maxRestarts: 5, windowMs: 60_000 },
+      adopt,
+      link: { intensity: { maxRestarts: 5, windowMs: 60_000 }, backoff, shutdownTimeoutMs: 5_000 },
+      sessions: { intensity: { maxRestarts: 3, windowMs: 60_000 }, backoff: { initialMs: 100, maxMs: 5_000, factor: 2 } },
+      pool: { intensity: { maxRestarts: 5, windowMs: 60_000 }, backoff: { initialMs: 1_000, maxMs: 30_000, factor: 2 } },
+      ...(config.warmPython ? { warm: { intensity: { maxRestarts: 3, windowMs: 60_000 }, backoff: { initialMs: 500, maxMs: 10_000, factor: 2 } } } : {}),
+      seed: randomBytes(4).readInt32LE(0),
+      faults: config.testFaults,
     },
     inspect: inspectionLogger(logger.child({ component: 'inspect' })),
   });
   const actor = root;
-  actor.on('coordinator.reply', (e) => uplink.reply(e.requestId, e.reply));
+  actor.on('coordinator.reply', (e) => uplink.reply(e.reply));
+  actor.on('session.report', (e) => uplink.report(e.report));
   actor.on('task.error', (e) => uplink.taskError(e.sessionId, e.taskId, e.error));
+  actor.on('worker.warning', (e) => logger.warn(e.details, e.message));
   actor.subscribe({ error: (err) => logger.fatal({ err }, 'worker supervisor failed') });
+  const finished = new Promise<number>((resolve) => actor.subscribe({ complete: () => resolve(actor.getSnapshot().context.escalation ? 1 : 0), error: () => resolve(1) }));
+  // Without its locks another worker could adopt our sessions: stop serving them, and exit for our supervisor to restart us.
+  onLocksLost = (reason) => {
+    logger.error({ reason }, 'the session lock helper died: this worker no longer holds its sessions; shutting down');
+    actor.send({ type: 'worker.shutdown', atMs: Date.now() });
+  };
   actor.start();
-  logger.info({ coordinator: config.coordinatorAddr, maxSessions: config.maxSessions, baseWorkspace: config.baseWorkspace, warmPython: config.warmPython }, 'worker started');
+  logger.info({ coordinator: config.coordinatorAddr, maxSessions: config.maxSessions, baseWorkspace: config.baseWorkspace, warmPython: config.warmPython, adopted: adopt.length }, 'worker started');
 
   let stopping: Promise<void> | undefined;
   return {
     root: actor,
     isolation,
+    finished,
+    injectFault: () => actor.send({ type: 'worker.fault' }),
     stop: () =>
       (stopping ??= (async () => {
-        actor.send({ type: 'worker.shutdown' });
-        await waitFor(actor, (s) => s.status !== 'active', { timeout: config.drainTimeoutMs + 5_000 }).catch(() => logger.warn('worker did not drain in time; stopping anyway'));
+        actor.send({ type: 'worker.shutdown', atMs: Date.now() });
+        await waitFor(actor, (s) => s.status !== 'active', { timeout: config.drainTimeoutMs + 10_000 }).catch(() => logger.warn('worker did not drain in time; stopping anyway'));
         actor.stop();
         await effects.stop();
         await pool.stop();
+        await locks.stop();
         client.close();
       })()),
   };

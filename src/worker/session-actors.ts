@@ -1,21 +1,29 @@
 import path from 'node:path';
 import { fromCallback, fromPromise } from 'xstate';
-import { toErrorInfo } from '../domain/errors.js';
-import type { SessionConfig } from '../domain/sessions.js';
-import type { TaskSpec, TaskUpdate } from '../domain/tasks.js';
-import { sessionChildId, type SessionActor } from '../../machines/session.machine.js';
-import type { ExecutorEvent, TaskEvent } from '../../machines/task.machine.js';
+import { CodegenError, errorInfo, toErrorInfo } from '../domain/errors.js';
+import type { SessionDescription } from '../domain/sessions.js';
+import type { TaskUpdate } from '../domain/tasks.js';
+import type { DescriptionSave, PreparedWorkspace, SessionActor, SessionEvent } from '../../machines/worker/session.machine.js';
+import { sessionChildId } from '../../machines/worker/session.machine.js';
+import type { ExecutorEvent, ExecutorInput, TaskEvent } from '../../machines/worker/task.machine.js';
+import { reasonOf } from '../../machines/supervision.js';
 import { WarmPythonRegistry, type WarmLog } from '../sandbox/warm/sessions.js';
+import type { SessionLocks } from './session-locks.js';
+import type { SessionStore, StoredSession } from './session-store.js';
 import { runTool as defaultRunTool } from './tools/index.js';
 import type { ToolContext, ToolRunner } from './tools/types.js';
+import { warmInterpreterActor } from './warm-actor.js';
 import { createWorkspace, removeWorkspace, type VenvSource } from './workspace.js';
-import type { WorkspaceLedger } from './workspace-ledger.js';
 
 export interface SessionEffectsOptions {
   workerId: string;
   baseWorkspace: string;
   checkpointDir: string;
   pool: VenvSource;
+  /** Each session's description, beside the workspaces. */
+  store: SessionStore;
+  /** The per-session locks this process holds (a session is adopted by exactly one worker). */
+  locks: SessionLocks;
   basePython?: string;
   /** Where every task update goes (the task stream). */
   report: (sessionId: string, taskId: string, update: TaskUpdate) => void;
@@ -26,34 +34,118 @@ export interface SessionEffectsOptions {
   warmRoot?: string;
   /** Problems of warm interpreters (the task falls back to a fresh sandbox). */
   warmLog?: WarmLog;
-  /** Records which workspaces this worker made, so its next start can remove what it lost. */
-  ledger?: WorkspaceLedger;
+  /** Problems saving a description (the session goes on; the next save tries again). */
+  saveLog?: (err: unknown, sessionId: string) => void;
 }
 
-/** The worker's session effects: workspaces with venvs, and tools run in the sandbox. */
+export const toStored = (d: SessionDescription): StoredSession => ({ version: 1, ...d });
+export const fromStored = (s: StoredSession): SessionDescription => {
+  const { version: _version, ...d } = s;
+  return d;
+};
+
+/**
+ * Writes each session's descriptions in order, one at a time, so a later save never loses to an
+ * earlier one; a destroyed session's writer is closed first, so nothing writes it back.
+ */
+class DescriptionWriter {
+  private readonly chains = new Map<string, Promise<unknown>>();
+  private readonly closed = new Set<string>();
+
+  constructor(
+    private readonly store: SessionStore,
+    private readonly onError: (err: unknown, sessionId: string) => void,
+  ) {}
+
+  open(sessionId: string): void {
+    this.closed.delete(sessionId);
+  }
+
+  /** Resolves to the error when the write failed (it is logged too); a closed session's saves are skipped. */
+  save(d: SessionDescription): Promise<unknown> {
+    const id = d.sessionId;
+    if (this.closed.has(id)) return Promise.resolve(undefined);
+    const next = (this.chains.get(id) ?? Promise.resolve()).then(async () => {
+      if (this.closed.has(id)) return undefined;
+      return this.store.write(toStored(d)).then(
+        () => undefined,
+        (err: unknown) => {
+          this.onError(err, id);
+          return err ?? new Error('write failed');
+        },
+      );
+    });
+    this.chains.set(id, next);
+    void next.then(() => {
+      if (this.chains.get(id) === next) this.chains.delete(id);
+    });
+    return next;
+  }
+
+  /** No more writes for this session; resolves when the ones under way are done. */
+  async close(sessionId: string): Promise<void> {
+    this.closed.add(sessionId);
+    await this.chains.get(sessionId);
+  }
+}
+
+/** The worker's session effects: workspaces with venvs and saved descriptions, and tools run in the sandbox. */
 export function workerSessionActors(opts: SessionEffectsOptions) {
   const runTool = opts.runTool ?? defaultRunTool;
   const warm = opts.warmPython
     ? new WarmPythonRegistry({ root: opts.warmRoot ?? path.join(opts.baseWorkspace, '.warm', opts.workerId), ...(opts.warmLog ? { log: opts.warmLog } : {}) })
     : undefined;
+  const writer = new DescriptionWriter(opts.store, opts.saveLog ?? (() => {}));
 
-  const prepareWorkspace = fromPromise<{ workspacePath: string }, { sessionId: string; workerId: string; config: SessionConfig }>(async ({ input }) => {
-    await opts.ledger?.record(input.sessionId);
-    return { workspacePath: await createWorkspace(opts.baseWorkspace, input.sessionId, opts.pool) };
+  // A new session takes its lock, then its description is written; an adopted or restarted one
+  // already holds its lock and has its description on disk, which wins (it has the latest metadata).
+  const prepareWorkspace = fromPromise<PreparedWorkspace, { description: SessionDescription; origin: 'create' | 'adopt'; restarts: number }>(async ({ input }) => {
+    const id = input.description.sessionId;
+    if (!(await opts.locks.tryLock(id))) throw new CodegenError('FAILED_PRECONDITION', `session ${id} is held by another worker process (its lock in ${opts.store.dir} is taken)`);
+    writer.open(id);
+    const onDisk = await opts.store.read(id);
+    let description = input.description;
+    if (onDisk) description = fromStored(onDisk);
+    else await writer.save(description);
+    const workspacePath = await createWorkspace(opts.baseWorkspace, id, opts.pool);
+    return { workspacePath, description, atMs: Date.now() };
   });
 
-  const releaseWorkspace = fromPromise<void, { sessionId: string; workerId: string; remove: boolean; force: boolean }>(async ({ input }) => {
+  // A drain keeps everything for the next start; a destroy removes the files, the description and the lock.
+  const releaseWorkspace = fromPromise<void, { sessionId: string; remove: boolean }>(async ({ input }) => {
     await warm?.release(input.sessionId);
-    if (!input.remove) return; // a drain keeps the files; the ledger still names them for the next start
+    if (!input.remove) return;
+    await writer.close(input.sessionId);
     await removeWorkspace(opts.baseWorkspace, input.sessionId);
-    await opts.ledger?.forget(input.sessionId);
+    await opts.store.remove(input.sessionId);
+    await opts.locks.unlock(input.sessionId, { removeFile: true });
   });
 
-  const executor = fromCallback<ExecutorEvent, { spec: TaskSpec; workerId: string }>(({ input, sendBack, receive, system }) => {
+  // A destroy of a session whose actor is not running (restarting, or given up on): the same removal, without it.
+  const discardSession = fromPromise<void, { sessionId: string }>(async ({ input }) => {
+    await warm?.release(input.sessionId);
+    await writer.close(input.sessionId);
+    await removeWorkspace(opts.baseWorkspace, input.sessionId);
+    await opts.store.remove(input.sessionId);
+    await opts.locks.unlock(input.sessionId, { removeFile: true });
+  });
+
+  const persist = fromCallback<DescriptionSave, { sessionId: string }>(({ receive, sendBack }) => {
+    receive((e) => {
+      if (e.type !== 'description.save') return;
+      void writer.save(e.description).then((err) => {
+        if (e.requestIds.length === 0) return;
+        const error = err === undefined ? null : errorInfo('INTERNAL', `the session's description could not be saved: ${reasonOf(err)}`);
+        sendBack({ type: 'description.saved', requestIds: e.requestIds, error } satisfies SessionEvent);
+      });
+    });
+  });
+
+  const executor = fromCallback<ExecutorEvent, ExecutorInput>(({ input, sendBack, receive, system }) => {
     const back = (e: TaskEvent) => sendBack(e);
     const { spec } = input;
     const session = system.get(sessionChildId(spec.sessionId)) as SessionActor | undefined;
-    const config = session?.getSnapshot().context.config ?? { env_vars: {}, allow_network: false, language: 'python' };
+    const config = session?.getSnapshot().context.description.config ?? { env_vars: {}, allow_network: false, language: 'python' };
     const workspace = path.join(opts.baseWorkspace, spec.sessionId);
     const abort = new AbortController();
     const startedAtMs = Date.now();
@@ -69,7 +161,8 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
       onProgress: (progress) => back({ type: 'task.progressed', progress }),
       hidePaths: [opts.baseWorkspace, opts.checkpointDir],
       ...(opts.basePython ? { basePython: opts.basePython } : {}),
-      ...(warm ? { warm: warm.forSession(spec.sessionId) } : {}),
+      // The session's warm interpreter when its actor runs one; else a fresh interpreter per task.
+      ...(warm?.current(spec.sessionId) ? { warm: warm.current(spec.sessionId)! } : {}),
     };
     runTool(spec.call, ctx).then(
       (done) => {
@@ -79,9 +172,9 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
           outcome: {
             type: 'result',
             status: done.status,
-            reply: done.reply,
+            ...(done.reply ? { reply: done.reply } : {}),
             artifacts: done.artifacts ?? [],
-            metadata: { workerId: input.workerId, startedAtMs, finishedAtMs, durationMs: finishedAtMs - startedAtMs, queuedMs: 0 },
+            metadata: { workerId: input.workerId, startedAtMs, finishedAtMs, durationMs: finishedAtMs - startedAtMs, queuedMs: Math.max(0, (input.startedAtMs || startedAtMs) - input.enqueuedAtMs) },
           },
         });
       },
@@ -95,8 +188,8 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
   });
 
   /** The task's emitted updates (progress, logs, the one outcome) go up the task stream. */
-  const emitUpdate = ({ context }: { context: { spec: TaskSpec } }, params: { taskId: string; update: TaskUpdate }) => {
-    opts.report(context.spec.sessionId, params.taskId, params.update);
+  const emitUpdate = ({ context }: { context: { sessionId: string; taskId: string } }, params: { update: TaskUpdate }) => {
+    opts.report(context.sessionId, context.taskId, params.update);
   };
 
   /** On worker stop: end every warm interpreter still running (released sessions have none). */
@@ -104,5 +197,7 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
     await warm?.stopAll();
   };
 
-  return { prepareWorkspace, releaseWorkspace, executor, emitUpdate, stop };
+  const warmInterpreter = warm ? warmInterpreterActor(warm) : undefined;
+
+  return { prepareWorkspace, releaseWorkspace, discardSession, persist, executor, emitUpdate, warmInterpreter, stop };
 }

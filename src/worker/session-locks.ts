@@ -84,7 +84,8 @@ export class SessionLocks {
     this.state = 'starting';
     this.lostReason = this.failReason = this.stdoutBuffer = this.stderrTail = '';
     this.holding.clear();
-    const child = spawn(this.opts.python, ['-I', '-S', script, this.opts.dir], { stdio: ['pipe', 'pipe', 'pipe'] });
+    // The folder is its working directory, not an argument: process listings then show no session paths.
+    const child = spawn(this.opts.python, ['-I', '-S', script, '.'], { cwd: this.opts.dir, stdio: ['pipe', 'pipe', 'pipe'] });
     this.child = child;
     let spawnError: Error | undefined;
     this.exited = new Promise<void>((resolve) => {

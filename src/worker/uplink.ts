@@ -1,25 +1,32 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { ErrorInfo } from '../domain/errors.js';
+import type { SessionReport } from '../domain/sessions.js';
 import type { TaskUpdate } from '../domain/tasks.js';
 import type { Logger } from '../log/logger.js';
-import { encodeError, encodeTaskUpdate } from '../wire/codecs.js';
 import type { CoordinatorMessage__Output, WorkerMessage } from '../wire/messages.js';
-import type { CommandReply } from '../../machines/worker.machine.js';
+import { encodeReply, encodeReportMessage, encodeTaskUpdateMessage } from '../wire/worker-codecs.js';
+import type { CommandReply } from '../../machines/worker/worker.machine.js';
 
 type TaskStreamCall = grpc.ClientDuplexStream<WorkerMessage, CoordinatorMessage__Output>;
 
 /**
- * The worker's side of the open task stream, as the effects see it: the stream actor attaches
- * the live call, everything else writes through here. With no stream open, messages are
- * dropped: the coordinator has already ended those tasks as WORKER_LOST.
+ * The worker's end of the open task stream, as the effects write to it: the stream logic
+ * attaches the live call. With no stream open, task updates and replies are dropped (the
+ * coordinator ended those tasks as WORKER_LOST), but the latest report of each session is kept
+ * and sent when a stream opens: a session that changed between the registration (which listed
+ * it) and the stream would otherwise stay stale at the coordinator.
  */
 export class Uplink {
   private call: TaskStreamCall | undefined;
+  private readonly pendingReports = new Map<string, SessionReport>();
 
   constructor(private readonly log: Logger) {}
 
   attach(call: TaskStreamCall): void {
     this.call = call;
+    const pending = [...this.pendingReports.values()];
+    this.pendingReports.clear();
+    for (const r of pending) this.write(encodeReportMessage(r));
   }
 
   detach(call: TaskStreamCall): void {
@@ -27,18 +34,23 @@ export class Uplink {
   }
 
   taskUpdate(sessionId: string, taskId: string, update: TaskUpdate): void {
-    this.write({ task_update: { session_id: sessionId, response: encodeTaskUpdate(taskId, update) } });
+    this.write(encodeTaskUpdateMessage(sessionId, taskId, update));
   }
 
   taskError(sessionId: string, taskId: string, error: ErrorInfo): void {
     this.taskUpdate(sessionId, taskId, { type: 'outcome', outcome: { type: 'error', error } });
   }
 
-  reply(requestId: string, reply: CommandReply): void {
-    this.write({
-      request_id: requestId,
-      reply: { ok: reply.ok, error: reply.error ? encodeError(reply.error) : undefined, workspace_path: reply.workspacePath ?? '', artifacts: [] },
-    });
+  reply(reply: CommandReply): void {
+    this.write(encodeReply(reply));
+  }
+
+  report(report: SessionReport): void {
+    if (!this.call) {
+      this.pendingReports.set(report.description.sessionId, report);
+      return;
+    }
+    this.write(encodeReportMessage(report));
   }
 
   private write(msg: WorkerMessage): void {

@@ -11,7 +11,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { createMcpServer, type McpOptions } from '../../src/mcp/server.js';
-import type { CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../../src/coordinator/port.js';
+import type { CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../../src/runtime/port.js';
 import { CodegenError, toErrorInfo } from '../../src/domain/errors.js';
 import { newSessionId, newTaskId } from '../../src/domain/ids.js';
 import type { SessionView, WorkerView } from '../../src/domain/sessions.js';
@@ -250,21 +250,21 @@ export class FakeCoordinatorPort implements CoordinatorPort {
     return { destroyed: true, artifacts: [...s.files.keys()].filter((p) => p.startsWith('artifacts/')) };
   }
 
-  getSession(sessionId: string): SessionView {
+  async getSession(sessionId: string): Promise<SessionView> {
     this.record('getSession', sessionId);
     return { ...this.session(sessionId).view };
   }
 
-  listSessions(): SessionView[] {
+  async listSessions(): Promise<SessionView[]> {
     this.record('listSessions');
     return [...this.sessions.values()].map((s) => ({ ...s.view }));
   }
 
-  getMetadata(sessionId: string): Record<string, string> {
+  async getMetadata(sessionId: string): Promise<Record<string, string>> {
     return { ...this.session(sessionId).view.metadata };
   }
 
-  putMetadata(sessionId: string, metadata: Record<string, string>, merge: boolean): Record<string, string> {
+  async putMetadata(sessionId: string, metadata: Record<string, string>, merge: boolean): Promise<Record<string, string>> {
     const s = this.session(sessionId);
     s.view.metadata = merge ? { ...s.view.metadata, ...metadata } : { ...metadata };
     return { ...s.view.metadata };
@@ -276,7 +276,8 @@ export class FakeCoordinatorPort implements CoordinatorPort {
     if (existing) {
       if (existing.outcome) onUpdate({ type: 'outcome', outcome: existing.outcome }, existing.taskId);
       else existing.listeners.add(onUpdate);
-      return { taskId: existing.taskId, duplicate: true, detach: () => existing.listeners.delete(onUpdate) };
+      const detach = () => existing.listeners.delete(onUpdate);
+      return { taskId: existing.taskId, duplicate: true, detach, abandon: detach };
     }
     const session = this.session(input.sessionId);
     const task: FakeTask = {
@@ -291,7 +292,16 @@ export class FakeCoordinatorPort implements CoordinatorPort {
     this.tasks.set(task.taskId, task);
     session.view.recentTasks = [...session.view.recentTasks.slice(-9), task.taskId];
     session.queue = session.queue.then(() => this.run(task, session));
-    return { taskId: task.taskId, duplicate: false, detach: () => task.listeners.delete(onUpdate) };
+    return {
+      taskId: task.taskId,
+      duplicate: false,
+      detach: () => task.listeners.delete(onUpdate),
+      // The caller that started the task went away: the task is cancelled, as the real task proxy does.
+      abandon: (reason: string) => {
+        task.listeners.delete(onUpdate);
+        if (!task.outcome) void this.cancelTask(task.taskId, reason).catch(() => undefined);
+      },
+    };
   }
 
   private emit(task: FakeTask, update: TaskUpdate): void {
@@ -346,6 +356,19 @@ export class FakeCoordinatorPort implements CoordinatorPort {
     }
   }
 
+  async watchTask(taskId: string, sessionId: string | undefined, onUpdate: (update: TaskUpdate, taskId: string) => void): Promise<{ detach(): void }> {
+    this.record('watchTask', taskId, sessionId);
+    const t = this.tasks.get(taskId);
+    if (!t || (sessionId && t.sessionId !== sessionId)) throw new CodegenError('TASK_NOT_FOUND', `task ${taskId} not found`);
+    if (t.outcome) {
+      const outcome = t.outcome;
+      queueMicrotask(() => onUpdate({ type: 'outcome', outcome }, taskId));
+      return { detach: () => {} };
+    }
+    t.listeners.add(onUpdate);
+    return { detach: () => t.listeners.delete(onUpdate) };
+  }
+
   async cancelTask(taskId: string, reason: string, sessionId?: string): Promise<{ cancelled: boolean; state: TaskState }> {
     this.record('cancelTask', taskId, reason, sessionId);
     const task = this.tasks.get(taskId);
@@ -357,7 +380,7 @@ export class FakeCoordinatorPort implements CoordinatorPort {
     return { cancelled: true, state: task.state };
   }
 
-  getTask(taskId: string, sessionId?: string): TaskView {
+  async getTask(taskId: string, sessionId?: string): Promise<TaskView> {
     this.record('getTask', taskId, sessionId);
     const t = this.tasks.get(taskId);
     if (!t || (sessionId && t.sessionId !== sessionId)) throw new CodegenError('TASK_NOT_FOUND', `task ${taskId} not found`);
@@ -391,7 +414,7 @@ export class FakeCoordinatorPort implements CoordinatorPort {
     });
   }
 
-  listWorkers(): WorkerView[] {
+  async listWorkers(): Promise<WorkerView[]> {
     return [{ workerId: 'worker-1', state: 'READY', maxSessions: this.capacity, sessions: this.sessions.size, isolation: 'none' }];
   }
 }

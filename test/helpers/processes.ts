@@ -32,10 +32,10 @@ export function pidsWithToken(token: string): number[] {
 }
 
 /** Wait until `check()` holds, polling; false when it did not within `timeoutMs`. */
-export async function eventually(check: () => boolean, timeoutMs = 3000, stepMs = 50): Promise<boolean> {
+export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 3000, stepMs = 50): Promise<boolean> {
   const end = Date.now() + timeoutMs;
   for (;;) {
-    if (check()) return true;
+    if (await check()) return true;
     if (Date.now() > end) return false;
     await new Promise((r) => setTimeout(r, stepMs));
   }

@@ -5,11 +5,15 @@
  * (so a test can SIGKILL or SIGTERM a single worker and read its exit code).
  *
  * Readiness is read from the JSON log lines. `stop()` ends everything and fails when any
- * process it saw (by the `pid` of their log lines, or a command line naming the test's
- * temporary folder) outlives it.
+ * process it saw (by the `pid` of their log lines, every descendant of a process it started
+ * seen while it ran, or a command line naming the test's temporary folder) outlives it.
+ *
+ * A coordinator can be restarted on the same port (`startCoordinator({ GRPC_PORT:
+ * String(sys.grpcPort) })`): the helper's clients reconnect within about a second, and
+ * `startWorker` / `waitForStream` use the newest coordinator that is still running.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -24,6 +28,99 @@ const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..'
 export const cliPath = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 
 export type LogLine = Record<string, unknown> & { msg?: string; pid?: number; name?: string; workerId?: string; level?: number };
+
+/** The process's start time (field 22 of /proc/<pid>/stat), to tell a reused pid apart. */
+export function startTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** The command line of a process (for messages), or '?'. */
+export function commandLine(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ').slice(0, 200);
+  } catch {
+    return '?';
+  }
+}
+
+/** Every live process's parent, from /proc (pid → ppid). */
+function parentsNow(): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (fields[0] !== 'Z' && fields[0] !== 'X') out.set(Number(name), Number(fields[1]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/**
+ * Remembers processes (with their start times, since pids get reused): the roots it is given,
+ * and, by polling /proc while they run, every descendant of them (a worker's lock helper, venv
+ * builds, sandboxes, warm interpreters). `leftovers()` are those still alive.
+ */
+export class ProcessTracker {
+  readonly pids = new Map<number, string | undefined>();
+  private readonly roots = new Set<number>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly pollMs = 300) {}
+
+  /** Tracks `pid` and, from now on, its descendants. */
+  watch(pid: number): void {
+    this.remember(pid);
+    this.roots.add(pid);
+    if (!this.timer) {
+      this.timer = setInterval(() => this.scan(), this.pollMs);
+      this.timer.unref();
+    }
+  }
+
+  remember(pid: number): void {
+    if (!this.pids.has(pid)) this.pids.set(pid, startTime(pid));
+  }
+
+  /** One look at /proc: every live descendant of a tracked process is tracked too. */
+  scan(): void {
+    const parents = parentsNow();
+    const children = new Map<number, number[]>();
+    for (const [pid, ppid] of parents) {
+      const list = children.get(ppid);
+      if (list) list.push(pid);
+      else children.set(ppid, [pid]);
+    }
+    const alive = [...this.pids].filter(([pid, started]) => started !== undefined && parents.has(pid) && startTime(pid) === started).map(([pid]) => pid);
+    const queue = [...new Set([...alive, ...[...this.roots].filter((r) => parents.has(r))])];
+    while (queue.length) {
+      const pid = queue.pop()!;
+      for (const child of children.get(pid) ?? []) {
+        if (this.pids.has(child) && this.pids.get(child) === startTime(child)) continue;
+        this.pids.set(child, startTime(child));
+        queue.push(child);
+      }
+    }
+  }
+
+  /** Tracked processes still alive (the same process: same start time). */
+  leftovers(): number[] {
+    return [...this.pids].filter(([pid, started]) => started !== undefined && isAlive(pid) && startTime(pid) === started).map(([pid]) => pid);
+  }
+
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
 
 /** One process this helper started: its log lines (JSON from stdout and stderr) and its end. */
 export class SystemProcess {
@@ -132,8 +229,8 @@ const baseEnv = (): NodeJS.ProcessEnv => {
 export class TestSystem {
   readonly root: string;
   readonly procs: SystemProcess[] = [];
-  /** Every pid named in any log line, plus every process spawned here, with its start time (pids get reused). */
-  readonly pids = new Map<number, string | undefined>();
+  /** Every pid named in any log line, every process spawned here and their descendants, with its start time (pids get reused). */
+  readonly tracker = new ProcessTracker();
   grpcPort = 0;
   httpPort = 0;
   private clientsCache: CoordinatorClients | undefined;
@@ -146,13 +243,23 @@ export class TestSystem {
     process.once('exit', this.exitGuard);
   }
 
+  get pids(): Map<number, string | undefined> {
+    return this.tracker.pids;
+  }
+
   get address(): string {
     return `127.0.0.1:${this.grpcPort}`;
   }
 
+  /** Raw clients of the coordinator; they reconnect within about a second when it restarts on the same port. */
   get clients(): CoordinatorClients {
-    if (!this.clientsCache) this.clientsCache = connectCoordinator(this.address);
+    if (!this.clientsCache) this.clientsCache = connectCoordinator(this.address, { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 });
     return this.clientsCache;
+  }
+
+  /** The newest coordinator process started with startCoordinator that has not exited. */
+  get coordinator(): SystemProcess | undefined {
+    return this.procs.filter((p) => p.name === 'coordinator' && !p.exit).at(-1);
   }
 
   /** Every log line of every process, in arrival order per process. */
@@ -161,18 +268,19 @@ export class TestSystem {
   }
 
   private remember(pid: number): void {
-    if (!this.pids.has(pid)) this.pids.set(pid, startTime(pid));
+    this.tracker.remember(pid);
   }
 
   private spawnCli(name: string, args: string[], env: Record<string, string>): SystemProcess {
     const child = spawn(process.execPath, [cliPath, ...args], {
       cwd: this.root,
-      env: { ...baseEnv(), LOG_LEVEL: 'info', ...this.opts.env, ...env },
+      // No recovery grace by default: a fresh test coordinator has nothing to recover, and tests of unknown ids expect NOT_FOUND at once.
+      env: { ...baseEnv(), LOG_LEVEL: 'info', RECOVERY_GRACE_SECONDS: '0', ...this.opts.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
       // Its own process group: killing -pid reaches `up`'s children too.
       detached: true,
     });
-    if (child.pid) this.remember(child.pid);
+    if (child.pid) this.tracker.watch(child.pid);
     const proc = new SystemProcess(name, child, (line) => {
       if (typeof line.pid === 'number') this.remember(line.pid);
     });
@@ -198,7 +306,7 @@ export class TestSystem {
     return up;
   }
 
-  /** A coordinator alone on an ephemeral port. */
+  /** A coordinator alone on an ephemeral port (or on `GRPC_PORT` from `env`, e.g. the previous one's port to restart it). */
   async startCoordinator(env: Record<string, string> = {}): Promise<SystemProcess> {
     const c = this.spawnCli('coordinator', ['coordinator'], { GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_PORT: '0', ...env });
     const line = await c.waitForLine((l) => l.msg === 'coordinator gRPC listening', 60_000);
@@ -208,7 +316,9 @@ export class TestSystem {
 
   /** A worker of the coordinator started with startCoordinator; `waitReady: false` to not wait for its stream. */
   async startWorker(workerId: string, env: Record<string, string> = {}, waitReady = true): Promise<SystemProcess> {
-    const coordinator = this.procs.find((p) => p.name === 'coordinator');
+    const coordinator = this.coordinator;
+    // A worker started again under the same id: only a stream opened from now on counts.
+    const from = coordinator?.lines.length ?? 0;
     const w = this.spawnCli(workerId, ['worker'], {
       WORKER_ID: workerId,
       COORDINATOR_ADDR: this.address,
@@ -216,7 +326,7 @@ export class TestSystem {
       SANDBOX: 'auto',
       ...env,
     });
-    if (waitReady && coordinator) await this.waitForStream(coordinator, workerId);
+    if (waitReady && coordinator) await this.waitForStream(coordinator, workerId, from);
     return w;
   }
 
@@ -239,7 +349,8 @@ export class TestSystem {
     const pkg = grpc.loadPackageDefinition(def) as any;
     const client = new pkg.grpc.health.v1.Health(this.address, grpc.credentials.createInsecure());
     try {
-      const res = await unary<{ status: string }>(client, 'Check', { service }, { deadlineMs: 10_000 });
+      // The health client is built from its own proto (untyped here).
+      const res = (await unary(client, 'Check' as never, { service } as never, { deadlineMs: 10_000 })) as { status: string };
       return res.status;
     } finally {
       client.close();
@@ -271,8 +382,7 @@ export class TestSystem {
 
   /** Processes still alive: those that logged or were spawned here, and any whose command line names the test folder. */
   leftovers(): number[] {
-    const alive = [...this.pids].filter(([pid, started]) => started !== undefined && isAlive(pid) && startTime(pid) === started).map(([pid]) => pid);
-    return [...new Set([...alive, ...pidsWithToken(this.root)])];
+    return [...new Set([...this.tracker.leftovers(), ...pidsWithToken(this.root)])];
   }
 
   private killAll(): void {
@@ -299,6 +409,12 @@ export class TestSystem {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    // CODEGEN_TEST_DUMP=<dir>: every process's output is kept there, for a failure's post-mortem.
+    const dump = process.env['CODEGEN_TEST_DUMP'];
+    if (dump) {
+      mkdirSync(dump, { recursive: true });
+      this.procs.forEach((p, i) => writeFileSync(path.join(dump, `${this.opts.label ?? 'test'}-${i}-${p.name}.log`), p.raw.join('\n') + '\n'));
+    }
     this.clientsCache?.close();
     const order = [...this.procs].sort((a, b) => rank(a) - rank(b));
     for (const group of [order.filter((p) => rank(p) === 0), order.filter((p) => rank(p) === 1)]) {
@@ -308,6 +424,7 @@ export class TestSystem {
     const gone = await eventually(() => this.leftovers().length === 0, 15_000, 100);
     const left = gone ? [] : this.leftovers().map((pid) => `${pid}: ${commandLine(pid)}`);
     this.killAll();
+    this.tracker.close();
     process.removeListener('exit', this.exitGuard);
     if (left.length === 0) rmSync(this.root, { recursive: true, force: true });
     if (left.length > 0) throw new Error(`processes outlived the system (killed now):\n${left.join('\n')}`);
@@ -316,23 +433,6 @@ export class TestSystem {
 
 const rank = (p: SystemProcess): number => (p.name === 'coordinator' || p.name === 'up' ? 1 : 0);
 
-/** The process's start time (field 22 of /proc/<pid>/stat), to tell a reused pid apart. */
-function startTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
-
-function commandLine(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ').slice(0, 200);
-  } catch {
-    return '?';
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // gRPC conveniences over the raw clients.
@@ -437,3 +537,74 @@ export async function grpcError(p: Promise<unknown>): Promise<grpc.ServiceError>
 }
 
 export { unary, grpc };
+
+/** A session's status (GetSessionStatus), with its int64 times as numbers. */
+export async function sessionStatus(clients: CoordinatorClients, sessionId: string): Promise<Wire & { restartedAtMs: number; unreachableSinceMs: number }> {
+  const s = (await unary(clients.sessions, 'GetSessionStatus', { session_id: sessionId }, { deadlineMs: 10_000 })) as Wire;
+  return { ...s, restartedAtMs: Number(s['info']?.['restarted_at_ms'] ?? 0), unreachableSinceMs: Number(s['info']?.['worker_unreachable_since_ms'] ?? 0) };
+}
+
+/**
+ * A session's status once its last task's end has been reported: the worker's report that the
+ * session left BUSY can reach the coordinator a moment after the task's result reached the client.
+ */
+export function settledStatus(clients: CoordinatorClients, sessionId: string, timeoutMs = 5_000): ReturnType<typeof sessionStatus> {
+  return until(() => sessionStatus(clients, sessionId), (s) => s['state'] !== 'SESSION_STATE_BUSY' && s['info']?.['active_tasks'] === 0, timeoutMs, 50, `session ${sessionId} no longer BUSY`);
+}
+
+/** Polls `probe` until `accept` takes its value (errors count as not yet); returns the last value, or throws with it after `timeoutMs`. */
+export async function until<T>(probe: () => Promise<T>, accept: (v: T) => boolean, timeoutMs = 30_000, stepMs = 100, what = 'the condition'): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: { value?: T; error?: unknown } = {};
+  for (;;) {
+    try {
+      const value = await probe();
+      last = { value };
+      if (accept(value)) return value;
+    } catch (error) {
+      last = { error };
+    }
+    if (Date.now() > end) {
+      const seen = 'error' in last ? `error ${String((last.error as Error)?.message ?? last.error)}` : JSON.stringify(last.value);
+      throw new Error(`${what} did not hold within ${timeoutMs} ms; last: ${seen}`);
+    }
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+/** One log record as pino-pretty prints it in a terminal: `[HH:MM:ss.l] LEVEL (name): msg`, then `    key: value` lines. */
+export interface PrettyRecord {
+  level: string;
+  name: string;
+  msg: string;
+  /** Top-level fields, JSON-decoded where they are JSON. */
+  fields: Record<string, unknown>;
+  /** Index of the record's first line in the output. */
+  line: number;
+}
+
+const PRETTY_HEAD = /^\[\d\d:\d\d:\d\d\.\d+\] (TRACE|DEBUG|INFO|WARN|ERROR|FATAL) \(([^)]*)\): (.*)$/;
+const PRETTY_FIELD = /^ {4}([A-Za-z_][\w]*): (.*)$/;
+
+/** The log records in a terminal's output (ANSI escapes already removed), in order. */
+export function prettyRecords(lines: readonly string[]): PrettyRecord[] {
+  const out: PrettyRecord[] = [];
+  let current: PrettyRecord | undefined;
+  lines.forEach((text, i) => {
+    const head = PRETTY_HEAD.exec(text);
+    if (head) {
+      current = { level: head[1]!, name: head[2]!, msg: head[3]!, fields: {}, line: i };
+      out.push(current);
+      return;
+    }
+    const field = current && PRETTY_FIELD.exec(text);
+    if (current && field) {
+      try {
+        current.fields[field[1]!] = JSON.parse(field[2]!);
+      } catch {
+        current.fields[field[1]!] = field[2];
+      }
+    } else if (!/^ {4}/.test(text)) current = undefined;
+  });
+  return out;
+}

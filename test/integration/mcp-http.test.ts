@@ -56,13 +56,13 @@ beforeAll(async () => {
   const wheels = path.join(base, 'wheels');
   buildWheel(wheels, 'httpwheel', '0.4.2');
   coordinator = await startCoordinator(
-    coordinatorConfig({ GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_HOST: '127.0.0.1', HTTP_PORT: '0', LOG_LEVEL: 'silent' }),
+    coordinatorConfig({ GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_HOST: '127.0.0.1', HTTP_PORT: '0', LOG_LEVEL: 'silent', RECOVERY_GRACE_SECONDS: '0' }),
     silentLogger(),
   );
   url = `http://127.0.0.1:${coordinator.httpPort}/mcp`;
   startWorkerProcess('http-w1', wheels);
   startWorkerProcess('http-w2', wheels);
-  const online = await eventually(() => coordinator.coordinator.listWorkers().filter((w) => w.state === 'online').length === 2, 60_000, 100);
+  const online = await eventually(async () => (await coordinator.coordinator.listWorkers()).filter((w) => w.state === "online").length === 2, 60_000, 100);
   if (!online) throw new Error('two workers did not come online');
 }, 120_000);
 
@@ -340,12 +340,12 @@ describe('codegen-mcp mcp with COORDINATOR_ADDR', () => {
       expect(r.isError, text(r)).toBeFalsy();
       expect(sc(r)).toMatchObject({ stdout: 'remote 4\n' });
       const sid = sc(r)['session_id'];
-      expect(coordinator.coordinator.listSessions().map((s) => s.sessionId)).toContain(sid);
+      expect((await coordinator.coordinator.listSessions()).map((s) => s.sessionId)).toContain(sid);
       const miss = await client.callTool({ name: 'session_status', arguments: { session_id: 'sess-unknown' } });
       expect(miss.isError).toBe(true);
       expect(text(miss)).toMatch(/SESSION_NOT_FOUND/);
       await client.close();
-      expect(await eventually(() => !coordinator.coordinator.listSessions().some((s) => s.sessionId === sid), 15_000)).toBe(true);
+      expect(await eventually(async () => !(await coordinator.coordinator.listSessions()).some((s) => s.sessionId === sid), 15_000)).toBe(true);
       expect(errors).toEqual([]);
     } finally {
       await client.close().catch(() => {});

@@ -29,12 +29,12 @@ beforeAll(async () => {
   buildWheel(wheels, 'mcpwheel', '1.2.3');
   process.env['PIP_FIND_LINKS'] = wheels;
   process.env['PIP_NO_INDEX'] = '1';
-  coordinator = await startCoordinator(coordinatorConfig({ GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_ENABLED: 'false', LOG_LEVEL: 'silent' }), silentLogger());
+  coordinator = await startCoordinator(coordinatorConfig({ GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_ENABLED: 'false', LOG_LEVEL: 'silent', RECOVERY_GRACE_SECONDS: '0' }), silentLogger());
   worker = await startWorker(
     workerConfig({ COORDINATOR_ADDR: `127.0.0.1:${coordinator.grpcPort}`, WORKER_ID: 'inproc-worker', BASE_WORKSPACE: path.join(base, 'ws'), VENV_POOL_SIZE: '2', LOG_LEVEL: 'silent' }),
     silentLogger(),
   );
-  const online = await eventually(() => coordinator.coordinator.listWorkers().some((w) => w.state === 'online'), 30_000);
+  const online = await eventually(async () => (await coordinator.coordinator.listWorkers()).some((w) => w.state === "online"), 30_000);
   if (!online) throw new Error('the worker did not come online');
 }, 120_000);
 
@@ -170,9 +170,9 @@ describe('MCP tools on the real coordinator (in-process)', () => {
   it('destroys the default session when the connection closes', async () => {
     const m = await connect();
     const sid = sc(await m.client.callTool({ name: 'echo', arguments: { message: 'x' } }))['session_id'];
-    expect(coordinator.coordinator.listSessions().map((s) => s.sessionId)).toContain(sid);
+    expect((await coordinator.coordinator.listSessions()).map((s) => s.sessionId)).toContain(sid);
     await m.close();
-    expect(await eventually(() => !coordinator.coordinator.listSessions().some((s) => s.sessionId === sid), 10_000)).toBe(true);
+    expect(await eventually(async () => !(await coordinator.coordinator.listSessions()).some((s) => s.sessionId === sid), 10_000)).toBe(true);
   });
 
   it('leaves no process behind', async () => {

@@ -1,365 +1,294 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createActor, fromCallback, SimulatedClock, type AnyActorLogic, type AnyActorRef } from 'xstate';
-import { chooseWorker, coordinatorMachine, workerChildId, type CoordinatorContext, type CoordinatorEmitted } from '../../machines/coordinator.machine.js';
-import { sessionChildId, sessionMachine, sessionStateOf, type SessionSnapshot } from '../../machines/session.machine.js';
-import { taskMachine } from '../../machines/task.machine.js';
-import { workerConnectionMachine, type StreamHandle } from '../../machines/worker-connection.machine.js';
-import type { SessionConfig } from '../../src/domain/sessions.js';
-import {
-  collectEmitted,
-  controlledPromise,
-  fakeExecutor,
-  flush,
-  idleCallback,
-  inspectAll,
-  resultOutcome,
-  taskSpec,
-  taskUpdateCollector,
-} from '../helpers/machine-fakes.js';
+import { describe, expect, it, vi } from 'vitest';
+import { COORDINATOR_ID, type CoordinatorContext, type CoordinatorEmitted, type CoordinatorInput } from '../../machines/coordinator/coordinator.machine.js';
+import { slotOf } from '../../machines/coordinator/placement.js';
+import { sessionProxyIdOf, sessionViewOf, type SessionProxyContext, type SessionProxySnapshot } from '../../machines/coordinator/session-proxy.machine.js';
+import { shardIdOf, type ShardContext } from '../../machines/coordinator/shard.machine.js';
+import { connectionIdOf } from '../../machines/coordinator/worker-connection.machine.js';
+import type { SessionReport } from '../../machines/domain/sessions.js';
+import { supervisorIdOf } from '../../machines/supervisor.machine.js';
+import { coordinatorInput, coordinatorTree, errorOf, registration, sessionDescription, sessionReport, simulatedClock, startSystem, T0, taskSpec } from '../helpers/coordinator-fakes.js';
 
-const config: SessionConfig = { env_vars: {}, allow_network: false, language: 'python' };
-const stream: StreamHandle = { kind: 'stream-handle' };
-const HEARTBEAT_TIMEOUT = 3_000;
+type Placed = Extract<CoordinatorEmitted, { type: 'session.placed' }>;
+type Rejected = Extract<CoordinatorEmitted, { type: 'session.rejected' }>;
 
-function startCoordinator(overrides: { session?: AnyActorLogic; workerConnection?: AnyActorLogic } = {}) {
-  const clock = new SimulatedClock();
-  const exec = fakeExecutor();
-  const prepare = controlledPromise<{ workspacePath: string }, { sessionId: string; workerId: string; config: SessionConfig }>();
-  const release = controlledPromise<void, { sessionId: string; workerId: string; remove: boolean; force: boolean }>();
-  const streams = idleCallback<{ workerId: string; registrationId: string; stream: StreamHandle }>();
-  const session = sessionMachine.provide({
-    actors: { task: taskMachine.provide({ actors: { executor: exec.logic } }), prepareWorkspace: prepare.logic, releaseWorkspace: release.logic },
-  });
-  const machine = coordinatorMachine.provide({
-    actors: {
-      session: (overrides.session ?? session) as typeof session,
-      workerConnection: (overrides.workerConnection ?? workerConnectionMachine.provide({ actors: { workerStream: streams.logic } })) as typeof workerConnectionMachine,
+function startCoordinator(overrides: Partial<CoordinatorInput> = {}) {
+  const clock = simulatedClock();
+  const tree = coordinatorTree(clock);
+  const sys = startSystem(tree.coordinator, { clock, input: coordinatorInput(overrides), systemId: COORDINATOR_ID });
+  const root = sys.root;
+  let requests = 0;
+  let streams = 0;
+  const t = {
+    ...sys,
+    tree,
+    ctx: () => root.getSnapshot().context as CoordinatorContext,
+    slot: (workerId: string) => slotOf(t.ctx().placement, workerId),
+    register(workerId: string, registrationId: string, opts: { instanceId?: string; maxSessions?: number; sessions?: SessionReport[] } = {}) {
+      root.send({
+        type: 'worker.register',
+        workerId,
+        registration: registration(registrationId, { instanceId: opts.instanceId ?? `inst-${workerId}`, maxSessions: opts.maxSessions ?? 10 }),
+        sessions: opts.sessions ?? [],
+        atMs: clock.now(),
+      });
     },
-  });
-  const updates = taskUpdateCollector();
-  const actor = createActor(machine, { input: { idleTimeoutMs: 0, heartbeatTimeoutMs: HEARTBEAT_TIMEOUT, drainTimeoutMs: 5_000 }, clock, inspect: inspectAll(updates.inspect) });
-  const errors: unknown[] = [];
-  actor.subscribe({ error: (e) => errors.push(e) });
-  const emitted = collectEmitted(actor) as CoordinatorEmitted[];
-  actor.start();
-  const of = <T extends CoordinatorEmitted['type']>(type: T) => emitted.filter((e): e is Extract<CoordinatorEmitted, { type: T }> => e.type === type);
-  return {
-    actor,
-    clock,
-    exec,
-    prepare,
-    release,
-    streams,
-    errors,
-    emitted,
-    outcomes: updates.outcomes,
-    of,
-    ctx: (): CoordinatorContext => actor.getSnapshot().context,
-    register(workerId: string, registrationId: string, maxSessions = 10) {
-      actor.send({ type: 'worker.register', workerId, registrationId, maxSessions, isolation: 'bwrap', hostname: `${workerId}.local` });
+    open(workerId: string, registrationId: string) {
+      root.send({ type: 'stream.opened', workerId, registrationId, streamId: `stream-${++streams}`, atMs: clock.now() });
     },
-    online(workerId: string, registrationId: string, maxSessions = 10) {
-      this.register(workerId, registrationId, maxSessions);
-      actor.send({ type: 'stream.opened', workerId, registrationId, stream });
+    online(workerId: string, registrationId: string, opts: { instanceId?: string; maxSessions?: number; sessions?: SessionReport[] } = {}) {
+      t.register(workerId, registrationId, opts);
+      t.open(workerId, registrationId);
     },
-    create(sessionId: string, workerId = '') {
-      actor.send({ type: 'session.create', sessionId, workerId, workspaceId: sessionId, config, metadata: {} });
+    heartbeat(workerId: string, registrationId: string) {
+      root.send({ type: 'worker.heartbeat', workerId, registrationId, atMs: clock.now() });
     },
-    session(sessionId: string): AnyActorRef {
-      const ref = actor.system.get(sessionChildId(sessionId));
-      if (!ref) throw new Error(`no session ${sessionId}`);
-      return ref;
+    create(sessionId: string, workerId = ''): Placed | Rejected {
+      return sys.ask(root, { type: 'session.create', requestId: `create-${++requests}`, workerId, description: sessionDescription(sessionId), atMs: clock.now() }, ['session.placed', 'session.rejected']);
     },
-    sessionState(sessionId: string) {
-      return sessionStateOf(this.session(sessionId).getSnapshot() as SessionSnapshot);
+    rejected(sessionId: string, workerId = ''): Rejected {
+      const a = t.create(sessionId, workerId);
+      if (a.type !== 'session.rejected') throw new Error(`${sessionId} was placed on ${a.workerId}`);
+      return a;
     },
-    placedOn(workerId: string): string[] {
-      return Object.entries(actor.getSnapshot().context.placements)
-        .filter(([, w]) => w === workerId)
-        .map(([s]) => s);
+    proxyCtx: (sessionId: string) => sys.must(sessionProxyIdOf(sessionId)).getSnapshot().context as SessionProxyContext,
+    view: (sessionId: string) => sessionViewOf(sys.must(sessionProxyIdOf(sessionId)).getSnapshot() as SessionProxySnapshot),
+    shardCtx: (workerId: string) => sys.must(shardIdOf(workerId)).getSnapshot().context as ShardContext,
+    submit(sessionId: string, taskId: string) {
+      return sys.ask(sessionProxyIdOf(sessionId), { type: 'task.submit', requestId: `submit-${++requests}`, spec: taskSpec(taskId, sessionId), followerId: 'c', atMs: clock.now() }, ['task.accepted', 'task.rejected']);
     },
+    destroy(sessionId: string) {
+      sys.must(sessionProxyIdOf(sessionId)).send({ type: 'session.destroy', requestId: `destroy-${++requests}`, force: true, atMs: clock.now() });
+    },
+    warnings: () => sys.emitted<Extract<CoordinatorEmitted, { type: 'coordinator.warning' }>>('coordinator.warning', COORDINATOR_ID),
   };
+  return t;
 }
 
-describe('coordinator machine', () => {
-  beforeEach(() => {
-    vi.spyOn(console, 'warn').mockImplementation(() => {});
-  });
-  afterEach(() => vi.restoreAllMocks());
-
-  describe('workers', () => {
-    it('registers a worker, supervises a connection actor for it and marks it online once its stream opens', () => {
-      const c = startCoordinator();
-      c.register('w1', 'reg-1');
-      expect(c.of('worker.registered')).toEqual([{ type: 'worker.registered', workerId: 'w1', registrationId: 'reg-1' }]);
-      expect(c.ctx().workers.w1).toMatchObject({ registrationId: 'reg-1', maxSessions: 10, online: false });
-      expect(c.actor.system.get(workerChildId('w1', 'reg-1'))).toBeDefined();
-      c.actor.send({ type: 'stream.opened', workerId: 'w1', registrationId: 'reg-1', stream });
-      expect(c.ctx().workers.w1!.online).toBe(true);
-      expect(c.streams.active()).toHaveLength(1);
-    });
-
-    it('emits worker.unknown for a heartbeat, stream or deregister of a registration it does not know', () => {
-      const c = startCoordinator();
-      c.online('w1', 'reg-1');
-      c.actor.send({ type: 'worker.heartbeat', workerId: 'w1', registrationId: 'reg-2' });
-      c.actor.send({ type: 'worker.heartbeat', workerId: 'w9', registrationId: 'reg-1' });
-      c.actor.send({ type: 'stream.opened', workerId: 'w9', registrationId: 'reg-9', stream });
-      c.actor.send({ type: 'worker.deregister', workerId: 'w9', registrationId: 'reg-9', reason: 'x' });
-      expect(c.of('worker.unknown')).toEqual([
-        { type: 'worker.unknown', workerId: 'w1', registrationId: 'reg-2' },
-        { type: 'worker.unknown', workerId: 'w9', registrationId: 'reg-1' },
-        { type: 'worker.unknown', workerId: 'w9', registrationId: 'reg-9' },
-        { type: 'worker.unknown', workerId: 'w9', registrationId: 'reg-9' },
-      ]);
-      expect(c.ctx().workers.w1!.online).toBe(true);
-    });
-
-    it('keeps a worker whose heartbeats arrive, and forgets one whose heartbeats stop', () => {
-      const c = startCoordinator();
-      c.online('w1', 'reg-1');
-      c.online('w2', 'reg-2');
-      for (let i = 0; i < 5; i++) {
-        c.clock.increment(HEARTBEAT_TIMEOUT - 100);
-        c.actor.send({ type: 'worker.heartbeat', workerId: 'w1', registrationId: 'reg-1' });
-        c.actor.send({ type: 'worker.heartbeat', workerId: 'w2', registrationId: 'reg-2' });
-      }
-      c.clock.increment(HEARTBEAT_TIMEOUT - 100);
-      c.actor.send({ type: 'worker.heartbeat', workerId: 'w1', registrationId: 'reg-1' });
-      c.clock.increment(100);
-      expect(Object.keys(c.ctx().workers)).toEqual(['w1']);
-      expect(c.actor.getSnapshot().children[workerChildId('w2', 'reg-2')]).toBeUndefined();
-      c.actor.send({ type: 'worker.heartbeat', workerId: 'w2', registrationId: 'reg-2' });
-      expect(c.of('worker.unknown')).toHaveLength(1);
-    });
-
-    it('forgets a worker that deregisters', () => {
-      const c = startCoordinator();
-      c.online('w1', 'reg-1');
-      c.actor.send({ type: 'worker.deregister', workerId: 'w1', registrationId: 'reg-1', reason: 'shutdown' });
-      expect(c.ctx().workers).toEqual({});
-      expect(c.streams.active()).toHaveLength(0);
-    });
+describe('coordinator: workers registering', () => {
+  it('makes the worker\'s shard under its supervisor on registration, answers worker.registered, and marks it online when its stream opens', () => {
+    const c = startCoordinator();
+    c.register('w1', 'reg-1', { maxSessions: 3 });
+    expect(c.emitted('worker.registered', COORDINATOR_ID)).toEqual([{ type: 'worker.registered', workerId: 'w1', registrationId: 'reg-1' }]);
+    expect(c.get(supervisorIdOf(shardIdOf('w1')))).toBeDefined();
+    expect(c.get(shardIdOf('w1'))).toBeDefined();
+    expect(c.get(connectionIdOf('w1'))).toBeDefined();
+    expect(c.slot('w1')).toEqual({ registrationId: 'reg-1', instanceId: 'inst-w1', maxSessions: 3, load: 0, online: false });
+    c.open('w1', 'reg-1');
+    expect(c.slot('w1')?.online).toBe(true);
+    expect(c.tree.streams.open('w1')).toHaveLength(1);
   });
 
-  describe('placement', () => {
-    it('spreads six creates over two workers 3+3, counting placements the workers have not reported yet', () => {
-      const c = startCoordinator();
-      c.online('w1', 'reg-1');
-      c.online('w2', 'reg-2');
-      for (let i = 0; i < 6; i++) c.create(`s${i}`);
-      expect(c.prepare.pending()).toHaveLength(6);
-      expect(c.placedOn('w1')).toHaveLength(3);
-      expect(c.placedOn('w2')).toHaveLength(3);
-      expect(c.of('session.placed')).toHaveLength(6);
-      expect(c.of('session.rejected')).toHaveLength(0);
-    });
-
-    it('prefers the worker with the most free slots when loads are equal', () => {
-      const c = startCoordinator();
-      c.online('w1', 'reg-1', 2);
-      c.online('w2', 'reg-2', 5);
-      c.create('s1');
-      expect(c.of('session.placed')[0]!.workerId).toBe('w2');
-    });
-
-    it('never places a session on a worker that is registered but not yet online', () => {
-      const c = startCoordinator();
-      c.register('w1', 'reg-1');
-      c.online('w2', 'reg-2');
-      for (let i = 0; i < 3; i++) c.create(`s${i}`);
-      expect(c.placedOn('w2')).toHaveLength(3);
-      c.create('s9', 'w1');
-      expect(c.of('session.rejected')[0]).toMatchObject({ sessionId: 's9', error: { code: 'CAPACITY_EXHAUSTED' } });
-    });
-
-    it('rejects with CAPACITY_EXHAUSTED (retriable) once every worker is at maxSessions', () => {
-      const c = startCoordinator();
-      c.online('w1', 'reg-1', 2);
-      c.online('w2', 'reg-2', 1);
-      for (let i = 0; i < 4; i++) c.create(`s${i}`);
-      expect(c.of('session.placed').map((e) => e.sessionId)).toEqual(['s0', 's1', 's2']);
-      const [rejected] = c.of('session.rejected');
-      expect(rejected).toMatchObject({ type: 'session.rejected', sessionId: 's3', error: { code: 'CAPACITY_EXHAUSTED', retriable: true } });
-      expect(c.actor.system.get(sessionChildId('s3'))).toBeUndefined();
-    });
-
-    it('rejects with CAPACITY_EXHAUSTED when no worker is connected', () => {
-      const c = startCoordinator();
-      c.create('s1');
-      expect(c.of('session.rejected')[0]!.error.message).toContain('no worker is connected');
-    });
-
-    it('places a session on the requested worker, and rejects a full one', () => {
-      const c = startCoordinator();
-      c.online('w1', 'reg-1', 1);
-      c.online('w2', 'reg-2', 5);
-      c.create('s1', 'w1');
-      expect(c.placedOn('w1')).toEqual(['s1']);
-      c.create('s2', 'w1');
-      expect(c.of('session.rejected')[0]).toMatchObject({ sessionId: 's2', error: { code: 'CAPACITY_EXHAUSTED' } });
-    });
-
-    it('rejects a requested worker_id that is not registered with NOT_FOUND', () => {
-      const c = startCoordinator();
-      c.online('w1', 'reg-1');
-      c.create('s1', 'nope');
-      expect(c.of('session.rejected')).toEqual([{ type: 'session.rejected', sessionId: 's1', error: expect.objectContaining({ code: 'NOT_FOUND', retriable: false }) }]);
-    });
-
-    it('frees the capacity of a session once it terminates', async () => {
-      const c = startCoordinator();
-      c.online('w1', 'reg-1', 1);
-      c.create('s1');
-      c.create('s2');
-      expect(c.of('session.rejected').map((e) => e.sessionId)).toEqual(['s2']);
-      c.prepare.calls[0]!.resolve({ workspacePath: '/ws/s1' });
-      await flush();
-      c.session('s1').send({ type: 'session.destroy', force: false, requestId: 'r1' });
-      c.release.last().resolve();
-      await flush();
-      expect(c.of('session.terminated')).toEqual([{ type: 'session.terminated', sessionId: 's1' }]);
-      expect(c.actor.getSnapshot().children[sessionChildId('s1')]).toBeUndefined();
-      expect(c.ctx().placements).toEqual({});
-      c.create('s3');
-      expect(c.placedOn('w1')).toEqual(['s3']);
-    });
-
-    it('chooseWorker is deterministic: ties go to the first worker id', () => {
-      const ctx: CoordinatorContext = {
-        idleTimeoutMs: 0,
-        heartbeatTimeoutMs: 1,
-        drainTimeoutMs: 1,
-        workers: {
-          b: { registrationId: 'reg-b', maxSessions: 2, isolation: '', hostname: '', online: true, registeredAtMs: 0 },
-          a: { registrationId: 'reg-a', maxSessions: 2, isolation: '', hostname: '', online: true, registeredAtMs: 0 },
-        },
-        placements: {},
-      };
-      expect(chooseWorker(ctx, '')).toEqual({ workerId: 'a' });
-      expect(chooseWorker({ ...ctx, placements: { x: 'a' } }, '')).toEqual({ workerId: 'b' });
-    });
+  it('refuses FAILED_PRECONDITION a second live process with the same worker id, and leaves the first one\'s sessions alone', () => {
+    const c = startCoordinator();
+    c.online('w1', 'reg-1', { instanceId: 'first', sessions: [sessionReport('s1')] });
+    c.register('w1', 'reg-2', { instanceId: 'second', sessions: [] });
+    expect(c.emitted('worker.refused', COORDINATOR_ID)).toEqual([
+      { type: 'worker.refused', workerId: 'w1', registrationId: 'reg-2', error: expect.objectContaining({ code: 'FAILED_PRECONDITION', message: expect.stringContaining('WORKER_ID') }) },
+    ]);
+    expect(c.emitted('worker.registered', COORDINATOR_ID)).toHaveLength(1);
+    expect(c.view('s1')).toMatchObject({ state: 'READY', workerId: 'w1', unreachableSinceMs: 0 });
+    expect(c.proxyCtx('s1').reachable).toBe(true);
+    expect(c.shardCtx('w1').registration?.registrationId).toBe('reg-1');
+    expect(c.slot('w1')).toMatchObject({ registrationId: 'reg-1', instanceId: 'first', online: true });
+    expect(c.tree.streams.of('w1').stopped).toBe(false);
+    expect(c.submit('s1', 't1').type).toBe('task.accepted');
   });
 
-  describe('losing workers', () => {
-    async function withRunningTasks() {
-      const c = startCoordinator();
-      c.online('w1', 'reg-1');
-      c.online('w2', 'reg-2');
-      c.create('s1', 'w1');
-      c.create('s2', 'w1');
-      c.create('s3', 'w2');
-      for (const call of c.prepare.calls) call.resolve({ workspacePath: `/ws/${call.input.sessionId}` });
-      await flush();
-      c.session('s1').send({ type: 'task.submit', spec: taskSpec('t1', 's1') });
-      c.session('s1').send({ type: 'task.submit', spec: taskSpec('t2', 's1') });
-      c.session('s3').send({ type: 'task.submit', spec: taskSpec('t3', 's3') });
-      expect(c.exec.active().map((r) => r.spec.taskId)).toEqual(['t1', 't3']);
-      return c;
-    }
-
-    it('fails the sessions of a worker whose heartbeats stop and ends their tasks WORKER_LOST', async () => {
-      const c = await withRunningTasks();
-      c.clock.increment(HEARTBEAT_TIMEOUT - 1);
-      c.actor.send({ type: 'worker.heartbeat', workerId: 'w2', registrationId: 'reg-2' });
-      c.clock.increment(1);
-      expect(c.sessionState('s1')).toBe('FAILED');
-      expect(c.sessionState('s2')).toBe('FAILED');
-      expect(c.sessionState('s3')).toBe('BUSY');
-      for (const id of ['t1', 't2']) {
-        expect(c.outcomes.get(id)).toHaveLength(1);
-        expect(c.outcomes.get(id)![0]).toMatchObject({ type: 'error', error: { code: 'WORKER_LOST', retriable: true } });
-      }
-      expect(c.outcomes.get('t3')).toBeUndefined();
-      expect(c.exec.active().map((r) => r.spec.taskId)).toEqual(['t3']);
-      expect(Object.keys(c.ctx().workers)).toEqual(['w2']);
-      expect(c.placedOn('w1')).toEqual([]);
-      expect(c.placedOn('w2')).toEqual(['s3']);
-    });
-
-    it('fails the sessions of a worker whose stream closes', async () => {
-      const c = await withRunningTasks();
-      c.streams.instances[0]!.crash('reset');
-      expect(c.sessionState('s1')).toBe('FAILED');
-      expect(c.outcomes.get('t1')![0]).toMatchObject({ error: { code: 'WORKER_LOST' } });
-      expect(c.errors).toEqual([]);
-    });
-
-    it('fails the old sessions when the same worker id registers again', async () => {
-      const c = await withRunningTasks();
-      c.register('w1', 'reg-5');
-      expect(c.sessionState('s1')).toBe('FAILED');
-      expect(c.sessionState('s2')).toBe('FAILED');
-      expect(c.outcomes.get('t1')![0]).toMatchObject({ error: { code: 'WORKER_LOST' } });
-      expect(c.actor.getSnapshot().children[workerChildId('w1', 'reg-1')]).toBeUndefined();
-      expect(c.actor.getSnapshot().children[workerChildId('w1', 'reg-5')]).toBeDefined();
-      expect(c.ctx().workers.w1).toMatchObject({ registrationId: 'reg-5', online: false });
-      c.actor.send({ type: 'worker.heartbeat', workerId: 'w1', registrationId: 'reg-1' });
-      expect(c.of('worker.unknown')).toEqual([{ type: 'worker.unknown', workerId: 'w1', registrationId: 'reg-1' }]);
-      // the new registration still works and the old one's timer is gone
-      c.actor.send({ type: 'stream.opened', workerId: 'w1', registrationId: 'reg-5', stream });
-      c.clock.increment(HEARTBEAT_TIMEOUT - 1);
-      c.actor.send({ type: 'worker.heartbeat', workerId: 'w1', registrationId: 'reg-5' });
-      c.clock.increment(HEARTBEAT_TIMEOUT - 1);
-      expect(c.ctx().workers.w1!.online).toBe(true);
-    });
-
-    it('lets a failed session be destroyed afterwards', async () => {
-      const c = await withRunningTasks();
-      c.actor.send({ type: 'worker.deregister', workerId: 'w1', registrationId: 'reg-1', reason: 'bye' });
-      c.session('s1').send({ type: 'session.destroy', force: false, requestId: 'r' });
-      c.release.last().resolve();
-      await flush();
-      expect(c.of('session.terminated').map((e) => e.sessionId)).toEqual(['s1']);
-    });
+  it('accepts the same process registering again, and a new process once the first is seen gone', () => {
+    const c = startCoordinator();
+    c.online('w1', 'reg-1', { instanceId: 'first', sessions: [sessionReport('s1')] });
+    c.register('w1', 'reg-2', { instanceId: 'first', sessions: [sessionReport('s1')] });
+    expect(c.emitted('worker.refused')).toEqual([]);
+    expect(c.get(connectionIdOf('w1'))?.getSnapshot().context).toMatchObject({ registrationId: 'reg-2' });
+    c.open('w1', 'reg-2');
+    c.tree.streams.of('w1').close('EOF');
+    expect(c.slot('w1')?.online).toBe(false);
+    c.register('w1', 'reg-3', { instanceId: 'second' });
+    expect(c.emitted('worker.registered', COORDINATOR_ID).map((e) => e.registrationId)).toEqual(['reg-1', 'reg-2', 'reg-3']);
   });
 
-  describe('supervision', () => {
-    it('reports a session whose logic crashes as terminated and frees its slot', () => {
-      const crashing = fromCallback(() => {
-        throw new Error('session logic crashed');
-      });
-      const c = startCoordinator({ session: crashing as unknown as AnyActorLogic });
-      c.online('w1', 'reg-1', 1);
-      c.create('s1');
-      expect(c.errors).toEqual([]);
-      expect(c.of('session.terminated')).toEqual([{ type: 'session.terminated', sessionId: 's1' }]);
-      expect(c.ctx().placements).toEqual({});
-      expect(c.actor.getSnapshot().children[sessionChildId('s1')]).toBeUndefined();
-    });
-
-    it('treats a crashed worker connection actor as a lost worker', () => {
-      const crashing = fromCallback(({ receive }) => {
-        receive(() => {
-          throw new Error('connection logic crashed');
-        });
-      });
-      const c = startCoordinator({ workerConnection: crashing as unknown as AnyActorLogic });
-      c.register('w1', 'reg-1');
-      c.actor.send({ type: 'worker.heartbeat', workerId: 'w1', registrationId: 'reg-1' });
-      expect(c.errors).toEqual([]);
-      expect(c.ctx().workers).toEqual({});
-      expect(c.actor.getSnapshot().status).toBe('active');
-    });
-
-    it('ignores session.prepared and session.failed reports', () => {
-      const c = startCoordinator();
-      const before = c.actor.getSnapshot().context;
-      c.actor.send({ type: 'session.prepared', sessionId: 'x', requestId: '', workspacePath: '' });
-      c.actor.send({ type: 'session.failed', sessionId: 'x', requestId: '', reason: '' });
-      expect(c.actor.getSnapshot().context).toBe(before);
-    });
-  });
-
-  it('finishes tasks on healthy workers normally', async () => {
+  it('answers worker.unknown to heartbeats, streams and deregistrations of registrations it does not hold', () => {
     const c = startCoordinator();
     c.online('w1', 'reg-1');
-    c.create('s1');
-    c.prepare.last().resolve({ workspacePath: '/ws/s1' });
-    await flush();
-    c.session('s1').send({ type: 'task.submit', spec: taskSpec('t1', 's1') });
-    c.exec.run('t1').finish(resultOutcome());
-    expect(c.outcomes.get('t1')).toEqual([resultOutcome()]);
-    expect(c.sessionState('s1')).toBe('READY');
+    c.register('w1', 'reg-2');
+    c.heartbeat('w1', 'reg-1');
+    c.heartbeat('w9', 'reg-1');
+    c.root.send({ type: 'stream.opened', workerId: 'w9', registrationId: 'reg-9', streamId: 'x', atMs: c.clock.now() });
+    c.root.send({ type: 'worker.deregister', workerId: 'w1', registrationId: 'reg-1', reason: 'late', atMs: c.clock.now() });
+    c.heartbeat('w1', 'reg-2');
+    expect(c.emitted('worker.unknown', COORDINATOR_ID)).toEqual([
+      { type: 'worker.unknown', workerId: 'w1', registrationId: 'reg-1' },
+      { type: 'worker.unknown', workerId: 'w9', registrationId: 'reg-1' },
+      { type: 'worker.unknown', workerId: 'w9', registrationId: 'reg-9' },
+      { type: 'worker.unknown', workerId: 'w1', registrationId: 'reg-1' },
+    ]);
+    expect(c.shardCtx('w1').registration?.registrationId).toBe('reg-2');
+  });
+
+  it('keeps a worker whose heartbeats arrive through it, and marks one lost whose heartbeats stop', () => {
+    const c = startCoordinator({ shard: { ...coordinatorInput().shard, heartbeatTimeoutMs: 3_000 } });
+    c.online('w1', 'reg-1', { sessions: [sessionReport('s1')] });
+    c.online('w2', 'reg-2', { sessions: [sessionReport('s2')] });
+    for (let i = 0; i < 5; i++) {
+      c.clock.increment(2_900);
+      c.heartbeat('w1', 'reg-1');
+      c.heartbeat('w2', 'reg-2');
+    }
+    c.clock.increment(2_900);
+    c.heartbeat('w1', 'reg-1');
+    c.clock.increment(100);
+    expect(c.slot('w1')?.online).toBe(true);
+    expect(c.slot('w2')?.online).toBe(false);
+    expect(c.proxyCtx('s2').unreachableSinceMs).toBe(T0 + 5 * 2_900 + 3_000);
+    expect(c.proxyCtx('s1').reachable).toBe(true);
+  });
+
+  it('a deregistered worker can no longer be asked for by name, while its sessions wait for it', () => {
+    const c = startCoordinator();
+    c.online('w1', 'reg-1', { sessions: [sessionReport('s1')] });
+    c.root.send({ type: 'worker.deregister', workerId: 'w1', registrationId: 'reg-1', reason: 'SIGTERM', atMs: c.clock.now() });
+    // The worker closes its stream after deregistering; only then is it gone here.
+    c.tree.streams.of('w1').close('EOF');
+    expect(c.rejected('s2', 'w1').error).toMatchObject({ code: 'NOT_FOUND' });
+    expect(c.view('s1')).toMatchObject({ state: 'READY', unreachableSinceMs: T0 });
+    expect(c.slot('w1')).toMatchObject({ online: false, registrationId: '' });
   });
 });
+
+describe('coordinator: placing sessions', () => {
+  it('places on the least loaded worker and counts a placement at once: two creates on two equal workers go one each', () => {
+    const c = startCoordinator();
+    c.online('w1', 'reg-1');
+    c.online('w2', 'reg-2');
+    const first = c.create('s1') as Placed;
+    const second = c.create('s2') as Placed;
+    expect([first.type, second.type]).toEqual(['session.placed', 'session.placed']);
+    expect(new Set([first.workerId, second.workerId])).toEqual(new Set(['w1', 'w2']));
+    expect(c.tree.streams.commandsOf('create_session', first.workerId).map((cmd) => cmd.description.sessionId)).toEqual(['s1']);
+    expect(c.tree.streams.commandsOf('create_session', second.workerId).map((cmd) => cmd.description.sessionId)).toEqual(['s2']);
+    for (let i = 3; i <= 6; i++) c.create(`s${i}`);
+    expect([c.slot('w1')?.load, c.slot('w2')?.load]).toEqual([3, 3]);
+  });
+
+  it('counts the sessions a worker lists when it registers', () => {
+    const c = startCoordinator();
+    c.online('w1', 'reg-1', { sessions: [sessionReport('a'), sessionReport('b')] });
+    c.online('w2', 'reg-2', { sessions: [sessionReport('c')] });
+    expect(c.slot('w1')?.load).toBe(2);
+    expect((c.create('s1') as Placed).workerId).toBe('w2');
+    expect((c.create('s2') as Placed).workerId).toBe('w1'); // 2 and 2 with equal room: the smaller id
+  });
+
+  it('rejects CAPACITY_EXHAUSTED saying no worker is connected when none is online', () => {
+    const c = startCoordinator();
+    expect(c.rejected('s1').error).toMatchObject({ code: 'CAPACITY_EXHAUSTED', retriable: true, message: expect.stringContaining('no worker is connected') });
+    c.register('w1', 'reg-1');
+    expect(c.rejected('s2').error.message).toContain('no worker is connected');
+    expect(c.get(sessionProxyIdOf('s1'))).toBeUndefined();
+  });
+
+  it('rejects CAPACITY_EXHAUSTED once every worker is full, and the requested worker by its own state', () => {
+    const c = startCoordinator();
+    c.online('w1', 'reg-1', { maxSessions: 1 });
+    c.online('w2', 'reg-2', { maxSessions: 5 });
+    expect(c.create('s1', 'w1')).toMatchObject({ type: 'session.placed', workerId: 'w1' });
+    expect(c.rejected('s2', 'w1').error).toMatchObject({ code: 'CAPACITY_EXHAUSTED', message: expect.stringContaining('maximum of 1') });
+    expect(c.rejected('s3', 'nope').error).toMatchObject({ code: 'NOT_FOUND', retriable: false });
+    for (let i = 0; i < 5; i++) c.create(`x${i}`);
+    expect(c.rejected('s4').error).toMatchObject({ code: 'CAPACITY_EXHAUSTED', message: expect.stringContaining('all 2 connected workers') });
+  });
+
+  it('frees a worker\'s slot when one of its sessions ends', () => {
+    const c = startCoordinator();
+    c.online('w1', 'reg-1', { maxSessions: 1 });
+    c.create('s1');
+    expect(c.rejected('s2').error.code).toBe('CAPACITY_EXHAUSTED');
+    c.tree.streams.of('w1').reply('s1', false, errorOf('INTERNAL', 'no venv'));
+    expect(c.slot('w1')?.load).toBe(0);
+    expect(c.create('s3')).toMatchObject({ type: 'session.placed', workerId: 'w1' });
+  });
+});
+
+describe('coordinator: recovering and draining', () => {
+  it('is recovering until recoveryGraceMs has passed, then serving, and places sessions in both', () => {
+    const c = startCoordinator({ recoveryGraceMs: 30_000 });
+    c.online('w1', 'reg-1');
+    expect(c.root.getSnapshot().value).toBe('recovering');
+    expect(c.create('s1').type).toBe('session.placed');
+    c.clock.increment(29_999);
+    expect(c.root.getSnapshot().value).toBe('recovering');
+    c.clock.increment(1);
+    expect(c.root.getSnapshot().value).toBe('serving');
+    expect(c.create('s2').type).toBe('session.placed');
+  });
+
+  it('when draining, rejects creates UNAVAILABLE and every proxy of every worker refuses new tasks', () => {
+    const c = startCoordinator();
+    c.online('w1', 'reg-1', { sessions: [sessionReport('s1')] });
+    c.online('w2', 'reg-2', { sessions: [sessionReport('s2')] });
+    c.root.send({ type: 'coordinator.drain' });
+    expect(c.root.getSnapshot().value).toBe('draining');
+    expect(c.rejected('s3').error).toMatchObject({ code: 'UNAVAILABLE', retriable: true });
+    for (const id of ['s1', 's2']) expect(c.submit(id, `t-${id}`)).toMatchObject({ type: 'task.rejected', error: { code: 'UNAVAILABLE', message: expect.stringContaining('shutting down') } });
+    expect(c.tree.streams.commandsOf('assign_task')).toEqual([]);
+  });
+});
+
+describe('coordinator: sessions moving and shards ending', () => {
+  it('moves a session to the shard of the worker that adopted it while its own worker was away', () => {
+    const c = startCoordinator();
+    c.online('w1', 'reg-1', { sessions: [sessionReport('s1'), sessionReport('keep')] });
+    c.tree.streams.of('w1').close('EOF');
+    const adopted = sessionReport('s1', { description: { restartedAtMs: T0 + 5, survivalNote: 'adopted' } });
+    c.online('w2', 'reg-2', { sessions: [adopted] });
+    expect(c.received(shardIdOf('w2'), 'session.adopt', COORDINATOR_ID)).toEqual([expect.objectContaining({ type: 'session.adopt', report: expect.objectContaining({ state: 'READY' }) })]);
+    expect(c.proxyCtx('s1')).toMatchObject({ workerId: 'w2', reachable: true });
+    expect(c.shardCtx('w2').sessions).toBe(1);
+    expect(c.shardCtx('w1').sessions).toBe(1);
+    expect([c.slot('w1')?.load, c.slot('w2')?.load]).toEqual([1, 1]);
+    expect(c.submit('s1', 't1').type).toBe('task.accepted');
+    expect(c.tree.streams.commandsOf('assign_task', 'w2').map((cmd) => cmd.spec.taskId)).toEqual(['t1']);
+  });
+
+  it('forgets a lost worker whose shard has no session left, and makes it a new shard when it comes back', () => {
+    const c = startCoordinator();
+    c.online('w1', 'reg-1');
+    c.root.send({ type: 'worker.deregister', workerId: 'w1', registrationId: 'reg-1', reason: 'bye', atMs: c.clock.now() });
+    c.tree.streams.of('w1').close('EOF');
+    expect(c.get(supervisorIdOf(shardIdOf('w1')))).toBeUndefined();
+    expect(c.slot('w1')).toBeUndefined();
+    expect(c.rejected('s1', 'w1').error.code).toBe('NOT_FOUND');
+    c.online('w1', 'reg-2', { sessions: [sessionReport('s9')] });
+    expect(c.slot('w1')).toMatchObject({ online: true, load: 1 });
+    expect(c.view('s9').state).toBe('READY');
+  });
+
+  // The tombstone lives in the shard: a lost worker's shard must not retire before the destroy reached the worker.
+  it('still destroys the last session of a lost worker when the worker comes back', () => {
+    const c = startCoordinator();
+    c.online('w1', 'reg-1', { sessions: [sessionReport('s1')] });
+    c.tree.streams.of('w1').close('EOF');
+    c.destroy('s1');
+    c.online('w1', 'reg-2', { sessions: [sessionReport('s1')] });
+    expect(c.tree.streams.commandsOf('destroy_session', 'w1')).toEqual([{ kind: 'destroy_session', sessionId: 's1' }]);
+  });
+
+  it('survives a crashing shard: its supervisor restarts it, the root warns, and the worker\'s next registration restores it', () => {
+    const c = startCoordinator();
+    c.online('w1', 'reg-1', { sessions: [sessionReport('s1')] });
+    // A registration without its session list makes the shard's own action throw.
+    c.must(shardIdOf('w1')).send({ type: 'shard.register', registration: registration('reg-x'), atMs: c.clock.now() });
+    expect(c.errors).toEqual([]);
+    expect(c.warnings()).toEqual([expect.objectContaining({ message: 'shard:w1 crashed; restarting it' })]);
+    expect(c.get(sessionProxyIdOf('s1'))).toBeUndefined();
+    c.clock.increment(1_000); // past the restart backoff
+    expect(c.get(shardIdOf('w1'))).toBeDefined();
+    c.heartbeat('w1', 'reg-1');
+    expect(c.emitted('worker.unknown', COORDINATOR_ID)).toHaveLength(1);
+    c.online('w1', 'reg-2', { sessions: [sessionReport('s1')] });
+    expect(c.view('s1')).toMatchObject({ state: 'READY', unreachableSinceMs: 0 });
+    expect(c.slot('w1')).toMatchObject({ online: true, load: 1, registrationId: 'reg-2' });
+  });
+});
+
+vi.spyOn(console, 'warn').mockImplementation(() => {});

@@ -19,7 +19,7 @@ beforeAll(async () => {
   const started = await startGrpcServer({ host: '127.0.0.1', port: 0, coordinator: fake, registry: {} as WorkerRegistry, workerToken: '', logger: silentLogger() });
   server = started.server;
   address = `127.0.0.1:${started.port}`;
-  remote = new RemoteCoordinatorPort(address, { acceptWaitMs: 200, pollIntervalMs: 50 });
+  remote = new RemoteCoordinatorPort(address);
 });
 afterAll(async () => {
   remote.close();
@@ -70,7 +70,7 @@ describe('the gRPC remote port', () => {
     }
   });
 
-  it('keeps following a detached task, so waitTask and getTask have its outcome', async () => {
+  it('lets a detached task run on: waitTask follows it on the coordinator, getTask asks the coordinator', async () => {
     const s = await remote.createSession({});
     const handle = await remote.submitTask({ sessionId: s.sessionId, call: { tool: 'run_python', input: { code: 'sleep 700\nprint late', args: [], env_vars: {}, timeout_seconds: 0 } } }, () => {});
     handle.detach();
@@ -80,9 +80,10 @@ describe('the gRPC remote port', () => {
     expect(fake.callsOf('cancelTask').map((c) => c.args[0])).not.toContain(handle.taskId);
     const view = await remote.getTask(handle.taskId);
     expect(view).toMatchObject({ state: 'succeeded', tool: 'run_python', sessionId: s.sessionId });
+    expect(view.outcome?.type === 'result' && view.outcome.reply).toMatchObject({ output: { stdout: 'late\n' } });
   });
 
-  it('polls tasks it did not start, and cancels them', async () => {
+  it('follows tasks it did not start (WatchTask), and cancels them', async () => {
     const s = await fake.createSession({});
     const h = await fake.submitTask({ sessionId: s.sessionId, call: { tool: 'run_python', input: { code: 'sleep 5000', args: [], env_vars: {}, timeout_seconds: 0 } } }, () => {});
     expect(await remote.waitTask(h.taskId, 100)).toBeUndefined();

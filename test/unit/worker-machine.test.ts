@@ -1,318 +1,445 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createActor, SimulatedClock, type AnyActorRef } from 'xstate';
-import { coordinatorLinkMachine, type Registration } from '../../machines/coordinator-link.machine.js';
-import { sessionChildId, sessionMachine, sessionStateOf, type SessionSnapshot } from '../../machines/session.machine.js';
-import { taskMachine } from '../../machines/task.machine.js';
-import { LINK_ID, workerMachine, type WorkerEmitted, type WorkerInput } from '../../machines/worker.machine.js';
-import type { SessionConfig } from '../../src/domain/sessions.js';
-import { collectEmitted, controlledPromise, fakeExecutor, flush, idleCallback, resultOutcome, taskSpec, taskUpdateCollector, type FakeExecutorOptions } from '../helpers/machine-fakes.js';
+import { supervisorIdOf } from '../../machines/supervisor.machine.js';
+import { LINK_ID, POOL_ID } from '../../machines/worker/worker.machine.js';
+import { flush, sessionDescription, taskSpec, workerHarness, type WorkerHarnessOptions } from '../helpers/machine-fakes.js';
+import type { WorkerInput } from '../../machines/worker/worker.machine.js';
 
-const config: SessionConfig = { env_vars: {}, allow_network: false, language: 'python' };
+const fastIntensity = (maxRestarts: number) => ({ intensity: { maxRestarts, windowMs: 60_000 }, backoff: { initialMs: 100, maxMs: 1_000, factor: 2 } });
 
-function startWorker(overrides: Partial<WorkerInput> = {}, execOptions: FakeExecutorOptions = {}) {
-  const clock = new SimulatedClock();
-  const exec = fakeExecutor(execOptions);
-  const prepare = controlledPromise<{ workspacePath: string }, { sessionId: string; workerId: string; config: SessionConfig }>();
-  const release = controlledPromise<void, { sessionId: string; workerId: string; remove: boolean; force: boolean }>();
-  const register = controlledPromise<Registration, { workerId: string; attempt: number }>();
-  const deregister = controlledPromise<void, { workerId: string; registrationId: string; reason: string }>();
-  const heartbeats = idleCallback<{ workerId: string; registrationId: string; intervalMs: number }>();
-  const streams = idleCallback<{ workerId: string; registrationId: string }>();
-  const machine = workerMachine.provide({
-    actors: {
-      session: sessionMachine.provide({
-        actors: { task: taskMachine.provide({ actors: { executor: exec.logic } }), prepareWorkspace: prepare.logic, releaseWorkspace: release.logic },
-      }),
-      link: coordinatorLinkMachine.provide({ actors: { register: register.logic, deregister: deregister.logic, heartbeats: heartbeats.logic, taskStream: streams.logic } }),
-    },
-  });
-  const updates = taskUpdateCollector();
-  const actor = createActor(machine, {
-    input: {
-      workerId: 'w1',
-      maxSessions: 2,
-      drainTimeoutMs: 5_000,
-      backoff: { initialMs: 100, maxMs: 1_000, factor: 2 },
-      linkIntensity: { maxRestarts: 2, windowMs: 10_000 },
-      ...overrides,
-    },
-    clock,
-    inspect: updates.inspect,
-  });
-  const errors: unknown[] = [];
-  actor.subscribe({ error: (e) => errors.push(e) });
-  const emitted = collectEmitted(actor) as WorkerEmitted[];
-  actor.start();
-  const replies = () => emitted.filter((e): e is Extract<WorkerEmitted, { type: 'coordinator.reply' }> => e.type === 'coordinator.reply');
-  return {
-    actor,
-    clock,
-    exec,
-    prepare,
-    release,
-    register,
-    deregister,
-    heartbeats,
-    streams,
-    errors,
-    emitted,
-    outcomes: updates.outcomes,
-    replies,
-    reply: (requestId: string) => replies().find((r) => r.requestId === requestId)?.reply,
-    value: () => actor.getSnapshot().value as unknown,
-    link: (): AnyActorRef | undefined => actor.system.get(LINK_ID),
-    session(id: string): AnyActorRef | undefined {
-      return actor.system.get(sessionChildId(id));
-    },
-    sessionState(id: string) {
-      return sessionStateOf(this.session(id)!.getSnapshot() as SessionSnapshot);
-    },
-    async connect(registrationId = 'reg-1') {
-      register.last().resolve({ registrationId, heartbeatIntervalMs: 1_000 });
-      await flush();
-    },
-    create(sessionId: string, requestId = `create-${sessionId}`) {
-      actor.send({ type: 'command.create', requestId, sessionId, config });
-    },
-    async createReady(sessionId: string) {
-      this.create(sessionId);
-      prepare.last().resolve({ workspacePath: `/ws/${sessionId}` });
-      await flush();
-    },
-  };
+function start(overrides: Partial<WorkerInput> = {}, options: WorkerHarnessOptions = {}) {
+  return workerHarness(overrides, options);
+}
+type Worker = ReturnType<typeof start>;
+
+/** The link loses the coordinator and registers again once its backoff has passed (the worker answers link.collect itself). */
+async function reregister(w: Worker, registrationId: string): Promise<void> {
+  w.heartbeats.last().sendBack({ type: 'link.failed', reason: 'coordinator restarted' });
+  w.clock.increment(1_000);
+  await w.connect(registrationId);
 }
 
 describe('worker machine', () => {
   beforeEach(() => {
+    // sends to finished actors are expected here; keep the dev warnings out of the output
     vi.spyOn(console, 'warn').mockImplementation(() => {});
   });
-  afterEach(() => {
-    vi.restoreAllMocks();
-  });
+  afterEach(() => vi.restoreAllMocks());
 
-  describe('commands', () => {
-    it('creates a session on command.create and answers once its workspace is prepared', async () => {
-      const w = startWorker();
-      w.create('s1', 'r1');
-      expect(w.session('s1')).toBeDefined();
-      expect(w.prepare.last().input).toEqual({ sessionId: 's1', workerId: 'w1', config });
-      expect(w.replies()).toEqual([]);
-      w.prepare.last().resolve({ workspacePath: '/ws/s1' });
+  describe('starting', () => {
+    it('starts the pool, then the link, which registers with no sessions when none were adopted', async () => {
+      const w = start();
       await flush();
-      expect(w.reply('r1')).toEqual({ ok: true, workspacePath: '/ws/s1' });
-      expect(w.actor.getSnapshot().context.sessionIds).toEqual(['s1']);
-    });
-
-    it('answers a create whose workspace cannot be prepared with an INTERNAL error', async () => {
-      const w = startWorker();
-      w.create('s1', 'r1');
-      w.prepare.last().reject(new Error('venv failed'));
-      await flush();
-      expect(w.reply('r1')).toMatchObject({ ok: false, error: { code: 'INTERNAL' } });
-      expect(w.reply('r1')!.error!.message).toContain('venv failed');
-    });
-
-    it('refuses a second session with the same id with FAILED_PRECONDITION', () => {
-      const w = startWorker();
-      w.create('s1', 'r1');
-      w.create('s1', 'r2');
-      expect(w.reply('r2')).toMatchObject({ ok: false, error: { code: 'FAILED_PRECONDITION' } });
-      expect(w.prepare.calls).toHaveLength(1);
-    });
-
-    it('refuses sessions beyond MAX_SESSIONS with a CAPACITY_EXHAUSTED reply', () => {
-      const w = startWorker({ maxSessions: 2 });
-      w.create('s1');
-      w.create('s2');
-      w.create('s3', 'r3');
-      expect(w.reply('r3')).toEqual({ ok: false, error: expect.objectContaining({ code: 'CAPACITY_EXHAUSTED', retriable: true }) });
-      expect(w.reply('r3')!.error!.message).toContain('MAX_SESSIONS');
-      expect(w.session('s3')).toBeUndefined();
-    });
-
-    it('runs command.task in its session and cancels it on command.cancel', async () => {
-      const w = startWorker();
-      await w.createReady('s1');
-      w.actor.send({ type: 'command.task', requestId: 'r', spec: taskSpec('t1', 's1') });
-      expect(w.exec.active().map((r) => r.spec.taskId)).toEqual(['t1']);
-      w.actor.send({ type: 'command.cancel', requestId: 'r', sessionId: 's1', taskId: 't1', reason: 'client' });
-      expect(w.exec.run('t1').cancels).toEqual(['client']);
-    });
-
-    it('emits task.error SESSION_NOT_FOUND for a task of a session it does not hold', () => {
-      const w = startWorker();
-      w.actor.send({ type: 'command.task', requestId: 'r', spec: taskSpec('t1', 'ghost') });
-      expect(w.emitted).toEqual([{ type: 'task.error', sessionId: 'ghost', taskId: 't1', error: expect.objectContaining({ code: 'SESSION_NOT_FOUND' }) }]);
-      expect(w.exec.runs).toHaveLength(0);
-    });
-
-    it('ignores a cancel for a session it does not hold', () => {
-      const w = startWorker();
-      w.actor.send({ type: 'command.cancel', requestId: 'r', sessionId: 'ghost', taskId: 't1', reason: 'x' });
-      expect(w.emitted).toEqual([]);
+      expect(Object.keys(w.actor.getSnapshot().children)).toEqual([supervisorIdOf(POOL_ID), supervisorIdOf(LINK_ID)]);
+      expect(w.pool.active()).toHaveLength(1);
+      expect(w.register.last().input).toEqual({ workerId: 'w1', attempt: 0, sessions: [] });
       expect(w.errors).toEqual([]);
     });
 
-    it('destroys a session on command.destroy (forcing a running task to cancel) and answers when it is gone', async () => {
-      const w = startWorker({}, { finishOnCancel: true });
-      await w.createReady('s1');
-      w.actor.send({ type: 'command.task', requestId: 'r', spec: taskSpec('t1', 's1') });
-      w.actor.send({ type: 'command.destroy', requestId: 'd1', sessionId: 's1', force: false });
-      expect(w.exec.run('t1').cancels).toEqual(['session destroyed']);
-      expect(w.reply('d1')).toBeUndefined();
-      expect(w.release.last().input).toMatchObject({ sessionId: 's1', remove: true });
-      w.release.last().resolve();
+    it('starts every adopted session at entry, before the link, and registers with them', async () => {
+      const d1 = sessionDescription({ sessionId: 'a1', metadata: { k: 'v' }, metadataVersion: 4 });
+      const d2 = sessionDescription({ sessionId: 'a2' });
+      const w = start({ adopt: [d1, d2] });
       await flush();
-      expect(w.reply('d1')).toEqual({ ok: true });
-      expect(w.session('s1')).toBeUndefined();
-      expect(w.actor.getSnapshot().context.sessionIds).toEqual([]);
-      // capacity is free again
-      w.create('s2', 'r2');
-      w.create('s3', 'r3');
-      expect(w.reply('r3')).toBeUndefined();
+      expect(Object.keys(w.actor.getSnapshot().children)).toEqual(['sup:pool', 'sup:session:a1', 'sup:session:a2', 'sup:link']);
+      expect(w.prepare.calls.map((c) => c.input)).toEqual([
+        { description: d1, origin: 'adopt', restarts: 0 },
+        { description: d2, origin: 'adopt', restarts: 0 },
+      ]);
+      expect(w.register.last().input.sessions.map((r) => [r.description.sessionId, r.state])).toEqual([
+        ['a1', 'INITIALIZING'],
+        ['a2', 'INITIALIZING'],
+      ]);
+      expect(w.sessionState('a1')).toBe('READY');
+      expect(w.reports('a1').at(-1)).toMatchObject({ state: 'READY', description: { metadata: { k: 'v' }, survivalNote: expect.stringContaining('its worker restarted') } });
+      expect(w.context().adopt).toEqual([]);
+    });
+  });
+
+  describe('commands', () => {
+    it('creates a session on command.create: answers ok at once and reports it INITIALIZING then READY', async () => {
+      const w = start({}, { autoPrepare: false });
+      w.create({ sessionId: 's1' }, 'r1');
+      expect(w.reply('r1')).toEqual({ requestId: 'r1', sessionId: 's1', ok: true });
+      expect(w.prepare.last().input).toMatchObject({ origin: 'create', description: { sessionId: 's1' } });
+      expect(w.reports('s1').map((r) => r.state)).toEqual(['INITIALIZING']);
+      w.prepare.last().resolve({ workspacePath: '/ws/s1', description: w.prepare.last().input.description, atMs: 10 });
+      await flush();
+      expect(w.reports('s1').map((r) => r.state)).toEqual(['INITIALIZING', 'READY']);
+      expect(w.context().held.s1).toMatchObject({ state: 'READY', workspacePath: '/ws/s1' });
     });
 
-    it('answers a destroy of a session it does not hold with ok (idempotent)', () => {
-      const w = startWorker();
-      w.actor.send({ type: 'command.destroy', requestId: 'd1', sessionId: 'ghost', force: false });
-      expect(w.reply('d1')).toEqual({ ok: true });
+    it('refuses a second session with the same id with FAILED_PRECONDITION', async () => {
+      const w = start();
+      await w.createReady('s1');
+      w.create({ sessionId: 's1' }, 'r2');
+      expect(w.reply('r2')).toEqual({ requestId: 'r2', sessionId: 's1', ok: false, error: expect.objectContaining({ code: 'FAILED_PRECONDITION' }) });
+      expect(w.prepare.calls).toHaveLength(1);
+    });
+
+    it('refuses sessions beyond MAX_SESSIONS with CAPACITY_EXHAUSTED, counting adopted ones', async () => {
+      const w = start({ maxSessions: 2, adopt: [sessionDescription({ sessionId: 'a1' })] });
+      await w.createReady('s1');
+      w.create({ sessionId: 's2' }, 'r3');
+      expect(w.reply('r3')).toEqual({ requestId: 'r3', sessionId: 's2', ok: false, error: expect.objectContaining({ code: 'CAPACITY_EXHAUSTED', retriable: true }) });
+      expect(w.reply('r3')!.error!.message).toContain('MAX_SESSIONS');
+      expect(w.session('s2')).toBeUndefined();
+    });
+
+    it('destroys a held session: removes its workspace, reports it gone and frees its place', async () => {
+      const w = start({ maxSessions: 1 });
+      await w.createReady('s1');
+      w.actor.send({ type: 'command.destroy', requestId: 'd1', sessionId: 's1', atMs: 5 });
+      expect(w.release.last().input).toEqual({ sessionId: 's1', remove: true });
+      w.release.last().resolve();
+      await flush();
+      expect(w.reports('s1').at(-1)).toMatchObject({ state: 'TERMINATED', gone: true });
+      expect(w.context().held).toEqual({});
+      expect(w.context().live).toEqual([]);
+      expect(w.actor.getSnapshot().children['sup:session:s1']).toBeUndefined();
+      w.create({ sessionId: 's2' }, 'r2');
+      expect(w.reply('r2')?.ok).toBe(true);
+    });
+
+    it('answers a destroy of a session it does not hold with ok (it is already gone)', () => {
+      const w = start();
+      w.actor.send({ type: 'command.destroy', requestId: 'd1', sessionId: 'ghost', atMs: 0 });
+      expect(w.reply('d1')).toEqual({ requestId: 'd1', sessionId: 'ghost', ok: true });
+    });
+
+    it('runs command.task in its session and cancels it on command.cancel', async () => {
+      const w = start();
+      await w.createReady('s1');
+      w.task('t1', 's1');
+      expect(w.exec.active().map((r) => r.spec.taskId)).toEqual(['t1']);
+      expect(w.sessionState('s1')).toBe('BUSY');
+      w.actor.send({ type: 'command.cancel', requestId: 'c1', sessionId: 's1', taskId: 't1', reason: 'client', atMs: 0 });
+      expect(w.exec.run('t1').cancels).toEqual(['client']);
+    });
+
+    it('answers command.task for a session it does not hold with task.error SESSION_NOT_FOUND', () => {
+      const w = start();
+      w.task('t1', 'ghost');
+      expect(w.taskErrors()).toEqual([{ type: 'task.error', sessionId: 'ghost', taskId: 't1', error: expect.objectContaining({ code: 'SESSION_NOT_FOUND' }) }]);
+      expect(w.exec.runs).toHaveLength(0);
+    });
+
+    it("passes a session's task.refused on as task.error", async () => {
+      const w = start({}, { autoPrepare: false });
+      w.create({ sessionId: 's1' });
+      w.prepare.last().reject(new Error('disk full'));
+      await flush();
+      w.task('t1', 's1');
+      expect(w.taskErrors()).toEqual([{ type: 'task.error', sessionId: 's1', taskId: 't1', error: expect.objectContaining({ code: 'FAILED_PRECONDITION' }) }]);
+    });
+
+    it('puts metadata into a held session, answering once it is saved, and answers SESSION_NOT_FOUND for others', async () => {
+      const w = start();
+      await w.createReady('s1');
+      w.actor.send({ type: 'command.put_metadata', requestId: 'm1', sessionId: 's1', metadata: { a: 'b' }, merge: true, atMs: 0 });
+      await flush();
+      expect(w.reports('s1').at(-1)).toMatchObject({ description: { metadata: { a: 'b' }, metadataVersion: 1 } });
+      expect(w.context().held.s1!.description.metadataVersion).toBe(1);
+      expect(w.reply('m1')).toEqual({ requestId: 'm1', sessionId: 's1', ok: true });
+      expect(w.context().metadataAsks).toEqual({});
+      w.actor.send({ type: 'command.put_metadata', requestId: 'm2', sessionId: 'ghost', metadata: {}, merge: false, atMs: 0 });
+      expect(w.reply('m2')).toMatchObject({ ok: false, error: { code: 'SESSION_NOT_FOUND' } });
     });
 
     it('receives commands through its coordinator link', async () => {
-      const w = startWorker();
+      const w = start();
       await w.connect();
-      w.streams.last().sendBack({ type: 'command.create', requestId: 'r1', sessionId: 's1', config });
-      expect(w.session('s1')).toBeDefined();
+      w.streams.last().sendBack({ type: 'command.create', requestId: 'r1', description: sessionDescription({ sessionId: 's7' }), atMs: 0 });
+      expect(w.reply('r1')?.ok).toBe(true);
+      expect(w.session('s7')).toBeDefined();
     });
+  });
 
-    it('destroys its sessions when the link registers under a new registration (the coordinator forgot them)', async () => {
-      const w = startWorker();
+  describe('registration', () => {
+    it("answers link.collect with every held session's latest report", async () => {
+      const w = start({ maxSessions: 3 });
       await w.connect('reg-1');
       await w.createReady('s1');
-      w.heartbeats.last().sendBack({ type: 'link.failed', reason: 'coordinator restarted' });
+      await w.createReady('s2');
+      w.task('t1', 's2');
+      w.actor.send({ type: 'command.put_metadata', requestId: 'm', sessionId: 's1', metadata: { x: 'y' }, merge: true, atMs: 0 });
+      await reregister(w, 'reg-1');
+      const listed = w.register.last().input.sessions;
+      expect(listed.map((r) => [r.description.sessionId, r.state])).toEqual([
+        ['s1', 'READY'],
+        ['s2', 'BUSY'],
+      ]);
+      expect(listed[0]!.description.metadata).toEqual({ x: 'y' });
+      expect(listed).toEqual([w.reports('s1').at(-1), w.reports('s2').at(-1)]);
+    });
+
+    it('cancels the tasks it runs when the link registers under a new registration id', async () => {
+      const w = start();
+      await w.connect('reg-1');
+      await w.createReady('s1');
+      w.task('t1', 's1');
+      await reregister(w, 'reg-2');
+      expect(w.exec.run('t1').cancels).toHaveLength(1);
+      expect(w.exec.run('t1').cancels[0]).toContain('WORKER_LOST');
+      expect(w.sessionState('s1')).toBe('BUSY');
+    });
+
+    it('keeps its tasks when the link registers again under the same id', async () => {
+      const w = start();
+      await w.connect('reg-1');
+      await w.createReady('s1');
+      w.task('t1', 's1');
+      await reregister(w, 'reg-1');
+      expect(w.exec.run('t1').cancels).toEqual([]);
+    });
+
+    it('keeps the tasks that started before its first registration', async () => {
+      const w = start();
+      await w.createReady('s1');
+      w.task('t1', 's1');
+      await w.connect('reg-1');
+      expect(w.exec.run('t1').cancels).toEqual([]);
+      expect(w.context().registrationId).toBe('reg-1');
+    });
+  });
+
+  describe('supervising sessions', () => {
+    it('restarts a crashed session from its description; it reports again, noting the restart', async () => {
+      const w = start({ faults: true });
+      await w.createReady('s1');
+      const before = w.reports('s1').length;
+      w.actor.send({ type: 'worker.fault' });
+      expect(w.session('s1')).toBeUndefined();
       w.clock.increment(1_000);
-      await w.connect('reg-2');
-      expect(w.release.calls).toHaveLength(1);
+      await flush();
+      expect(w.prepare.calls.map((c) => c.input.restarts)).toEqual([0, 1]);
+      expect(w.sessionState('s1')).toBe('READY');
+      const again = w.reports('s1').slice(before);
+      expect(again.map((r) => r.state)).toEqual(['INITIALIZING', 'READY']);
+      expect(again.at(-1)!.description.survivalNote).toContain('crashed');
+      expect(again.at(-1)!.description.restartedAtMs).toBe(1_000);
+      expect(w.errors).toEqual([]);
+    });
+
+    it('keeps a session that crashes too often held, reported FAILED, with its supervisor gone', async () => {
+      const w = start({ faults: true, sessions: fastIntensity(1) });
+      await w.createReady('s1');
+      w.actor.send({ type: 'worker.fault' });
+      w.clock.increment(1_000);
+      await flush();
+      w.actor.send({ type: 'worker.fault' });
+      await flush();
+      expect(w.reports('s1').at(-1)).toMatchObject({ state: 'FAILED', gone: false, failureReason: expect.stringContaining('the session actor kept crashing') });
+      expect(w.context().held.s1).toMatchObject({ state: 'FAILED' });
+      expect(w.context().live).toEqual([]);
+      expect(w.actor.getSnapshot().children['sup:session:s1']).toBeUndefined();
+      expect(w.release.calls).toHaveLength(0);
+      await w.connect('reg-1');
+      await reregister(w, 'reg-1');
+      expect(w.register.last().input.sessions.map((r) => [r.description.sessionId, r.state])).toEqual([['s1', 'FAILED']]);
+    });
+
+    it('answers commands for a session whose actor is restarting with UNAVAILABLE: tasks and metadata changes', async () => {
+      const w = start({ faults: true });
+      await w.createReady('s1');
+      w.actor.send({ type: 'worker.fault' });
+      await flush();
+      expect(w.context().down).toEqual(['s1']);
+      w.actor.send({ type: 'command.task', requestId: 'r-t', spec: taskSpec('t-down', 's1'), atMs: w.clock.now() });
+      expect(w.taskErrors().at(-1)).toMatchObject({ taskId: 't-down', error: { code: 'UNAVAILABLE', retriable: true } });
+      w.actor.send({ type: 'command.put_metadata', requestId: 'r-m', sessionId: 's1', metadata: { a: 'b' }, merge: true, atMs: w.clock.now() });
+      expect(w.reply('r-m')).toMatchObject({ ok: false, error: { code: 'UNAVAILABLE', message: expect.stringContaining('restarting') } });
+      // Restarted and reporting again: up, without the refused change.
+      w.clock.increment(1_000);
+      await flush();
+      expect(w.sessionState('s1')).toBe('READY');
+      expect(w.context().down).toEqual([]);
+      expect(w.reports('s1').at(-1)?.description).toMatchObject({ metadata: {}, metadataVersion: 0 });
+    });
+
+    it('fails a metadata change its session actor took but had not saved when it crashed, saying so', async () => {
+      const w = start({ faults: true }, { holdSaves: true });
+      await w.createReady('s1');
+      w.actor.send({ type: 'command.put_metadata', requestId: 'r-m', sessionId: 's1', metadata: { a: 'b' }, merge: true, atMs: w.clock.now() });
+      await flush();
+      expect(w.reply('r-m')).toBeUndefined();
+      w.actor.send({ type: 'worker.fault' });
+      await flush();
+      expect(w.reply('r-m')).toMatchObject({ ok: false, error: { code: 'UNAVAILABLE', message: expect.stringContaining('before the metadata change was saved') } });
+      expect(w.context().metadataAsks).toEqual({});
+    });
+
+    it('destroys a session that keeps crashing: its files go, the destroy is answered and the session is gone', async () => {
+      const w = start({ faults: true, sessions: fastIntensity(1) });
+      await w.createReady('s1');
+      w.actor.send({ type: 'worker.fault' });
+      w.clock.increment(1_000);
+      await flush();
+      w.actor.send({ type: 'worker.fault' });
+      await flush();
+      w.actor.send({ type: 'command.task', requestId: 'r-t', spec: taskSpec('t-failed', 's1'), atMs: w.clock.now() });
+      expect(w.taskErrors().at(-1)).toMatchObject({ taskId: 't-failed', error: { code: 'FAILED_PRECONDITION' } });
+      w.actor.send({ type: 'command.destroy', requestId: 'r-d', sessionId: 's1', atMs: w.clock.now() });
+      expect(w.discard.last().input).toEqual({ sessionId: 's1' });
+      expect(w.reply('r-d')).toBeUndefined();
+      w.discard.last().resolve();
+      await flush();
+      expect(w.reply('r-d')).toMatchObject({ ok: true, sessionId: 's1' });
+      expect(w.reports('s1').at(-1)).toMatchObject({ gone: true });
+      expect(w.context().held).toEqual({});
+      // The place it took is free again.
+      await w.createReady('s2');
+      expect(w.sessionState('s2')).toBe('READY');
+    });
+
+    it('ignores worker.fault when faults are not enabled', async () => {
+      const w = start();
+      await w.createReady('s1');
+      w.actor.send({ type: 'worker.fault' });
+      expect(w.sessionState('s1')).toBe('READY');
+      expect(w.prepare.calls).toHaveLength(1);
+    });
+  });
+
+  describe('supervising the link and the pool', () => {
+    it('restarts a crashed link, which registers again', async () => {
+      const w = start();
+      await w.connect('reg-1');
+      const before = w.link();
+      w.heartbeats.last().crash('heartbeat timer threw');
+      w.clock.increment(1_000);
+      await flush();
+      expect(w.link()).toBeDefined();
+      expect(w.link()).not.toBe(before);
+      expect(w.register.calls).toHaveLength(2);
+      expect(w.value()).toBe('running');
+    });
+
+    it('shuts down, with the escalation recorded, when the link crashes too often', async () => {
+      const w = start({ link: { ...fastIntensity(1), shutdownTimeoutMs: 5_000 } });
+      await w.createReady('s1');
+      await w.connect('reg-1');
+      w.heartbeats.last().crash('boom');
+      w.clock.increment(1_000);
+      await w.connect('reg-1');
+      w.heartbeats.last().crash('boom again');
+      expect(w.context().escalation).toMatch(/^coordinator link: link restarted 1 times/);
+      expect(w.value()).toBe('draining');
+      expect(w.release.last().input).toEqual({ sessionId: 's1', remove: false });
       w.release.last().resolve();
       await flush();
-      expect(w.actor.getSnapshot().context.sessionIds).toEqual([]);
+      expect(w.deregister.calls).toHaveLength(0);
+      expect(w.pool.last().stopped).toBe(true);
+      expect(w.actor.getSnapshot().status).toBe('done');
+      expect(w.errors).toEqual([]);
     });
 
-    it('keeps its sessions when the link re-registers under the same registration', async () => {
-      const w = startWorker();
-      await w.connect('reg-1');
-      await w.createReady('s1');
-      w.heartbeats.last().sendBack({ type: 'link.failed', reason: 'blip' });
+    it('restarts a crashed pool, and only warns when the pool crashes too often', async () => {
+      const w = start({ pool: fastIntensity(1) });
+      w.pool.last().crash('venv build failed');
       w.clock.increment(1_000);
-      await w.connect('reg-1');
-      expect(w.release.calls).toHaveLength(0);
+      expect(w.pool.instances).toHaveLength(2);
+      expect(w.pool.last().stopped).toBe(false);
+      w.pool.last().crash('venv build failed');
+      expect(w.warnings()).toEqual([{ type: 'worker.warning', message: expect.stringContaining('venv pool failed too often'), details: { reason: expect.any(String) } }]);
+      expect(w.value()).toBe('running');
+      await w.createReady('s1');
       expect(w.sessionState('s1')).toBe('READY');
     });
   });
 
   describe('shutdown', () => {
-    it('drains sessions, then deregisters, then stops', async () => {
-      const w = startWorker();
+    it('drains sessions (files kept), then deregisters the link, then stops the pool, then ends', async () => {
+      const w = start();
       await w.connect('reg-1');
       await w.createReady('s1');
       await w.createReady('s2');
-      w.actor.send({ type: 'command.task', requestId: 'r', spec: taskSpec('t1', 's1') });
-      w.actor.send({ type: 'worker.shutdown' });
+      w.task('t1', 's1');
+      w.actor.send({ type: 'worker.shutdown', atMs: 100 });
       expect(w.value()).toBe('draining');
-      // the idle session goes at once, keeping its files; the busy one waits for its task
-      expect(w.release.calls.map((c) => c.input)).toEqual([{ sessionId: 's2', workerId: 'w1', remove: false, force: true }]);
+      // the idle session goes at once; the busy one waits for its task
+      expect(w.release.calls.map((c) => c.input)).toEqual([{ sessionId: 's2', remove: false }]);
       expect(w.exec.run('t1').cancels).toEqual([]);
-      // no new work while draining
-      w.create('s3', 'r3');
-      expect(w.reply('r3')).toMatchObject({ ok: false, error: { code: 'FAILED_PRECONDITION' } });
-      w.actor.send({ type: 'command.task', requestId: 'r', spec: taskSpec('t2', 's1') });
-      expect(w.emitted.find((e) => e.type === 'task.error')).toMatchObject({ taskId: 't2', error: { code: 'WORKER_LOST' } });
       w.release.calls[0]!.resolve();
       await flush();
       expect(w.value()).toBe('draining');
-      w.exec.run('t1').finish(resultOutcome());
-      expect(w.outcomes.get('t1')).toEqual([resultOutcome()]);
+      w.exec.run('t1').finish();
+      expect(w.outcomes.get('t1')).toHaveLength(1);
+      expect(w.release.last().input).toEqual({ sessionId: 's1', remove: false });
+      expect(w.deregister.calls).toHaveLength(0);
       w.release.last().resolve();
       await flush();
       expect(w.value()).toBe('deregistering');
       expect(w.deregister.last().input).toEqual({ workerId: 'w1', registrationId: 'reg-1', reason: 'worker shutting down' });
+      expect(w.pool.last().stopped).toBe(false);
       w.deregister.last().resolve();
       await flush();
+      expect(w.pool.last().stopped).toBe(true);
       expect(w.actor.getSnapshot().status).toBe('done');
       expect(w.value()).toBe('stopped');
+      expect(w.reports().some((r) => r.gone)).toBe(false);
+      expect(w.context().escalation).toBe('');
+      expect(w.errors).toEqual([]);
+    });
+
+    it('refuses new sessions with UNAVAILABLE and new tasks with task.error UNAVAILABLE while draining', async () => {
+      const w = start();
+      await w.createReady('s1');
+      w.task('t1', 's1');
+      w.actor.send({ type: 'worker.shutdown', atMs: 0 });
+      w.create({ sessionId: 's3' }, 'r3');
+      expect(w.reply('r3')).toMatchObject({ ok: false, error: { code: 'UNAVAILABLE', retriable: true } });
+      expect(w.session('s3')).toBeUndefined();
+      w.task('t2', 's1');
+      expect(w.taskErrors()).toEqual([{ type: 'task.error', sessionId: 's1', taskId: 't2', error: expect.objectContaining({ code: 'UNAVAILABLE' }) }]);
+      expect(w.exec.runs.map((r) => r.spec.taskId)).toEqual(['t1']);
     });
 
     it('cancels a task that outlives the drain timeout', async () => {
-      const w = startWorker({ drainTimeoutMs: 2_000 }, { finishOnCancel: true });
+      const w = start({ drainTimeoutMs: 2_000 }, { exec: { finishOnCancel: true } });
       await w.connect();
       await w.createReady('s1');
-      w.actor.send({ type: 'command.task', requestId: 'r', spec: taskSpec('t1', 's1') });
-      w.actor.send({ type: 'worker.shutdown' });
-      w.clock.increment(2_000);
+      w.task('t1', 's1');
+      w.actor.send({ type: 'worker.shutdown', atMs: 0 });
+      w.clock.increment(1_999);
+      expect(w.exec.run('t1').cancels).toEqual([]);
+      w.clock.increment(1);
       expect(w.exec.run('t1').cancels).toEqual(['drain timeout']);
       w.release.last().resolve();
       await flush();
       expect(w.value()).toBe('deregistering');
     });
 
-    it('stops without a deregister call when the link never registered', async () => {
-      const w = startWorker();
-      w.actor.send({ type: 'worker.shutdown' });
-      expect(w.deregister.calls).toHaveLength(0);
-      expect(w.actor.getSnapshot().status).toBe('done');
-    });
-  });
-
-  describe('supervising the coordinator link', () => {
-    it('restarts a crashed link within the restart intensity', async () => {
-      let now = 1_000_000;
-      vi.spyOn(Date, 'now').mockImplementation(() => now);
-      const w = startWorker({ linkIntensity: { maxRestarts: 2, windowMs: 10_000 } });
-      for (let i = 0; i < 2; i++) {
-        await w.connect(`reg-${i}`);
-        const before = w.link();
-        w.heartbeats.last().crash('heartbeat timer threw');
-        expect(w.errors).toEqual([]);
-        expect(w.link()).toBeDefined();
-        expect(w.link()).not.toBe(before);
-        expect(w.link()!.getSnapshot().value).toBe('registering');
-        now += 1_000;
-      }
-      expect(w.actor.getSnapshot().context.linkRestarts).toHaveLength(2);
-      expect(w.value()).toBe('running');
-    });
-
-    it('allows further restarts once old ones leave the window', async () => {
-      let now = 1_000_000;
-      vi.spyOn(Date, 'now').mockImplementation(() => now);
-      const w = startWorker({ linkIntensity: { maxRestarts: 2, windowMs: 10_000 } });
-      for (let i = 0; i < 5; i++) {
-        await w.connect(`reg-${i}`);
-        w.heartbeats.last().crash('boom');
-        now += 6_000;
-      }
-      expect(w.value()).toBe('running');
-      expect(w.actor.getSnapshot().context.escalation).toBe('');
-    });
-
-    it('escalates beyond the restart intensity: shuts the worker down and stops', async () => {
-      let now = 1_000_000;
-      vi.spyOn(Date, 'now').mockImplementation(() => now);
-      const w = startWorker({ linkIntensity: { maxRestarts: 2, windowMs: 10_000 } });
+    it('still destroys a session on command while draining', async () => {
+      const w = start();
       await w.createReady('s1');
-      for (let i = 0; i < 3; i++) {
-        await w.connect('reg-1');
-        w.heartbeats.last().crash('boom');
-        now += 1_000;
-      }
-      expect(w.actor.getSnapshot().context.escalation).toContain('crashed too often');
-      expect(w.value()).toBe('draining');
-      expect(w.release.last().input).toMatchObject({ sessionId: 's1', remove: false });
-      w.release.last().resolve();
+      w.task('t1', 's1');
+      w.actor.send({ type: 'worker.shutdown', atMs: 0 });
+      w.actor.send({ type: 'command.destroy', requestId: 'd1', sessionId: 's1', atMs: 0 });
+      expect(w.exec.run('t1').cancels).toEqual(['session destroyed']);
+    });
+
+    it('ends without a deregister call when the link never registered', async () => {
+      const w = start();
       await flush();
-      expect(w.errors).toEqual([]);
+      w.actor.send({ type: 'worker.shutdown', atMs: 0 });
+      await flush();
+      expect(w.deregister.calls).toHaveLength(0);
+      expect(w.register.last().signal.aborted).toBe(true);
       expect(w.actor.getSnapshot().status).toBe('done');
-      expect(w.value()).toBe('stopped');
+    });
+
+    it('stops a session waiting for its restart without starting it again', async () => {
+      const w = start({ faults: true });
+      await w.connect();
+      await w.createReady('s1');
+      w.actor.send({ type: 'worker.fault' });
+      w.actor.send({ type: 'worker.shutdown', atMs: 0 });
+      await flush();
+      w.deregister.last().resolve();
+      await flush();
+      w.clock.increment(10_000);
+      expect(w.prepare.calls).toHaveLength(1);
+      expect(w.actor.getSnapshot().status).toBe('done');
     });
   });
 });

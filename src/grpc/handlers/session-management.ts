@@ -1,6 +1,8 @@
 import { CodegenError, invalidArgument } from '../../domain/errors.js';
-import type { CoordinatorPort } from '../../coordinator/port.js';
+import type { CoordinatorPort } from '../../runtime/port.js';
 import { encodeSessionState, encodeSessionStatus } from '../../wire/codecs.js';
+import type { SessionView } from '../../domain/sessions.js';
+import type { ListSessionsResponse } from '../../wire/generated/codegen/v1/ListSessionsResponse.js';
 import type { SessionManagementHandlers } from '../../wire/messages.js';
 import { unaryHandler } from '../../wire/status.js';
 
@@ -19,8 +21,8 @@ const stringMap = (field: string, v: unknown): Record<string, string> => {
   return out;
 };
 
-/** SessionManagement: decode, call the port, encode. */
-export function sessionManagementHandlers(port: CoordinatorPort): SessionManagementHandlers {
+/** SessionManagement: decode, call the port, encode (`encodeListing`: ListSessions as pre-encoded bytes, see session-listing.ts). */
+export function sessionManagementHandlers(port: CoordinatorPort, encodeListing?: (views: readonly SessionView[]) => Buffer): SessionManagementHandlers {
   const notYet = (what: string) =>
     unaryHandler(() => {
       throw new CodegenError('UNIMPLEMENTED', `${what} is not implemented yet in this version (see the README)`);
@@ -52,19 +54,23 @@ export function sessionManagementHandlers(port: CoordinatorPort): SessionManagem
     }),
     CheckpointSession: notYet('CheckpointSession'),
     RestoreSession: notYet('RestoreSession'),
-    GetSessionStatus: unaryHandler((req) => encodeSessionStatus(port.getSession(requireSessionId(req)))),
-    ListSessions: unaryHandler(() => ({ sessions: port.listSessions().map(encodeSessionStatus) })),
-    GetSessionMetadata: unaryHandler((req) => {
-      const id = requireSessionId(req);
-      return { session_id: id, metadata: port.getMetadata(id) };
+    GetSessionStatus: unaryHandler(async (req) => encodeSessionStatus(await port.getSession(requireSessionId(req)))),
+    ListSessions: unaryHandler(async () => {
+      const views = await port.listSessions();
+      // The bytes stand for the message: the service's serializer passes them through.
+      return encodeListing ? (encodeListing(views) as unknown as ListSessionsResponse) : { sessions: views.map(encodeSessionStatus) };
     }),
-    UpdateSessionMetadata: unaryHandler((req) => {
+    GetSessionMetadata: unaryHandler(async (req) => {
       const id = requireSessionId(req);
-      return { session_id: id, metadata: port.putMetadata(id, stringMap('metadata', req.metadata), true) };
+      return { session_id: id, metadata: await port.getMetadata(id) };
     }),
-    SetSessionMetadata: unaryHandler((req) => {
+    UpdateSessionMetadata: unaryHandler(async (req) => {
       const id = requireSessionId(req);
-      return { session_id: id, metadata: port.putMetadata(id, stringMap('metadata', req.metadata), false) };
+      return { session_id: id, metadata: await port.putMetadata(id, stringMap('metadata', req.metadata), true) };
+    }),
+    SetSessionMetadata: unaryHandler(async (req) => {
+      const id = requireSessionId(req);
+      return { session_id: id, metadata: await port.putMetadata(id, stringMap('metadata', req.metadata), false) };
     }),
   };
 }

@@ -1,7 +1,8 @@
 import { timingSafeEqual } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
-import { CodegenError, invalidArgument } from '../../domain/errors.js';
-import type { WorkerLifecyclePort, WorkerStreamLink } from '../../coordinator/port.js';
+import { CodegenError, invalidArgument, toErrorInfo } from '../../domain/errors.js';
+import { decodeReport } from '../../wire/worker-codecs.js';
+import type { WorkerLifecyclePort, WorkerStreamLink } from '../../runtime/port.js';
 import type { Logger } from '../../log/logger.js';
 import type { CoordinatorMessage, WorkerLifecycleHandlers, WorkerMessage__Output } from '../../wire/messages.js';
 import { WORKER_TOKEN_METADATA } from '../../wire/metadata.js';
@@ -71,8 +72,16 @@ export function workerLifecycleHandlers(workers: WorkerLifecyclePort, opts: { to
 
   return {
     RegisterWorker: authed((req) => {
-      const r = workers.register({ workerId: String(req.worker_id ?? ''), maxSessions: Number(req.max_sessions ?? 0), isolation: String(req.isolation ?? ''), hostname: String(req.hostname ?? '') });
-      opts.logger.info({ workerId: req.worker_id, registrationId: r.registrationId, maxSessions: req.max_sessions, isolation: req.isolation }, 'worker registered');
+      let r;
+      let sessions;
+      try {
+        sessions = (req.sessions ?? []).map((s, i) => decodeReport(s, `sessions[${i}]`));
+        r = workers.register({ workerId: String(req.worker_id ?? ''), instanceId: String(req.instance_id ?? ''), maxSessions: Number(req.max_sessions ?? 0), isolation: String(req.isolation ?? ''), hostname: String(req.hostname ?? ''), sessions });
+      } catch (err) {
+        opts.logger.warn({ workerId: req.worker_id, err: toErrorInfo(err) }, 'worker registration refused');
+        throw err;
+      }
+      opts.logger.info({ workerId: req.worker_id, registrationId: r.registrationId, maxSessions: req.max_sessions, isolation: req.isolation, sessions: sessions.length }, 'worker registered');
       return { registration_id: r.registrationId, heartbeat_interval_ms: r.heartbeatIntervalMs, heartbeat_timeout_ms: r.heartbeatTimeoutMs };
     }),
     Heartbeat: authed((req) => {

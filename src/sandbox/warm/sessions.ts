@@ -10,8 +10,6 @@ export type WarmLog = (message: string, details: Record<string, unknown>) => voi
 
 /** Servers one session may hold at once (e.g. with and without network). */
 const MAX_SERVERS = 2;
-/** Consecutive failed starts after which a session stops trying (every task then starts cold). */
-const MAX_START_FAILURES = 3;
 
 /**
  * Whether a task with environment `env` may run in an interpreter started with `serverEnv`:
@@ -36,7 +34,9 @@ export class WarmPython {
   private readonly servers = new Map<string, WarmServer>();
   private busy = false;
   private closed = false;
-  private failures = 0;
+  /** Why a server could not start: this handle then runs nothing warm; its actor is restarted with a fresh one. */
+  private brokenReason: string | undefined;
+  private brokenListeners: Array<(reason: string) => void> = [];
   private counter = 0;
   private started = 0;
 
@@ -49,7 +49,7 @@ export class WarmPython {
 
   /** Run `task` in a warm interpreter for `spec`; null when it did not start (the caller runs it cold). */
   async run(spec: WarmServerSpec, task: WarmTask): Promise<LaunchResult | null> {
-    if (this.closed || this.busy || this.failures >= MAX_START_FAILURES) return null;
+    if (this.closed || this.busy || this.brokenReason !== undefined) return null;
     if (!warmCompatible(task.env, spec.env)) return null;
     if (task.signal?.aborted) return cancelledBeforeStart();
     this.busy = true;
@@ -88,18 +88,24 @@ export class WarmPython {
     try {
       await server.start();
     } catch (err) {
-      this.failures += 1;
       if (this.servers.get(key) === server) this.servers.delete(key);
-      this.log?.('warm python server cannot start; tasks run cold', { sessionId: this.sessionId, err: (err as Error).message, failures: this.failures });
+      this.log?.('warm python server cannot start; tasks run cold until it is restarted', { sessionId: this.sessionId, err: (err as Error).message });
+      this.brokenReason = `the warm interpreter could not start: ${(err as Error).message}`;
+      for (const l of this.brokenListeners.splice(0)) l(this.brokenReason);
       return null;
     }
-    this.failures = 0;
     this.started += 1;
     if (this.closed) {
       await server.stop();
       return null;
     }
     return server;
+  }
+
+  /** Resolves with the reason when a server of this handle could not start (its supervisor then restarts it). */
+  broken(): Promise<string> {
+    if (this.brokenReason !== undefined) return Promise.resolve(this.brokenReason);
+    return new Promise((resolve) => this.brokenListeners.push(resolve));
   }
 
   /** For tests and logs: servers started so far, and the pid (as the worker sees it) of a live one. */
@@ -126,6 +132,7 @@ export class WarmPythonRegistry {
     rmSync(opts.root, { recursive: true, force: true });
   }
 
+  /** The session's handle, made when missing (the session's warm-interpreter actor opens it). */
   forSession(sessionId: string): WarmPython {
     let warm = this.sessions.get(sessionId);
     if (!warm) {
@@ -133,6 +140,11 @@ export class WarmPythonRegistry {
       this.sessions.set(sessionId, warm);
     }
     return warm;
+  }
+
+  /** The session's handle when its actor runs one now; undefined: run cold. */
+  current(sessionId: string): WarmPython | undefined {
+    return this.sessions.get(sessionId);
   }
 
   /** Stop a session's servers (its workspace is released). */

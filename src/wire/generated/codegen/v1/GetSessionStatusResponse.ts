@@ -11,6 +11,7 @@ export interface GetSessionStatusResponse {
   'info'?: (_codegen_v1_SessionInfo | null);
   'recent_tasks'?: (string)[];
   'last_checkpoint_id'?: (string);
+  'metadata'?: ({[key: string]: string});
 }
 
 export interface GetSessionStatusResponse__Output {
@@ -20,4 +21,5 @@ export interface GetSessionStatusResponse__Output {
   'info': (_codegen_v1_SessionInfo__Output | null);
   'recent_tasks': (string)[];
   'last_checkpoint_id': (string);
+  'metadata': ({[key: string]: string});
 }

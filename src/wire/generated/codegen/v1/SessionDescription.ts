@@ -20,6 +20,7 @@ export interface SessionDescription {
   'failure_reason'?: (string);
   'metadata_version'?: (number | string | Long);
   'idle_timeout_ms'?: (number | string | Long);
+  'incarnation'?: (string);
 }
 
 export interface SessionDescription__Output {
@@ -37,4 +38,5 @@ export interface SessionDescription__Output {
   'failure_reason': (string);
   'metadata_version': (string);
   'idle_timeout_ms': (string);
+  'incarnation': (string);
 }

@@ -16,6 +16,7 @@ export interface StatusResponse {
   'error'?: (_codegen_v1_TaskError | null);
   'result'?: (_codegen_v1_TaskResult | null);
   'session_id'?: (string);
+  'tool'?: (string);
 }
 
 export interface StatusResponse__Output {
@@ -27,4 +28,5 @@ export interface StatusResponse__Output {
   'error': (_codegen_v1_TaskError__Output | null);
   'result': (_codegen_v1_TaskResult__Output | null);
   'session_id': (string);
+  'tool': (string);
 }

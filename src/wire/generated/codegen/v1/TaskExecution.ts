@@ -34,6 +34,11 @@ export interface TaskExecutionClient extends grpc.Client {
   getTaskStatus(argument: _codegen_v1_StatusRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_StatusResponse__Output>): grpc.ClientUnaryCall;
   getTaskStatus(argument: _codegen_v1_StatusRequest, callback: grpc.requestCallback<_codegen_v1_StatusResponse__Output>): grpc.ClientUnaryCall;
 
+  WatchTask(argument: _codegen_v1_StatusRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_codegen_v1_TaskResponse__Output>;
+  WatchTask(argument: _codegen_v1_StatusRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_codegen_v1_TaskResponse__Output>;
+  watchTask(argument: _codegen_v1_StatusRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_codegen_v1_TaskResponse__Output>;
+  watchTask(argument: _codegen_v1_StatusRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_codegen_v1_TaskResponse__Output>;
+
 }
 
 export interface TaskExecutionHandlers extends grpc.UntypedServiceImplementation {
@@ -43,10 +48,13 @@ export interface TaskExecutionHandlers extends grpc.UntypedServiceImplementation
 
   GetTaskStatus: grpc.handleUnaryCall<_codegen_v1_StatusRequest__Output, _codegen_v1_StatusResponse>;
 
+  WatchTask: grpc.handleServerStreamingCall<_codegen_v1_StatusRequest__Output, _codegen_v1_TaskResponse>;
+
 }
 
 export interface TaskExecutionDefinition extends grpc.ServiceDefinition {
   CancelTask: MethodDefinition<_codegen_v1_CancelRequest, _codegen_v1_CancelResponse, _codegen_v1_CancelRequest__Output, _codegen_v1_CancelResponse__Output>
   ExecuteTask: MethodDefinition<_codegen_v1_TaskRequest, _codegen_v1_TaskResponse, _codegen_v1_TaskRequest__Output, _codegen_v1_TaskResponse__Output>
   GetTaskStatus: MethodDefinition<_codegen_v1_StatusRequest, _codegen_v1_StatusResponse, _codegen_v1_StatusRequest__Output, _codegen_v1_StatusResponse__Output>
+  WatchTask: MethodDefinition<_codegen_v1_StatusRequest, _codegen_v1_TaskResponse, _codegen_v1_StatusRequest__Output, _codegen_v1_TaskResponse__Output>
 }

@@ -1,34 +1,38 @@
-import type { SessionConfig, SessionView, WorkerView } from '../domain/sessions.js';
+import type { SessionConfig, SessionReport, SessionView, WorkerView } from '../domain/sessions.js';
 import type { TaskConstraints, TaskOutcome, TaskProgress, TaskState, TaskUpdate } from '../domain/tasks.js';
 import type { ToolCall } from '../domain/tools.js';
 import type { CoordinatorMessage, WorkerMessage__Output } from '../wire/messages.js';
 
 /**
- * The one port every front door (gRPC, MCP, CLI) uses to reach the coordinator's actors.
- * It owns no state: each method sends an event into the actor system or reads what an
- * actor says. Methods reject with CodegenError (code from domain/errors.ts).
+ * The one port every front door (gRPC, MCP, the command line) uses to reach the coordinator:
+ * the in-process actor system (coordinator/actor-port.ts) and a coordinator in another process
+ * (grpc/remote-port.ts) both implement it. It owns no state and decides nothing: each method
+ * sends an event into the actors and answers with what they say. Methods reject with
+ * CodegenError (code from domain/errors.ts).
  */
 export interface CoordinatorPort {
   createSession(input: CreateSessionInput): Promise<SessionView>;
   destroySession(sessionId: string, options?: { force?: boolean }): Promise<{ destroyed: boolean; artifacts: string[] }>;
-  getSession(sessionId: string): SessionView;
-  listSessions(): SessionView[];
-  getMetadata(sessionId: string): Record<string, string>;
-  /** merge: true adds to the metadata, false replaces it. Returns the complete metadata after the call. */
-  putMetadata(sessionId: string, metadata: Record<string, string>, merge: boolean): Record<string, string>;
+  getSession(sessionId: string): Promise<SessionView>;
+  listSessions(): Promise<SessionView[]>;
+  getMetadata(sessionId: string): Promise<Record<string, string>>;
+  /** merge: true adds to the metadata, false replaces it. Resolves with the complete metadata after the call. */
+  putMetadata(sessionId: string, metadata: Record<string, string>, merge: boolean): Promise<Record<string, string>>;
 
   /**
    * Accepts a task (or finds the first run of a repeated task_id/sequence) and streams its
    * updates to `onUpdate`: progress and logs while it runs, then exactly one outcome. A task
-   * already finished gets its outcome at once. `detach` stops the stream without cancelling.
+   * already finished gets its outcome at once.
    */
   submitTask(input: SubmitTaskInput, onUpdate: (update: TaskUpdate, taskId: string) => void): Promise<TaskHandle>;
+  /** Follows a task by id, whoever started it: its further updates, then one outcome (at once when it has ended). */
+  watchTask(taskId: string, sessionId: string | undefined, onUpdate: (update: TaskUpdate, taskId: string) => void): Promise<{ detach(): void }>;
   cancelTask(taskId: string, reason: string, sessionId?: string): Promise<{ cancelled: boolean; state: TaskState }>;
-  getTask(taskId: string, sessionId?: string): TaskView;
+  getTask(taskId: string, sessionId?: string): Promise<TaskView>;
   /** Resolves with the outcome, or with undefined when `timeoutMs` passes first. */
   waitTask(taskId: string, timeoutMs: number): Promise<TaskOutcome | undefined>;
 
-  listWorkers(): WorkerView[];
+  listWorkers(): Promise<WorkerView[]>;
 }
 
 export interface CreateSessionInput {
@@ -51,7 +55,10 @@ export interface TaskHandle {
   taskId: string;
   /** True when this call attached to an earlier run of the same task_id or sequence. */
   duplicate: boolean;
+  /** Stop receiving updates; the task goes on. */
   detach(): void;
+  /** The caller went away: stop receiving updates, and the task is cancelled when this caller started it. */
+  abandon(reason: string): void;
 }
 
 export interface TaskView {
@@ -65,9 +72,10 @@ export interface TaskView {
 }
 
 /**
- * The WorkerLifecycle front door's port (WorkerRegistry): registrations and heartbeats as
- * events into the coordinator root, and each worker's open task stream handed to the actors.
- * Methods throw CodegenError (NOT_FOUND: an unknown registration, the worker registers again).
+ * The WorkerLifecycle front door's port (coordinator/worker-registry.ts): registrations and
+ * heartbeats as events into the coordinator's root, and each worker's open task stream handed
+ * to its connection actor. Methods throw CodegenError (NOT_FOUND: an unknown registration, the
+ * worker registers again).
  */
 export interface WorkerLifecyclePort {
   register(input: RegisterWorkerInput): { registrationId: string; heartbeatIntervalMs: number; heartbeatTimeoutMs: number };
@@ -77,7 +85,15 @@ export interface WorkerLifecyclePort {
   openStream(workerId: string, registrationId: string, stream: WorkerStream): WorkerStreamLink;
 }
 
-export interface RegisterWorkerInput { workerId: string; maxSessions: number; isolation: string; hostname: string }
+export interface RegisterWorkerInput {
+  workerId: string;
+  instanceId: string;
+  maxSessions: number;
+  isolation: string;
+  hostname: string;
+  /** Every session the worker holds now. */
+  sessions: SessionReport[];
+}
 
 /** The coordinator's end of a worker's TaskStream call, as the actors write to it. */
 export interface WorkerStream {

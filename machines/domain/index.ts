@@ -1,0 +1,4 @@
+export * from './errors.js';
+export * from './sessions.js';
+export * from './tasks.js';
+export * from './tools.js';

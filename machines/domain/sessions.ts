@@ -1,0 +1,75 @@
+/** The guide's session states, as the wire names them (without the SESSION_STATE_ prefix). */
+export type SessionState = 'INITIALIZING' | 'READY' | 'BUSY' | 'IDLE' | 'DRAINING' | 'CHECKPOINTING' | 'FAILED' | 'TERMINATED';
+
+export const sessionStates: readonly SessionState[] = ['INITIALIZING', 'READY', 'BUSY', 'IDLE', 'DRAINING', 'CHECKPOINTING', 'FAILED', 'TERMINATED'];
+
+export interface SessionConfig {
+  env_vars: Record<string, string>;
+  allow_network: boolean;
+  language: string;
+}
+
+/**
+ * What a session is, as its worker keeps it beside the workspace (BASE_WORKSPACE/.sessions/) and
+ * reports it: enough to bring the session back after any restart.
+ */
+export interface SessionDescription {
+  sessionId: string;
+  workspaceId: string;
+  userId: string;
+  config: SessionConfig;
+  metadata: Record<string, string>;
+  /** Bumped by every metadata change: the newest version wins when reports and updates cross. */
+  metadataVersion: number;
+  createdAtMs: number;
+  lastActivityMs: number;
+  /** When the session last came back from a restart (0: never), and what survived it. */
+  restartedAtMs: number;
+  survivalNote: string;
+  /** READY → IDLE after this long without tasks; 0: never. */
+  idleTimeoutMs: number;
+}
+
+/** A worker's report on one of its sessions: sent on every state change, and listed at registration. */
+export interface SessionReport {
+  description: SessionDescription;
+  state: SessionState;
+  workspacePath: string;
+  failureReason: string;
+  /** The worker no longer holds the session (destroyed, or lost with its workspace). */
+  gone: boolean;
+  /**
+   * Which run of the session's actor made the report (the worker process and the restart count):
+   * a new one means the previous run, and every task it had, are gone. '' when unknown.
+   */
+  incarnation: string;
+}
+
+/** What front doors show of a session. */
+export interface SessionView {
+  sessionId: string;
+  workerId: string;
+  workspaceId: string;
+  userId: string;
+  workspacePath: string;
+  state: SessionState;
+  createdAtMs: number;
+  lastActivityMs: number;
+  activeTasks: number;
+  recentTasks: string[];
+  metadata: Record<string, string>;
+  /** Why the session FAILED, when it did. */
+  failureReason: string;
+  restartedAtMs: number;
+  survivalNote: string;
+  /** Since when its worker has been unreachable; 0 while it is connected. */
+  unreachableSinceMs: number;
+}
+
+export interface WorkerView {
+  workerId: string;
+  state: string;
+  maxSessions: number;
+  sessions: number;
+  isolation: string;
+}

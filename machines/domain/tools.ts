@@ -1,0 +1,61 @@
+/**
+ * The typed tools a session runs, in the wire's snake_case shape (tools.proto), so the codecs
+ * only turn oneofs into tagged unions and int64 strings into numbers.
+ */
+export interface EchoInput { message: string }
+export interface EchoOutput { message: string }
+
+export interface FsReadInput { path: string }
+export interface FsReadOutput { contents: string; size_bytes: number; encoding: 'utf-8' | 'base64' }
+
+export interface FsWriteInput { path: string; contents: string; create_dirs: boolean; encoding: 'utf-8' | 'base64' }
+export interface FsWriteOutput { path: string; bytes_written: number }
+
+export interface FsListInput { path: string; recursive: boolean; pattern: string }
+export interface FileInfo { path: string; name: string; size_bytes: number; is_directory: boolean; modified_time_ms: number }
+export interface FsListOutput { files: FileInfo[]; total_count: number }
+
+export interface RunPythonInput {
+  /** Exactly one of code and file is set. */
+  code?: string;
+  file?: string;
+  args: string[];
+  env_vars: Record<string, string>;
+  /** 0 means the worker's default. */
+  timeout_seconds: number;
+}
+export interface RunPythonOutput { stdout: string; stderr: string; exit_code: number; duration_ms: number; timed_out: boolean }
+
+export interface PkgInstallInput { packages: string[]; upgrade: boolean; index_url: string; no_deps: boolean }
+export interface PackageInfo { name: string; version: string; location: string }
+export interface PkgInstallOutput { installed: PackageInfo[]; failed: string[]; output: string; exit_code: number }
+
+export interface ArtifactGetInput { artifact_id: string }
+/** `data` is bytes (a Node Buffer at run time). */
+export interface ArtifactGetOutput { data: Uint8Array; artifact_id: string; size_bytes: number; content_type: string }
+
+export interface ToolInputs {
+  echo: EchoInput;
+  fs_read: FsReadInput;
+  fs_write: FsWriteInput;
+  fs_list: FsListInput;
+  run_python: RunPythonInput;
+  pkg_install: PkgInstallInput;
+  artifact_get: ArtifactGetInput;
+}
+export interface ToolOutputs {
+  echo: EchoOutput;
+  fs_read: FsReadOutput;
+  fs_write: FsWriteOutput;
+  fs_list: FsListOutput;
+  run_python: RunPythonOutput;
+  pkg_install: PkgInstallOutput;
+  artifact_get: ArtifactGetOutput;
+}
+export type ToolName = keyof ToolInputs;
+export const toolNames: readonly ToolName[] = ['echo', 'fs_read', 'fs_write', 'fs_list', 'run_python', 'pkg_install', 'artifact_get'];
+
+/** A tool call: which tool, with its input. */
+export type ToolCall = { [K in ToolName]: { tool: K; input: ToolInputs[K] } }[ToolName];
+/** A tool's answer: which tool, with its output. */
+export type ToolReply = { [K in ToolName]: { tool: K; output: ToolOutputs[K] } }[ToolName];

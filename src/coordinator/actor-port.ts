@@ -1,0 +1,318 @@
+import { waitFor, type AnyActorRef } from 'xstate';
+import { checkEnvVars } from '../domain/env.js';
+import { CodegenError, invalidArgument, type ErrorInfo } from '../domain/errors.js';
+import { isSafeId, newRequestId, newSessionId, newTaskId } from '../domain/ids.js';
+import type { SessionConfig, SessionDescription, SessionView, WorkerView } from '../domain/sessions.js';
+import { findRecord, isFinalTaskState, type TaskConstraints, type TaskOutcome, type TaskOutcomeSummary, type TaskRecord, type TaskSpec, type TaskUpdate } from '../domain/tasks.js';
+import { askLater, askNow } from '../runtime/ask.js';
+import type { CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../runtime/port.js';
+import { waitForOutcome } from '../runtime/wait-task.js';
+import type { ResultStore } from '../runtime/result-store.js';
+import type { CoordinatorActor, CoordinatorEmitted } from '../../machines/coordinator/coordinator.machine.js';
+import { allSlots } from '../../machines/coordinator/placement.js';
+import { isSettled, sessionProxyIdOf, sessionViewOf, type SessionProxyActor, type SessionProxyEmitted, type SessionProxyOutput, type SessionProxySnapshot } from '../../machines/coordinator/session-proxy.machine.js';
+import { shardIdOf } from '../../machines/coordinator/shard.machine.js';
+import { taskProxyIdOf, type TaskProxyActor, type TaskProxyEmitted } from '../../machines/coordinator/task-proxy.machine.js';
+
+export interface ActorPortOptions {
+  /** READY → IDLE after this long without tasks (0: never); the worker applies it. */
+  idleTimeoutMs: number;
+  /** A bound on waiting for a proxy to settle, beyond its own deadlines: a safety net, never the rule. */
+  settleBoundMs: number;
+  results: ResultStore;
+}
+
+/** An outcome the result cache no longer holds: rebuilt from the proxy's summary, without the tool's reply. */
+const fromSummary = (s: TaskOutcomeSummary): TaskOutcome => (s.type === 'error' ? s : { type: 'result', status: s.status, artifacts: [], metadata: s.metadata });
+
+/**
+ * The CoordinatorPort over the coordinator's actor system: it finds actors by systemId, sends
+ * them events, and answers with what they emit or show. It keeps no state and decides nothing.
+ */
+export class ActorCoordinatorPort implements CoordinatorPort {
+  constructor(
+    private readonly root: CoordinatorActor,
+    private readonly opts: ActorPortOptions,
+  ) {}
+
+  private get system() {
+    return this.root.system;
+  }
+
+  /** An unknown session id: gone, or (while the coordinator recovers after a restart) not reported yet. */
+  private unknownSession(sessionId: string): CodegenError {
+    if (this.root.getSnapshot().matches('recovering')) {
+      return new CodegenError('UNAVAILABLE', `session_id: ${JSON.stringify(sessionId)} is not known yet: the coordinator restarted recently and is recovering its sessions from the workers' reports; retry in a few seconds`, { retriable: true });
+    }
+    return new CodegenError('SESSION_NOT_FOUND', `session_id: no session ${JSON.stringify(sessionId)} exists (create one first, or check the id)`);
+  }
+
+  private proxy(sessionId: string): SessionProxyActor {
+    if (!sessionId) throw invalidArgument('session_id', 'is required');
+    const actor = this.system.get(sessionProxyIdOf(sessionId)) as SessionProxyActor | undefined;
+    if (!actor || actor.getSnapshot().status !== 'active') throw this.unknownSession(sessionId);
+    return actor;
+  }
+
+  async createSession(input: CreateSessionInput): Promise<SessionView> {
+    const config: SessionConfig = {
+      env_vars: checkEnvVars(input.config?.env_vars ?? {}, 'config.env_vars'),
+      allow_network: input.config?.allow_network ?? false,
+      language: input.config?.language || 'python',
+    };
+    if (config.language !== 'python') throw invalidArgument('config.language', `only "python" is supported, not ${JSON.stringify(config.language)}`);
+    const workspaceId = input.workspaceId ?? '';
+    if (workspaceId && !isSafeId(workspaceId)) throw invalidArgument('workspace_id', 'letters, digits, ".", "_" and "-" only, at most 128');
+    const now = Date.now();
+    const sessionId = newSessionId();
+    const description: SessionDescription = {
+      sessionId,
+      workspaceId: workspaceId || sessionId,
+      userId: input.userId ?? '',
+      config,
+      metadata: { ...(input.metadata ?? {}) },
+      metadataVersion: 0,
+      createdAtMs: now,
+      lastActivityMs: now,
+      restartedAtMs: 0,
+      survivalNote: '',
+      idleTimeoutMs: this.opts.idleTimeoutMs,
+    };
+    const requestId = newRequestId();
+    const placed = askNow(this.root, { type: 'session.create', requestId, workerId: input.workerId ?? '', description, atMs: now }, ['session.placed', 'session.rejected'], (e) => {
+      const a = e as CoordinatorEmitted;
+      return (a.type === 'session.placed' || a.type === 'session.rejected') && a.requestId === requestId ? a : undefined;
+    });
+    if (placed.type === 'session.rejected') throw CodegenError.from(placed.error);
+    const proxy = this.system.get(sessionProxyIdOf(sessionId)) as SessionProxyActor | undefined;
+    if (!proxy) throw new CodegenError('INTERNAL', `session ${sessionId} was placed on worker ${placed.workerId} but has no proxy`);
+    const snap = await waitFor(proxy, isSettled, { timeout: this.opts.settleBoundMs }).catch(() => proxy.getSnapshot());
+    if (snap.status === 'done') {
+      const out = snap.output as SessionProxyOutput;
+      throw CodegenError.from(out.error ?? { code: 'INTERNAL', message: `session ${sessionId} ended while it was being made`, details: '', retriable: true });
+    }
+    if (!isSettled(snap)) throw new CodegenError('INTERNAL', `session ${sessionId} did not settle within ${this.opts.settleBoundMs} ms`);
+    return sessionViewOf(snap);
+  }
+
+  async destroySession(sessionId: string, options: { force?: boolean } = {}): Promise<{ destroyed: boolean; artifacts: string[] }> {
+    const proxy = this.proxy(sessionId);
+    const requestId = newRequestId();
+    let refusal: ErrorInfo | undefined;
+    const answered = new Promise<ErrorInfo>((resolve) => {
+      const sub = proxy.on('destroy.answered', (e: Extract<SessionProxyEmitted, { type: 'destroy.answered' }>) => {
+        if (e.requestId !== requestId) return;
+        sub.unsubscribe();
+        refusal = e.error;
+        resolve(e.error);
+      });
+    });
+    proxy.send({ type: 'session.destroy', requestId, force: Boolean(options.force), atMs: Date.now() });
+    if (refusal) throw CodegenError.from(refusal);
+    const done = waitFor(proxy, (s) => s.status === 'done', { timeout: this.opts.settleBoundMs }).then(
+      () => undefined,
+      () => (proxy.getSnapshot().status === 'done' ? undefined : { code: 'INTERNAL' as const, message: `session ${sessionId} did not finish shutting down within ${this.opts.settleBoundMs} ms`, details: '', retriable: true }),
+    );
+    const failure = await Promise.race([done, answered]);
+    if (failure) throw CodegenError.from(failure);
+    return { destroyed: true, artifacts: [] };
+  }
+
+  async getSession(sessionId: string): Promise<SessionView> {
+    return this.viewOf(this.proxy(sessionId).getSnapshot());
+  }
+
+  /** Every session proxy, walking the tree: root → shards → buckets → proxies (a listing is a scan by nature). */
+  private proxies(): SessionProxyActor[] {
+    const out: SessionProxyActor[] = [];
+    for (const supId of Object.keys(this.root.getSnapshot().children)) {
+      if (!supId.startsWith('sup:shard:')) continue;
+      const shard = this.system.get(shardIdOf(supId.slice('sup:shard:'.length))) as AnyActorRef | undefined;
+      if (!shard) continue;
+      for (const [bucketId, bucket] of Object.entries(shard.getSnapshot().children as Record<string, AnyActorRef>)) {
+        if (!bucketId.startsWith('bucket:') || !bucket) continue;
+        for (const proxy of Object.values(bucket.getSnapshot().children as Record<string, AnyActorRef>)) {
+          if (proxy && proxy.getSnapshot().status === 'active') out.push(proxy as SessionProxyActor);
+        }
+      }
+    }
+    return out;
+  }
+
+  /**
+   * A view is a pure function of its proxy's snapshot, and a quiet session keeps its snapshot:
+   * one view object per snapshot, so front doors can cache what they make of it (ListSessions
+   * encodes each session once per change).
+   */
+  private readonly views = new WeakMap<SessionProxySnapshot, SessionView>();
+
+  private viewOf(snap: SessionProxySnapshot): SessionView {
+    let view = this.views.get(snap);
+    if (!view) {
+      view = Object.freeze(sessionViewOf(snap));
+      this.views.set(snap, view);
+    }
+    return view;
+  }
+
+  async listSessions(): Promise<SessionView[]> {
+    return this.proxies()
+      .map((p) => p.getSnapshot())
+      .filter((s) => isSettled(s))
+      .map((s) => this.viewOf(s))
+      .sort((a, b) => a.createdAtMs - b.createdAtMs || (a.sessionId < b.sessionId ? -1 : a.sessionId > b.sessionId ? 1 : 0));
+  }
+
+  async getMetadata(sessionId: string): Promise<Record<string, string>> {
+    return { ...this.proxy(sessionId).getSnapshot().context.report.description.metadata };
+  }
+
+  async putMetadata(sessionId: string, metadata: Record<string, string>, merge: boolean): Promise<Record<string, string>> {
+    const proxy = this.proxy(sessionId);
+    const requestId = newRequestId();
+    // Answered once the worker saved the change, or when it is lost: the bound only guards against a bug.
+    const answer = await askLater(proxy, { type: 'metadata.put', requestId, metadata: { ...metadata }, merge, atMs: Date.now() }, ['metadata.answered'], (e) => {
+      const a = e as Extract<SessionProxyEmitted, { type: 'metadata.answered' }>;
+      return a.requestId === requestId ? a : undefined;
+    }, this.opts.settleBoundMs);
+    if (answer.error) throw CodegenError.from(answer.error);
+    return { ...answer.metadata };
+  }
+
+  async submitTask(input: SubmitTaskInput, onUpdate: (update: TaskUpdate, taskId: string) => void): Promise<TaskHandle> {
+    const proxy = this.proxy(input.sessionId);
+    if (input.taskId && !isSafeId(input.taskId)) throw invalidArgument('task_id', 'letters, digits, ".", "_" and "-" only, at most 128');
+    const sequence = input.sequence ?? 0;
+    if (!Number.isSafeInteger(sequence) || sequence < 0) throw invalidArgument('sequence', 'must be a non-negative integer');
+    const constraints: TaskConstraints = {
+      timeout_seconds: input.constraints?.timeout_seconds ?? 0,
+      max_memory_bytes: input.constraints?.max_memory_bytes ?? 0,
+      max_output_bytes: input.constraints?.max_output_bytes ?? 0,
+      allow_network: input.constraints?.allow_network ?? false,
+    };
+    const spec: TaskSpec = { taskId: input.taskId || newTaskId(), sessionId: input.sessionId, call: input.call, constraints, sequence };
+    const requestId = newRequestId();
+    const followerId = newRequestId();
+    const answer = askNow(proxy, { type: 'task.submit', requestId, spec, followerId, atMs: Date.now() }, ['task.accepted', 'task.rejected'], (e) => {
+      const a = e as SessionProxyEmitted;
+      return (a.type === 'task.accepted' || a.type === 'task.rejected') && a.requestId === requestId ? a : undefined;
+    });
+    if (answer.type === 'task.rejected') throw CodegenError.from(answer.error);
+    const taskId = answer.taskId;
+    const stop = this.follow(proxy, taskId, onUpdate);
+    return {
+      taskId,
+      duplicate: answer.duplicate,
+      detach: stop,
+      abandon: () => {
+        stop();
+        const task = this.system.get(taskProxyIdOf(taskId)) as TaskProxyActor | undefined;
+        if (task && task.getSnapshot().status === 'active') task.send({ type: 'task.detached', followerId, atMs: Date.now() });
+      },
+    };
+  }
+
+  /** Streams a task's further updates; a finished task gets its outcome on the next tick. */
+  private follow(session: SessionProxyActor, taskId: string, onUpdate: (u: TaskUpdate, taskId: string) => void): () => void {
+    let active = true;
+    const deliver = (u: TaskUpdate) => {
+      if (!active) return;
+      if (u.type === 'outcome') active = false;
+      try {
+        onUpdate(u, taskId);
+      } catch {
+        // a front door's listener must not break the actor system
+      }
+    };
+    const task = this.system.get(taskProxyIdOf(taskId)) as TaskProxyActor | undefined;
+    if (task && task.getSnapshot().status === 'active') {
+      const sub = task.on('task.update', (e: TaskProxyEmitted) => {
+        deliver(e.update);
+        if (e.update.type === 'outcome') sub.unsubscribe();
+      });
+      return () => {
+        active = false;
+        sub.unsubscribe();
+      };
+    }
+    const outcome = this.outcomeOf(taskId, findRecord(session.getSnapshot().context.book, { taskId }));
+    if (outcome) queueMicrotask(() => deliver({ type: 'outcome', outcome }));
+    return () => {
+      active = false;
+    };
+  }
+
+  private outcomeOf(taskId: string, record: TaskRecord | undefined): TaskOutcome | undefined {
+    const stored = this.opts.results.get(taskId);
+    if (stored) return stored.outcome;
+    return record?.outcome ? fromSummary(record.outcome) : undefined;
+  }
+
+  /** The session proxy a task belongs to: live tasks name their session, finished ones the result cache does. */
+  private taskSession(taskId: string, sessionId?: string): { proxy: SessionProxyActor; record: TaskRecord } {
+    if (!taskId) throw invalidArgument('task_id', 'is required');
+    const notFound = () => new CodegenError('TASK_NOT_FOUND', `task_id: no task ${JSON.stringify(taskId)}${sessionId ? ` in session ${sessionId}` : ''} (finished tasks are kept for the session's last 256 tasks)`);
+    let sid = sessionId;
+    if (!sid) {
+      const task = this.system.get(taskProxyIdOf(taskId)) as TaskProxyActor | undefined;
+      sid = task?.getSnapshot().context.sessionId ?? this.opts.results.sessionOf(taskId);
+    }
+    if (!sid) throw notFound();
+    const proxy = this.system.get(sessionProxyIdOf(sid)) as SessionProxyActor | undefined;
+    if (!proxy || proxy.getSnapshot().status !== 'active') {
+      if (sessionId) throw this.unknownSession(sessionId);
+      throw notFound();
+    }
+    const record = findRecord(proxy.getSnapshot().context.book, { taskId });
+    if (!record) throw notFound();
+    return { proxy, record };
+  }
+
+  async watchTask(taskId: string, sessionId: string | undefined, onUpdate: (update: TaskUpdate, taskId: string) => void): Promise<{ detach(): void }> {
+    const { proxy } = this.taskSession(taskId, sessionId);
+    return { detach: this.follow(proxy, taskId, onUpdate) };
+  }
+
+  async cancelTask(taskId: string, reason: string, sessionId?: string) {
+    const { proxy } = this.taskSession(taskId, sessionId);
+    const requestId = newRequestId();
+    const answer = askNow(proxy, { type: 'task.cancel', requestId, taskId, reason: reason || 'cancelled by the client', atMs: Date.now() }, ['cancel.answered'], (e) => {
+      const a = e as Extract<SessionProxyEmitted, { type: 'cancel.answered' }>;
+      return a.requestId === requestId ? a : undefined;
+    });
+    return { cancelled: answer.cancelled, state: answer.state };
+  }
+
+  async getTask(taskId: string, sessionId?: string): Promise<TaskView> {
+    const { proxy, record } = this.taskSession(taskId, sessionId);
+    const task = this.system.get(taskProxyIdOf(taskId)) as TaskProxyActor | undefined;
+    const live = task && task.getSnapshot().status === 'active' ? task.getSnapshot().context : undefined;
+    const startedAtMs = live?.startedAtMs || record.startedAtMs;
+    const state = live ? (live.startedAtMs > 0 ? 'running' : 'queued') : record.state;
+    const outcome = isFinalTaskState(record.state) ? this.outcomeOf(taskId, record) : undefined;
+    const end = record.endedAtMs || Date.now();
+    return {
+      taskId,
+      sessionId: proxy.getSnapshot().context.sessionId,
+      tool: record.tool,
+      state,
+      ...(live?.progress ? { progress: live.progress } : {}),
+      elapsedMs: Math.max(0, end - (startedAtMs || record.enqueuedAtMs)),
+      ...(outcome ? { outcome } : {}),
+    };
+  }
+
+  async waitTask(taskId: string, timeoutMs: number): Promise<TaskOutcome | undefined> {
+    return waitForOutcome(this, taskId, timeoutMs);
+  }
+
+  async listWorkers(): Promise<WorkerView[]> {
+    return allSlots(this.root.getSnapshot().context.placement).map(([workerId, slot]) => ({
+      workerId,
+      state: slot.online ? 'online' : 'offline',
+      maxSessions: slot.maxSessions,
+      sessions: slot.load,
+      isolation: '',
+    }));
+  }
+}

@@ -1,0 +1,221 @@
+/**
+ * Wire ↔ domain for the worker protocol (worker_lifecycle.proto): session descriptions and
+ * reports, the coordinator's commands and the worker's messages. Decoders validate what a peer
+ * sent and throw CodegenError('INVALID_ARGUMENT') naming the field; nothing here trusts a peer.
+ */
+import { checkEnvVars } from '../domain/env.js';
+import { invalidArgument, type ErrorInfo } from '../domain/errors.js';
+import { isSafeId } from '../domain/ids.js';
+import type { SessionConfig, SessionDescription, SessionReport } from '../domain/sessions.js';
+import type { TaskUpdate } from '../domain/tasks.js';
+import type { WorkerCommandMessage } from '../../machines/coordinator/worker-connection.machine.js';
+import type { CommandReply, WorkerCommand } from '../../machines/worker/worker.machine.js';
+import { decodeError, decodeSessionState, decodeTaskSpec, decodeTaskUpdate, encodeError, encodeSessionState, encodeTaskSpec, encodeTaskUpdate, num } from './codecs.js';
+import type { CoordinatorMessage, CoordinatorMessage__Output, SessionConfig__Output, WorkerMessage, WorkerMessage__Output } from './messages.js';
+import type { SessionDescription as WireDescription, SessionDescription__Output as WireDescription__Output } from './generated/codegen/v1/SessionDescription.js';
+
+const str = (v: unknown): string => (typeof v === 'string' ? v : v === undefined || v === null ? '' : String(v));
+
+function sessionIdFrom(field: string, v: unknown): string {
+  const id = str(v);
+  if (!isSafeId(id)) throw invalidArgument(field, `${JSON.stringify(id)} is not a valid session id`);
+  return id;
+}
+
+function stringMap(field: string, v: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (v === null || v === undefined) return out;
+  if (typeof v !== 'object') throw invalidArgument(field, 'must be a map of strings');
+  for (const [k, val] of Object.entries(v)) {
+    if (typeof val !== 'string') throw invalidArgument(`${field}.${k}`, 'must be a string');
+    out[k] = val;
+  }
+  return out;
+}
+
+export function decodeSessionConfig(wire: SessionConfig__Output | null | undefined, field = 'config'): SessionConfig {
+  return {
+    env_vars: checkEnvVars(stringMap(`${field}.env_vars`, wire?.env_vars), `${field}.env_vars`),
+    allow_network: Boolean(wire?.allow_network),
+    language: str(wire?.language) || 'python',
+  };
+}
+
+const encodeConfig = (c: SessionConfig) => ({ env_vars: c.env_vars, allow_network: c.allow_network, language: c.language });
+
+export function encodeDescription(d: SessionDescription): WireDescription {
+  return {
+    session_id: d.sessionId,
+    workspace_id: d.workspaceId,
+    user_id: d.userId,
+    config: encodeConfig(d.config),
+    metadata: d.metadata,
+    metadata_version: d.metadataVersion,
+    created_at_ms: d.createdAtMs,
+    last_activity_ms: d.lastActivityMs,
+    restarted_at_ms: d.restartedAtMs,
+    survival_note: d.survivalNote,
+    idle_timeout_ms: d.idleTimeoutMs,
+  };
+}
+
+/** A session as a worker reports it (state, workspace, failure reason with the description). */
+export function encodeReport(r: SessionReport): WireDescription {
+  return { ...encodeDescription(r.description), state: encodeSessionState(r.state), workspace_path: r.workspacePath, failure_reason: r.failureReason, incarnation: r.incarnation };
+}
+
+export function decodeDescription(wire: WireDescription__Output | null | undefined, field: string): SessionDescription {
+  if (!wire) throw invalidArgument(field, 'is required');
+  const nonNegative = (name: string, v: unknown): number => {
+    const n = num(v);
+    if (!Number.isSafeInteger(n) || n < 0) throw invalidArgument(`${field}.${name}`, 'must be a non-negative whole number');
+    return n;
+  };
+  return {
+    sessionId: sessionIdFrom(`${field}.session_id`, wire.session_id),
+    workspaceId: str(wire.workspace_id),
+    userId: str(wire.user_id),
+    config: decodeSessionConfig(wire.config, `${field}.config`),
+    metadata: stringMap(`${field}.metadata`, wire.metadata),
+    metadataVersion: nonNegative('metadata_version', wire.metadata_version),
+    createdAtMs: nonNegative('created_at_ms', wire.created_at_ms),
+    lastActivityMs: nonNegative('last_activity_ms', wire.last_activity_ms),
+    restartedAtMs: nonNegative('restarted_at_ms', wire.restarted_at_ms),
+    survivalNote: str(wire.survival_note),
+    idleTimeoutMs: nonNegative('idle_timeout_ms', wire.idle_timeout_ms),
+  };
+}
+
+export function decodeReport(wire: WireDescription__Output | null | undefined, field: string, gone = false): SessionReport {
+  const description = decodeDescription(wire, field);
+  const state = decodeSessionState(wire?.state);
+  if (!state) throw invalidArgument(`${field}.state`, `${JSON.stringify(str(wire?.state))} is not a session state`);
+  return { description, state, workspacePath: str(wire?.workspace_path), failureReason: str(wire?.failure_reason), gone, incarnation: str(wire?.incarnation) };
+}
+
+// ---- coordinator → worker -------------------------------------------------------------------
+
+export function encodeCommand(requestId: string, c: WorkerCommandMessage): CoordinatorMessage {
+  switch (c.kind) {
+    case 'create_session': {
+      const d = c.description;
+      return {
+        request_id: requestId,
+        create_session: {
+          session_id: d.sessionId,
+          config: encodeConfig(d.config),
+          workspace_id: d.workspaceId,
+          user_id: d.userId,
+          metadata: d.metadata,
+          idle_timeout_ms: d.idleTimeoutMs,
+          created_at_ms: d.createdAtMs,
+        },
+      };
+    }
+    case 'destroy_session':
+      return { request_id: requestId, destroy_session: { session_id: c.sessionId, force: true } };
+    case 'assign_task':
+      return { request_id: requestId, assign_task: { task: encodeTaskSpec(c.spec) } };
+    case 'cancel_task':
+      return { request_id: requestId, cancel_task: { task_id: c.taskId, session_id: c.sessionId, reason: c.reason } };
+    case 'put_metadata':
+      return { request_id: requestId, put_metadata: { session_id: c.sessionId, metadata: c.metadata, merge: c.merge } };
+  }
+}
+
+/** A command as the worker's machines take it; `atMs` is when it arrived. */
+export function decodeCommand(msg: CoordinatorMessage__Output, atMs: number): WorkerCommand {
+  const requestId = str(msg.request_id);
+  switch (msg.command) {
+    case 'create_session': {
+      const c = msg.create_session;
+      const createdAtMs = num(c?.created_at_ms) || atMs;
+      return {
+        type: 'command.create',
+        requestId,
+        atMs,
+        description: {
+          sessionId: sessionIdFrom('create_session.session_id', c?.session_id),
+          workspaceId: str(c?.workspace_id),
+          userId: str(c?.user_id),
+          config: decodeSessionConfig(c?.config, 'create_session.config'),
+          metadata: stringMap('create_session.metadata', c?.metadata),
+          metadataVersion: 0,
+          createdAtMs,
+          lastActivityMs: createdAtMs,
+          restartedAtMs: 0,
+          survivalNote: '',
+          idleTimeoutMs: Math.max(0, num(c?.idle_timeout_ms)),
+        },
+      };
+    }
+    case 'destroy_session':
+      return { type: 'command.destroy', requestId, atMs, sessionId: sessionIdFrom('destroy_session.session_id', msg.destroy_session?.session_id) };
+    case 'assign_task':
+      return { type: 'command.task', requestId, atMs, spec: decodeTaskSpec(msg.assign_task?.task) };
+    case 'cancel_task':
+      return {
+        type: 'command.cancel',
+        requestId,
+        atMs,
+        sessionId: sessionIdFrom('cancel_task.session_id', msg.cancel_task?.session_id),
+        taskId: str(msg.cancel_task?.task_id),
+        reason: str(msg.cancel_task?.reason),
+      };
+    case 'put_metadata':
+      return {
+        type: 'command.put_metadata',
+        requestId,
+        atMs,
+        sessionId: sessionIdFrom('put_metadata.session_id', msg.put_metadata?.session_id),
+        metadata: stringMap('put_metadata.metadata', msg.put_metadata?.metadata),
+        merge: Boolean(msg.put_metadata?.merge),
+      };
+    default:
+      throw invalidArgument('command', `unknown command ${JSON.stringify(str(msg.command))}`);
+  }
+}
+
+// ---- worker → coordinator -------------------------------------------------------------------
+
+export const encodeReply = (r: CommandReply): WorkerMessage => ({
+  request_id: r.requestId,
+  reply: { ok: r.ok, error: r.error ? encodeError(r.error) : null, session_id: r.sessionId, workspace_path: '', artifacts: [] },
+});
+
+export const encodeReportMessage = (r: SessionReport): WorkerMessage => ({
+  session_report: { session_id: r.description.sessionId, state: encodeSessionState(r.state), reason: r.failureReason, session: encodeReport(r), gone: r.gone },
+});
+
+export const encodeTaskUpdateMessage = (sessionId: string, taskId: string, update: TaskUpdate): WorkerMessage => ({
+  task_update: { session_id: sessionId, response: encodeTaskUpdate(taskId, update) },
+});
+
+/** What a worker can tell the coordinator on its task stream, decoded. */
+export type WorkerFact =
+  | { kind: 'reply'; requestId: string; sessionId: string; ok: boolean; error?: ErrorInfo }
+  | { kind: 'task_update'; sessionId: string; taskId: string; update: TaskUpdate }
+  | { kind: 'report'; report: SessionReport };
+
+export function decodeWorkerMessage(msg: WorkerMessage__Output): WorkerFact {
+  switch (msg.body) {
+    case 'reply': {
+      const r = msg.reply;
+      const error = r?.error && r.error.code ? decodeError(r.error) : undefined;
+      return { kind: 'reply', requestId: str(msg.request_id), sessionId: sessionIdFrom('reply.session_id', r?.session_id), ok: Boolean(r?.ok), ...(error ? { error } : {}) };
+    }
+    case 'task_update': {
+      const response = msg.task_update?.response;
+      if (!response) throw invalidArgument('task_update.response', 'is required');
+      const taskId = str(response.task_id);
+      if (!taskId) throw invalidArgument('task_update.response.task_id', 'is required');
+      return { kind: 'task_update', sessionId: str(msg.task_update?.session_id), taskId, update: decodeTaskUpdate(response) };
+    }
+    case 'session_report': {
+      const r = msg.session_report;
+      return { kind: 'report', report: decodeReport(r?.session, 'session_report.session', Boolean(r?.gone)) };
+    }
+    default:
+      throw invalidArgument('body', `unexpected message ${JSON.stringify(str(msg.body))} on the task stream`);
+  }
+}
