@@ -10,6 +10,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { connectCoordinator, unary, type CoordinatorClients } from '../src/wire/client.js';
 import type { TaskRequest, TaskResponse__Output } from '../src/wire/messages.js';
+import { runScale } from './scale.js';
 import { startSystem } from './system.js';
 
 const quantile = (xs: number[], q: number): number => {
@@ -142,6 +143,9 @@ async function main(): Promise<void> {
   console.log('| measure | p50 / rate | p95 | target | |');
   console.log('|---|---|---|---|---|');
   for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+
+  // The coordinator's scale figures: synthetic workers over the real protocol, no Python (bench/scale.ts).
+  await runScale();
 }
 
 main().catch((err) => {
