@@ -110,6 +110,9 @@ export CODEGEN_DOCKER_MODE="$MODE"
 export CODEGEN_DOCKER_GRPC_ADDR="127.0.0.1:$CODEGEN_TEST_GRPC_PORT"
 export CODEGEN_DOCKER_MCP_URL="http://127.0.0.1:$CODEGEN_TEST_HTTP_PORT/mcp"
 export CODEGEN_DOCKER_WHEELS="$CODEGEN_TEST_WHEELS"
+# The suite restarts services itself (docker compose restart worker-1, coordinator), with this command.
+CODEGEN_DOCKER_COMPOSE_JSON="$(node -e 'process.stdout.write(JSON.stringify(process.argv.slice(1)))' "${TC[@]}")"
+export CODEGEN_DOCKER_COMPOSE_JSON
 if [ "$MODE" = single ]; then suite=test/e2e/docker-integration.test.ts; else suite=test/e2e/docker-multi.test.ts; fi
 node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile.json="$OUT/vitest.json" "$suite"
 say "== docker-test ($MODE) passed in $(( $(date +%s) - start ))s"

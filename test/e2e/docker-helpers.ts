@@ -4,6 +4,7 @@
  * docker-test / docker-test-multi), which starts the stack and sets the
  * variables below; under a plain `npm test` they skip themselves.
  */
+import { execFileSync } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -16,7 +17,29 @@ export const dockerEnv = {
   mcpUrl: process.env.CODEGEN_DOCKER_MCP_URL ?? '',
   /** Host folder mounted at /wheels in the workers (PIP_FIND_LINKS=/wheels, PIP_NO_INDEX=1). */
   wheels: process.env.CODEGEN_DOCKER_WHEELS ?? '',
+  /** The stack's compose command, as a JSON array (e.g. [".../compose.sh", "-p", "codegen-test", "-f", "docker-compose.test.yml"]). */
+  compose: JSON.parse(process.env.CODEGEN_DOCKER_COMPOSE_JSON ?? '[]') as string[],
 };
+
+/** `docker compose restart <service>` on the test stack, as an operator would type it. */
+export function composeRestart(service: string): void {
+  const [cmd, ...args] = dockerEnv.compose;
+  if (!cmd) throw new Error('CODEGEN_DOCKER_COMPOSE_JSON is not set (run through scripts/docker/run-compose-test.sh)');
+  execFileSync(cmd, [...args, 'restart', service], { stdio: 'inherit', timeout: 180_000 });
+}
+
+/** Retries `fn` while it fails (the coordinator or the worker is still coming back), up to `timeoutMs`. */
+export async function untilItWorks<T>(fn: () => Promise<T>, timeoutMs = 120_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
 
 export interface Session {
   session_id: string;

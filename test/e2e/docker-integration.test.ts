@@ -5,7 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildWheel } from '../helpers/wheels.js';
-import { dockerEnv, GrpcDriver, probeImports, type Session } from './docker-helpers.js';
+import { unary } from '../../src/wire/client.js';
+import { composeRestart, dockerEnv, GrpcDriver, probeImports, untilItWorks, type Session } from './docker-helpers.js';
 
 describe.skipIf(!dockerEnv.enabled)('docker compose: coordinator + one worker', () => {
   let grpc: GrpcDriver;
@@ -50,4 +51,34 @@ describe.skipIf(!dockerEnv.enabled)('docker compose: coordinator + one worker', 
     expect(r.exit_code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout.trim())).toEqual({ cgdemo_single: 'single-from-wheel' });
   }, 240_000);
+
+  it('keeps the session, its files, packages and metadata across `docker compose restart worker-1`, then the coordinator', async () => {
+    const id = session.session_id;
+    await unary(grpc.clients.sessions, 'UpdateSessionMetadata', { session_id: id, metadata: { kept: 'yes' } });
+    const write = await grpc.execute(id, { fs_write: { path: 'notes/kept.txt', contents: 'survives restarts', create_dirs: true } });
+    expect(write.status).toBe('STATUS_SUCCESS');
+    const check = async () => {
+      const read = await grpc.execute(id, { fs_read: { path: 'notes/kept.txt' } });
+      expect(read.response?.contents).toBe('survives restarts');
+      const r = await grpc.runPython(id, probeImports(['cgdemo_single']));
+      expect(JSON.parse(r.stdout.trim())).toEqual({ cgdemo_single: 'single-from-wheel' });
+      const md = await unary(grpc.clients.sessions, 'GetSessionMetadata', { session_id: id });
+      expect(md.metadata).toMatchObject({ test: 'docker-integration', kept: 'yes' });
+    };
+
+    composeRestart('worker-1');
+    // Usable again once the restarted worker has adopted it (same container, same volume).
+    await untilItWorks(() => grpc.runPython(id, 'print("back")').then((r) => expect(r.stdout).toBe('back\n')));
+    await check();
+    const afterWorker = await unary(grpc.clients.sessions, 'GetSessionStatus', { session_id: id });
+    expect(Number(afterWorker.info.restarted_at_ms)).toBeGreaterThan(0);
+    expect(afterWorker.info.survival_note).toMatch(/files/);
+
+    composeRestart('coordinator');
+    // The new coordinator rebuilds its view from the worker's registration.
+    await untilItWorks(() => grpc.runPython(id, 'print("again")').then((r) => expect(r.stdout).toBe('again\n')));
+    await check();
+    const listed = await unary(grpc.clients.sessions, 'ListSessions', {});
+    expect(listed.sessions.map((x: { session_id: string }) => x.session_id)).toContain(id);
+  }, 400_000);
 });
