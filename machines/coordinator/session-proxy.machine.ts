@@ -306,7 +306,7 @@ export const sessionProxyMachine = setup({
         // The worker registered again without it: the create never reached it.
         'session.unreported': { target: 'refused', actions: assign({ error: ({ context }) => errorInfo('UNAVAILABLE', `worker ${context.workerId} restarted before session ${context.sessionId} was ready; try again`) }) },
         'task.submit': { actions: { type: 'rejectTaskWith', params: ({ context, event }) => ({ requestId: event.requestId, error: errorInfo('UNAVAILABLE', `session ${context.sessionId} is still being made; retry shortly`) }) } },
-        'session.destroy': 'destroying',
+        'session.destroy': { target: 'destroying', actions: assign({ destroyRequestId: ({ event }) => event.requestId }) },
         'worker.online': { actions: 'markOnline' },
       },
     },

@@ -107,6 +107,8 @@ export interface DescriptionSave {
 }
 
 export const sessionChildId = (sessionId: string): string => `session:${sessionId}`;
+/** A task's actor among the session's children: the prefix keeps a task id (any safe id, say `persist`) from naming another child. */
+export const taskChildId = (taskId: string): string => `task:${taskId}`;
 export const warmChildId = (sessionId: string): string => `warm:${sessionId}`;
 
 const NEVER = 2 ** 31 - 1;
@@ -174,13 +176,20 @@ export const sessionMachine = setup({
       if (context.metadataAsks.length > 0) saveDescription(context, enqueue);
     }),
     enqueueTask: enqueueActions(({ context, enqueue }, p: { spec: TaskSpec; atMs: number }) => {
-      if (findRecord(context.book, { taskId: p.spec.taskId })) return; // a repeat never runs twice
+      // A repeat never runs twice. The coordinator answers repeats it remembers; this one it forgot
+      // (it restarted since), so the task is refused here rather than left without an answer.
+      const earlier = findRecord(context.book, { taskId: p.spec.taskId });
+      if (earlier) {
+        const how = earlier.outcome ? `ended ${earlier.state.toUpperCase()}; its result went with the coordinator's restart` : 'is still running from before the coordinator restarted';
+        enqueue.sendParent({ type: 'task.refused', sessionId: context.description.sessionId, taskId: p.spec.taskId, error: errorInfo('FAILED_PRECONDITION', `task_id ${p.spec.taskId} already ran in session ${context.description.sessionId} and ${how}; use a new task_id`) } satisfies SessionParentEvent);
+        return;
+      }
       enqueue.assign({
         book: addRecord(context.book, { taskId: p.spec.taskId, tool: p.spec.call.tool, sequence: p.spec.sequence, state: 'queued', enqueuedAtMs: p.atMs, startedAtMs: 0, endedAtMs: 0, progress: null, outcome: null }),
         queue: [...context.queue, p.spec.taskId],
         description: touched(context, p.atMs),
       });
-      enqueue.spawnChild('task', { id: p.spec.taskId, systemId: `task:${p.spec.taskId}`, input: { spec: p.spec, workerId: context.workerId, enqueuedAtMs: p.atMs } });
+      enqueue.spawnChild('task', { id: taskChildId(p.spec.taskId), systemId: taskChildId(p.spec.taskId), input: { spec: p.spec, workerId: context.workerId, enqueuedAtMs: p.atMs } });
     }),
     refuseTask: enqueueActions(({ context, enqueue }, p: { spec: TaskSpec; message: string }) => {
       enqueue.sendParent({ type: 'task.refused', sessionId: context.description.sessionId, taskId: p.spec.taskId, error: errorInfo('FAILED_PRECONDITION', p.message) } satisfies SessionParentEvent);
@@ -190,7 +199,7 @@ export const sessionMachine = setup({
       if (!next) return;
       const atMs = 'atMs' in event && typeof event.atMs === 'number' ? event.atMs : context.description.lastActivityMs;
       enqueue.assign({ current: next, queue: rest, book: updateRecord(context.book, next, { state: 'running', startedAtMs: atMs }) });
-      enqueue.sendTo(next, { type: 'task.start', atMs });
+      enqueue.sendTo(taskChildId(next), { type: 'task.start', atMs });
     }),
     recordTaskEnd: enqueueActions(({ context, enqueue }, p: { taskId: string; outcome: TaskOutcomeSummary; atMs: number }) => {
       enqueue.assign({
@@ -199,14 +208,14 @@ export const sessionMachine = setup({
         current: context.current === p.taskId ? null : context.current,
         description: touched(context, p.atMs),
       });
-      enqueue.stopChild(p.taskId);
+      enqueue.stopChild(taskChildId(p.taskId));
     }),
     forwardCancel: enqueueActions(({ context, enqueue }, p: { taskId: string; reason: string; atMs: number }) => {
-      if (liveTaskIds(context).includes(p.taskId)) enqueue.sendTo(p.taskId, { type: 'task.cancel', reason: p.reason, atMs: p.atMs });
+      if (liveTaskIds(context).includes(p.taskId)) enqueue.sendTo(taskChildId(p.taskId), { type: 'task.cancel', reason: p.reason, atMs: p.atMs });
     }),
     cancelTasks: enqueueActions(({ context, enqueue }, p: { which: 'queued' | 'current' | 'all'; reason: string; atMs: number }) => {
       const ids = p.which === 'queued' ? context.queue : p.which === 'current' ? (context.current ? [context.current] : []) : liveTaskIds(context);
-      for (const id of ids) enqueue.sendTo(id, { type: 'task.cancel', reason: p.reason, atMs: p.atMs });
+      for (const id of ids) enqueue.sendTo(taskChildId(id), { type: 'task.cancel', reason: p.reason, atMs: p.atMs });
     }),
     putMetadata: assign(({ context }, p: MetadataChange) => ({ description: withMetadata(context.description, p), metadataAsks: [...context.metadataAsks, p.requestId] })),
     // A throwing action fails the actor, as a bug in it would.
@@ -277,7 +286,9 @@ export const sessionMachine = setup({
     // the normal task.ended path (so a crashed running task takes BUSY to FAILED).
     'xstate.error.actor.*': {
       actions: enqueueActions(({ context, event, enqueue, self }) => {
-        const taskId = removeFailedChild(event, self, enqueue);
+        const childId = removeFailedChild(event, self, enqueue);
+        if (!childId.startsWith('task:')) return;
+        const taskId = childId.slice('task:'.length);
         const rec = context.book.records[taskId];
         if (!rec || rec.outcome) return;
         const outcome: TaskOutcomeSummary = { type: 'error', error: errorInfo('INTERNAL', `task ${taskId} crashed: ${reasonOf((event as { error?: unknown }).error)}`) };
@@ -414,7 +425,7 @@ export const sessionMachine = setup({
         'task.submit': {
           actions: { type: 'refuseTask', params: ({ context, event }) => ({ spec: event.spec, message: `session ${context.description.sessionId} is shutting down; create a new session` }) },
         },
-        'metadata.put': { actions: [{ type: 'putMetadata', params: ({ event }) => event }, 'save'] },
+        'metadata.put': { actions: [{ type: 'putMetadata', params: ({ event }) => event }, 'save', { type: 'report', params: { state: 'DRAINING' } }] },
       },
       initial: 'waiting',
       states: {

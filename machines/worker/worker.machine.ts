@@ -38,7 +38,7 @@ export interface WorkerContext extends WorkerInput {
   held: Record<string, SessionReport>;
   /** Sessions whose supervisor runs now (an escalated one stays held, FAILED, with none). */
   live: string[];
-  /** Held sessions with no session actor running: restarting after a crash, or given up on (FAILED). */
+  /** Held sessions with no session actor running: restarting after a crash, given up on (FAILED), or drained for the shutdown. */
   down: string[];
   /** Destroys of sessions with no actor, done by `discardSession`: session id → the command's request id. */
   discarding: Record<string, string>;
@@ -272,7 +272,9 @@ export const workerMachine = setup({
           const last = context.held[event.sessionId];
           const error = context.live.includes(event.sessionId)
             ? errorInfo('UNAVAILABLE', `session ${event.sessionId} is restarting (its actor crashed); change its metadata again shortly`)
-            : errorInfo('FAILED_PRECONDITION', `session ${event.sessionId} has FAILED (${last?.failureReason ?? 'its actor kept crashing'}); its metadata can no longer change`);
+            : last?.state !== 'FAILED'
+              ? errorInfo('UNAVAILABLE', `session ${event.sessionId} was shut down with this worker; change its metadata once the worker is back`)
+              : errorInfo('FAILED_PRECONDITION', `session ${event.sessionId} has FAILED (${last.failureReason || 'its actor kept crashing'}); its metadata can no longer change`);
           enqueue.emit(replyEvent({ requestId: event.requestId, sessionId: event.sessionId, error }));
         }),
       },
@@ -308,10 +310,15 @@ export const workerMachine = setup({
     },
     // A session actor that ended abnormally and is being restarted: down until it reports again.
     'supervisor.child_exited': {
-      actions: enqueueActions(({ context, enqueue, event }) => {
+      actions: enqueueActions(({ context, enqueue, event, self }) => {
         const id = event.childId.startsWith('session:') ? event.childId.slice('session:'.length) : undefined;
         if (id === undefined) return;
         if (event.restarting && id in context.held && !context.down.includes(id)) enqueue.assign({ down: [...context.down, id] });
+        // The next run starts from the latest description, not the one it was first given: until its
+        // workspace is prepared (which reads the disk) it may report or even save it.
+        const last = context.held[id];
+        const sup = self.getSnapshot().children[supervisorIdOf(event.childId)];
+        if (event.restarting && last && sup) enqueue.sendTo(sup, { type: 'supervisor.update_input', childInput: sessionStart(context, last.description, 'adopt').spawn.input.childInput });
         const why = event.abnormal ? `its actor ${event.reason || 'crashed'}` : 'it shut down';
         enqueue({ type: 'failMetadataAsks', params: { sessionId: id, error: errorInfo('UNAVAILABLE', `session ${id} stopped before the metadata change was saved (${why}); change it again`) } });
       }),
@@ -358,15 +365,15 @@ export const workerMachine = setup({
         if (childId === supervisorIdOf(POOL_ID)) return enqueue.assign({ poolAlive: false });
         const id = sessionOf(childId);
         if (id === undefined) return;
-        const output = (event as { output?: { end?: string } }).output;
-        const held = { ...context.held };
-        // An escalated session keeps its FAILED entry (its files stay); one that ended is no longer held.
-        if (output?.end !== 'escalated') delete held[id];
-        const error = id in context.held
+        // A destroyed session is no longer held (its gone report came first). One drained for the
+        // shutdown stays held with no actor, its files on disk: a destroy now removes them (as for a
+        // session given up on), and the next start adopts it otherwise. An escalated one stays FAILED.
+        const drained = id in context.held;
+        const error = drained
           ? errorInfo('UNAVAILABLE', `session ${id} was shut down with its worker before the metadata change was saved; change it again once it is back`)
           : errorInfo('FAILED_PRECONDITION', `session ${id} was destroyed before the metadata change was saved`);
         enqueue({ type: 'failMetadataAsks', params: { sessionId: id, error } });
-        enqueue.assign({ held, live: context.live.filter((s) => s !== id) });
+        enqueue.assign({ live: context.live.filter((s) => s !== id), down: drained && !context.down.includes(id) ? [...context.down, id] : context.down });
       }),
     },
     // Supervisors do not crash; if one does, its child is gone: say so and carry on.

@@ -1,5 +1,6 @@
 import { waitFor, type AnyActorRef } from 'xstate';
 import { checkEnvVars } from '../domain/env.js';
+import { checkMetadataSize } from '../domain/metadata.js';
 import { CodegenError, invalidArgument, type ErrorInfo } from '../domain/errors.js';
 import { isSafeId, newRequestId, newSessionId, newTaskId } from '../domain/ids.js';
 import type { SessionConfig, SessionDescription, SessionView, WorkerView } from '../domain/sessions.js';
@@ -61,6 +62,7 @@ export class ActorCoordinatorPort implements CoordinatorPort {
       language: input.config?.language || 'python',
     };
     if (config.language !== 'python') throw invalidArgument('config.language', `only "python" is supported, not ${JSON.stringify(config.language)}`);
+    checkMetadataSize(input.metadata ?? {});
     const workspaceId = input.workspaceId ?? '';
     if (workspaceId && !isSafeId(workspaceId)) throw invalidArgument('workspace_id', 'letters, digits, ".", "_" and "-" only, at most 128');
     const now = Date.now();
@@ -169,6 +171,7 @@ export class ActorCoordinatorPort implements CoordinatorPort {
 
   async putMetadata(sessionId: string, metadata: Record<string, string>, merge: boolean): Promise<Record<string, string>> {
     const proxy = this.proxy(sessionId);
+    checkMetadataSize(merge ? { ...proxy.getSnapshot().context.report.description.metadata, ...metadata } : metadata);
     const requestId = newRequestId();
     // Answered once the worker saved the change, or when it is lost: the bound only guards against a bug.
     const answer = await askLater(proxy, { type: 'metadata.put', requestId, metadata: { ...metadata }, merge, atMs: Date.now() }, ['metadata.answered'], (e) => {

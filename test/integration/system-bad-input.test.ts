@@ -110,6 +110,19 @@ describe('bad input', () => {
     await unary(S(), 'DestroySession', { session_id: other.session_id });
   });
 
+  it('refuses metadata past 4096 bytes of keys and values (it travels in every report), keeping what was there', async () => {
+    const big = 'x'.repeat(4_000);
+    await refused(S(), 'CreateSession', { metadata: { big: big + 'x'.repeat(200) } }, grpc.status.INVALID_ARGUMENT, 'metadata', '4096');
+    const s = await unary(S(), 'CreateSession', { metadata: { a: 'b' } });
+    // Merging counts what is there already.
+    await unary(S(), 'UpdateSessionMetadata', { session_id: s.session_id, metadata: { big } });
+    await refused(S(), 'UpdateSessionMetadata', { session_id: s.session_id, metadata: { more: 'x'.repeat(200) } }, grpc.status.INVALID_ARGUMENT, 'metadata');
+    expect((await unary(S(), 'GetSessionMetadata', { session_id: s.session_id })).metadata).toEqual({ a: 'b', big });
+    // Replacing counts only the new.
+    expect((await unary(S(), 'SetSessionMetadata', { session_id: s.session_id, metadata: { more: 'x'.repeat(200) } })).metadata).toEqual({ more: 'x'.repeat(200) });
+    await unary(S(), 'DestroySession', { session_id: s.session_id });
+  });
+
   it('answers UNIMPLEMENTED for checkpoints and restores', async () => {
     await refused(S(), 'CheckpointSession', { session_id: sessionId }, grpc.status.UNIMPLEMENTED);
     await refused(S(), 'RestoreSession', { checkpoint_id: 'cp-1' }, grpc.status.UNIMPLEMENTED);

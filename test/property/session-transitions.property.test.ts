@@ -174,8 +174,9 @@ async function run(s: Setup, cmds: Cmd[]): Promise<void> {
         h.send({ type: 'tasks.orphan', reason: 'a new registration', atMs: h.clock.now() });
         break;
       case 'metadata':
+        // A merge of the same value (`stale`) or of a new one: a change either way.
         version = c.stale ? version : version + 1;
-        h.send({ type: 'metadata.put', metadata: { v: String(version) }, version, atMs: h.clock.now() });
+        h.send({ type: 'metadata.put', requestId: `m${i}`, metadata: { v: String(version) }, merge: true, atMs: h.clock.now() });
         break;
       case 'prepare':
         h.prepared(c.ok);
@@ -204,7 +205,7 @@ async function run(s: Setup, cmds: Cmd[]): Promise<void> {
     const newReports = h.reports().slice(reportsBefore);
     const removed = h.snapshot().context.removeWorkspace;
     const expectedReports = segment.filter((st) => st !== 'TERMINATED' || removed);
-    if (c.t === 'metadata' && ['READY', 'IDLE', 'BUSY', 'FAILED'].includes(h.state())) expectedReports.push(h.state());
+    if (c.t === 'metadata' && ['READY', 'IDLE', 'BUSY', 'FAILED', 'DRAINING'].includes(h.state())) expectedReports.push(h.state());
     expect(newReports.map((r) => r.state), `reports ${where} (states entered: ${JSON.stringify(segment)})`).toEqual(expectedReports);
     for (const r of newReports) expect(r.gone, `only a destroyed session is reported gone ${where}`).toBe(r.state === 'TERMINATED' && removed);
 

@@ -128,6 +128,14 @@ describe('session proxy: creating a session', () => {
     expect(t.p.view()).toMatchObject({ sessionId: 's1', workerId: 'w1', state: 'READY', workspacePath: '/ws/s1', unreachableSinceMs: 0 });
   });
 
+  it('answers a destroy made while the session is being made, also when the worker does not finish it in time', () => {
+    const t = creating();
+    t.p.destroy(true);
+    expect(t.p.view().state).toBe('DRAINING');
+    t.clock.increment(60_000);
+    expect(t.p.destroyAnswers()).toEqual([expect.objectContaining({ type: 'destroy.answered', requestId: expect.stringMatching(/^destroy-/), error: expect.objectContaining({ code: 'INTERNAL' }) })]);
+  });
+
   it('is refused with the code the worker refused the command with, not INTERNAL', () => {
     const t = creating();
     t.worker().reply('s1', false, errorOf('CAPACITY_EXHAUSTED', 'worker full'));

@@ -220,6 +220,19 @@ describe('worker machine', () => {
       expect(w.errors).toEqual([]);
     });
 
+    it('starts a restarted session actor from its latest description (with its metadata), not the one it was created with', async () => {
+      const w = start({ faults: true });
+      await w.createReady('s1');
+      w.actor.send({ type: 'command.put_metadata', requestId: 'm1', sessionId: 's1', metadata: { kept: 'yes' }, merge: true, atMs: 0 });
+      await flush();
+      expect(w.reply('m1')).toMatchObject({ ok: true });
+      w.actor.send({ type: 'worker.fault' });
+      w.clock.increment(1_000);
+      await flush();
+      expect(w.prepare.calls).toHaveLength(2);
+      expect(w.prepare.last().input.description).toMatchObject({ metadata: { kept: 'yes' }, metadataVersion: 1 });
+    });
+
     it('keeps a session that crashes too often held, reported FAILED, with its supervisor gone', async () => {
       const w = start({ faults: true, sessions: fastIntensity(1) });
       await w.createReady('s1');
@@ -407,6 +420,29 @@ describe('worker machine', () => {
       w.release.last().resolve();
       await flush();
       expect(w.value()).toBe('deregistering');
+    });
+
+    it('removes the files of a session it already drained when a destroy comes before the link goes, and refuses its metadata UNAVAILABLE', async () => {
+      const w = start();
+      await w.connect('reg-1');
+      await w.createReady('s1');
+      await w.createReady('s2');
+      w.task('t1', 's1');
+      w.actor.send({ type: 'worker.shutdown', atMs: 0 });
+      // s2 drained (files kept) while s1's task keeps the worker, and its link, up.
+      w.release.calls[0]!.resolve();
+      await flush();
+      expect(w.context().live).toEqual(['s1']);
+      w.actor.send({ type: 'command.put_metadata', requestId: 'm2', sessionId: 's2', metadata: { a: 'b' }, merge: true, atMs: 0 });
+      expect(w.reply('m2')).toMatchObject({ ok: false, error: { code: 'UNAVAILABLE', message: expect.stringContaining('shut down with this worker') } });
+      w.actor.send({ type: 'command.destroy', requestId: 'd2', sessionId: 's2', atMs: 0 });
+      expect(w.discard.last().input).toEqual({ sessionId: 's2' });
+      expect(w.reply('d2')).toBeUndefined();
+      w.discard.last().resolve();
+      await flush();
+      expect(w.reply('d2')).toMatchObject({ ok: true, sessionId: 's2' });
+      expect(w.reports('s2').at(-1)).toMatchObject({ gone: true });
+      expect(Object.keys(w.context().held)).toEqual(['s1']);
     });
 
     it('still destroys a session on command while draining', async () => {

@@ -147,16 +147,19 @@ describe('worker session machine', () => {
       expect(s.state()).toBe('READY');
     });
 
-    it('never runs a repeated task id twice, while it runs or after it ended', async () => {
+    it('never runs a repeated task id twice, while it runs or after it ended, and refuses the repeat saying why (it reaches the worker only when the coordinator forgot it)', async () => {
       const s = start();
       await s.ready();
       s.submit('t1');
       s.submit('t1');
       expect(s.snapshot().context.queue).toEqual([]);
+      expect(s.refused().at(-1)).toMatchObject({ taskId: 't1', error: { code: 'FAILED_PRECONDITION', message: expect.stringContaining('is still running') } });
       s.exec.run('t1').finish();
       s.submit('t1');
       expect(s.exec.runs).toHaveLength(1);
       expect(s.outcomes.get('t1')).toHaveLength(1);
+      expect(s.refused().at(-1)).toMatchObject({ taskId: 't1', error: { code: 'FAILED_PRECONDITION', message: expect.stringContaining('ended SUCCEEDED') } });
+      expect(s.refused()).toHaveLength(2);
       expect(s.state()).toBe('READY');
     });
 
@@ -199,9 +202,9 @@ describe('worker session machine', () => {
       const s = start();
       await s.ready();
       s.submit('t1');
-      expect(s.snapshot().children.t1).toBeDefined();
+      expect(s.snapshot().children['task:t1']).toBeDefined();
       s.exec.run('t1').finish();
-      expect(s.snapshot().children.t1).toBeUndefined();
+      expect(s.snapshot().children['task:t1']).toBeUndefined();
       expect(s.parent.system.get('task:t1')).toBeUndefined();
     });
   });
@@ -490,6 +493,33 @@ describe('worker session machine', () => {
       expect(s.saved().at(-1)).toMatchObject({ metadata: { kept: 'disk', fresh: 'yes' }, metadataVersion: 6 });
       await flush();
       expect(parentEvents(s, 'metadata.saved')).toEqual([{ type: 'metadata.saved', sessionId: 's1', requestIds: ['m1'], error: null }]);
+    });
+
+    it('reports a change made while DRAINING, so the answer carries it', async () => {
+      const s = start();
+      await s.ready();
+      s.submit('t1');
+      s.session.send({ type: 'session.drain', atMs: 5 });
+      expect(s.state()).toBe('DRAINING');
+      s.session.send({ type: 'metadata.put', requestId: 'm1', metadata: { k: 'v' }, merge: true, atMs: 10 });
+      expect(s.reports().at(-1)).toMatchObject({ state: 'DRAINING', description: { metadata: { k: 'v' }, metadataVersion: 1 } });
+    });
+
+    it('keeps saving and answering metadata while a task whose id is "persist" runs (task actors cannot take the name of another child)', async () => {
+      const s = start();
+      await s.ready();
+      s.submit('persist');
+      expect(s.state()).toBe('BUSY');
+      s.session.send({ type: 'metadata.put', requestId: 'm1', metadata: { k: 'v' }, merge: true, atMs: 10 });
+      await flush();
+      expect(parentEvents(s, 'metadata.saved')).toEqual([{ type: 'metadata.saved', sessionId: 's1', requestIds: ['m1'], error: null }]);
+      s.exec.run('persist').finish();
+      await flush();
+      expect(s.state()).toBe('READY');
+      s.session.send({ type: 'metadata.put', requestId: 'm2', metadata: { k: 'w' }, merge: true, atMs: 11 });
+      await flush();
+      expect(s.snapshot().status).toBe('active');
+      expect(parentEvents(s, 'metadata.saved')).toHaveLength(2);
     });
 
     it('saves a change that arrived while INITIALIZING even when preparing fails', async () => {
