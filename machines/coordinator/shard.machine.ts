@@ -82,7 +82,17 @@ export const shardMachine = setup({
     ),
     /** Puts a new proxy in a bucket with room, opening a bucket when all are full. */
     placeProxy: enqueueActions(({ context, enqueue }, p: { input: SessionProxyInput }) => {
-      let bucket = Object.keys(context.buckets).find((b) => context.buckets[b]! < context.bucketSize);
+      // The newest bucket is the one with room, unless proxies ended in an older one.
+      const newest = bucketIdOf(context.workerId, context.nextBucket - 1);
+      let bucket = (context.buckets[newest] ?? context.bucketSize) < context.bucketSize ? newest : undefined;
+      if (bucket === undefined) {
+        for (const b in context.buckets) {
+          if (context.buckets[b]! < context.bucketSize) {
+            bucket = b;
+            break;
+          }
+        }
+      }
       let nextBucket = context.nextBucket;
       if (bucket === undefined) {
         bucket = bucketIdOf(context.workerId, nextBucket++);
