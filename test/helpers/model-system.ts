@@ -48,6 +48,7 @@ import { ResultStore } from '../../src/runtime/result-store.js';
 import type { CoordinatorMessage, CoordinatorMessage__Output, WorkerMessage, WorkerMessage__Output } from '../../src/wire/messages.js';
 import { loadProtos } from '../../src/wire/protos.js';
 import { decodeCommand, decodeReport, decodeWorkerMessage, encodeCommand, encodeReply, encodeReport, encodeReportMessage, encodeTaskUpdateMessage } from '../../src/wire/worker-codecs.js';
+import { controlledPromise } from './machine-fakes.js';
 
 /** Simulated time starts here (a plausible epoch, so 0 never means "now"). */
 export const BASE_MS = 1_700_000_000_000;
@@ -127,43 +128,6 @@ export function outcomeOf(kind: FinishKind, meta: { workerId: string; startedAtM
 }
 
 // ---------------------------------------------------------------- fake effects
-
-export interface PendingCall<TInput, TOutput> {
-  input: TInput;
-  signal: AbortSignal;
-  settled: boolean;
-  resolve(output: TOutput): void;
-  reject(error: unknown): void;
-}
-
-/** A `fromPromise` fake that stays pending until the test settles it. */
-export function controlledPromise<TOutput, TInput>() {
-  const calls: PendingCall<TInput, TOutput>[] = [];
-  const logic = fromPromise<TOutput, TInput>(
-    ({ input, signal }) =>
-      new Promise<TOutput>((resolve, reject) => {
-        const call: PendingCall<TInput, TOutput> = {
-          input,
-          signal,
-          settled: false,
-          resolve: (o) => {
-            call.settled = true;
-            resolve(o);
-          },
-          reject: (e) => {
-            call.settled = true;
-            reject(e);
-          },
-        };
-        calls.push(call);
-      }),
-  );
-  return {
-    logic,
-    calls,
-    pending: (): PendingCall<TInput, TOutput>[] => calls.filter((c) => !c.settled && !c.signal.aborted),
-  };
-}
 
 export interface ExecutorRun {
   spec: TaskSpec;
