@@ -204,10 +204,13 @@ describe('a worker that restarts on the same BASE_WORKSPACE', () => {
     },
   );
 
-  it('after a SIGTERM: the running short task completes, the worker deregisters and exits 0, and when it starts again its session is back with its files', async () => {
-    const worker = await sys.startWorker('term-w', { DRAIN_TIMEOUT_SECONDS: '5' });
+  it('after a SIGTERM: the running short task completes, the worker deregisters and exits 0, and when it starts again its session is back with its files, package and metadata', async () => {
+    const env = { DRAIN_TIMEOUT_SECONDS: '5', PIP_FIND_LINKS: wheels, PIP_NO_INDEX: '1' };
+    const worker = await sys.startWorker('term-w', env);
     const s = await unary(S(), 'CreateSession', { worker_id: 'term-w', metadata: { kept: 'on-disk' } });
     ok(await tool(sys.clients, s.session_id, 'fs_write', { path: 'term.txt', contents: 'survives SIGTERM' }), 'fs_write');
+    ok(await tool(sys.clients, s.session_id, 'pkg_install', { packages: ['survivor_pkg==3.1.4'] }), 'pkg_install');
+    expect((await unary(S(), 'UpdateSessionMetadata', { session_id: s.session_id, metadata: { phase: 'before' } })).metadata).toEqual({ kept: 'on-disk', phase: 'before' });
     const t = startTask(sys.clients, python(s.session_id, 'import time\nprint("started", flush=True)\ntime.sleep(1.5)\nprint("finished")'));
     await t.waitForLog((l) => l === 'started');
 
@@ -232,14 +235,15 @@ describe('a worker that restarts on the same BASE_WORKSPACE', () => {
     expect((await grpcError(unary(S(), 'CreateSession', { worker_id: 'term-w' }))).code).toBe(grpc.status.NOT_FOUND);
     expect(readFileSync(path.join(s.workspace_path, 'term.txt'), 'utf8')).toBe('survives SIGTERM');
 
-    const again = await sys.startWorker('term-w', { DRAIN_TIMEOUT_SECONDS: '5' });
+    const again = await sys.startWorker('term-w', env);
     expect(await adoption(again)).toEqual({ adopted: [s.session_id], heldByOthers: 0 });
     await until(() => status(s.session_id), (x) => x.unreachableSinceMs === 0, 15_000, 100, 'the session reachable again');
     expect(ok(await runTask(sys.clients, { session_id: s.session_id, typed_request: { fs_read: { path: 'term.txt' } } }), 'fs_read')['contents']).toBe('survives SIGTERM');
+    expect(ok(await runTask(sys.clients, python(s.session_id, 'import survivor_pkg\nprint(survivor_pkg.VERSION)')), 'run_python')['stdout']).toBe('3.1.4\n');
     const back = await settledStatus(sys.clients, s.session_id);
     expect(back.state).toBe('SESSION_STATE_READY');
     expect(back.worker_id).toBe('term-w');
-    expect(back.metadata).toEqual({ kept: 'on-disk' });
+    expect(back.metadata).toEqual({ kept: 'on-disk', phase: 'before' });
     expect(back.restartedAtMs).toBeGreaterThanOrEqual(termAt);
     expect(back['info']['survival_note']).not.toBe('');
     await unary(S(), 'DestroySession', { session_id: s.session_id });
