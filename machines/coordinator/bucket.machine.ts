@@ -1,6 +1,6 @@
 import { enqueueActions, sendParent, setup, type ActorRefFrom, type AnyActorRef } from 'xstate';
-import { removeFailedChild } from '../supervision.js';
-import { sessionProxyMachine, type SessionProxyInput, type SessionProxyOutput, type SessionProxyParentEvent } from './session-proxy.machine.js';
+import { reasonOf, removeFailedChild } from '../supervision.js';
+import { sessionProxyIdOf, sessionProxyMachine, type SessionProxyInput, type SessionProxyOutput, type SessionProxyParentEvent } from './session-proxy.machine.js';
 
 /**
  * A bucket of session proxies inside a worker's shard. XState copies a parent's children on
@@ -42,7 +42,7 @@ export const bucketMachine = setup({
   on: {
     'bucket.spawn': {
       actions: enqueueActions(({ enqueue, event }) => {
-        const id = `session:${event.input.report.description.sessionId}`;
+        const id = sessionProxyIdOf(event.input.report.description.sessionId);
         enqueue.spawnChild('sessionProxy', { id, systemId: id, input: event.input });
       }),
     },
@@ -70,8 +70,7 @@ export const bucketMachine = setup({
     'xstate.error.actor.*': {
       actions: enqueueActions(({ context, enqueue, event, self }) => {
         const childId = removeFailedChild(event, self, enqueue);
-        const why = (event as { error?: unknown }).error;
-        enqueue.sendParent({ type: 'bucket.session_crashed', bucketId: context.bucketId, sessionId: childId.slice('session:'.length), reason: why instanceof Error ? why.message : String(why) } satisfies BucketParentEvent);
+        enqueue.sendParent({ type: 'bucket.session_crashed', bucketId: context.bucketId, sessionId: childId.slice('session:'.length), reason: reasonOf((event as { error?: unknown }).error) } satisfies BucketParentEvent);
       }),
     },
   },

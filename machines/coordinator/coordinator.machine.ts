@@ -134,17 +134,14 @@ export const coordinatorMachine = setup({
       enqueue.emit({ type: 'session.placed', requestId: e.requestId, sessionId: e.description.sessionId, workerId: choice.workerId });
     }),
     noteLoad: enqueueActions(({ context, enqueue }, e: Extract<ShardParentEvent, { type: 'shard.load' }>) => {
-      const slot = slotOf(context.placement, e.workerId);
-      if (!slot) return;
       const reg = e.registration;
-      const next = {
+      const placement = updateSlot(context.placement, e.workerId, {
         load: e.sessions,
         online: e.online,
         ...(reg ? { registrationId: reg.registrationId, instanceId: reg.instanceId, maxSessions: reg.maxSessions } : { registrationId: '', instanceId: '' }),
-      };
-      // Most loads confirm what `place` already counted: no copy of the index then.
-      const same = slot.load === next.load && slot.online === next.online && slot.registrationId === next.registrationId && slot.instanceId === next.instanceId && (!reg || slot.maxSessions === reg.maxSessions);
-      if (!same) enqueue.assign({ placement: updateSlot(context.placement, e.workerId, next) });
+      });
+      // Most loads confirm what `place` already counted: the index is unchanged then.
+      if (placement !== context.placement) enqueue.assign({ placement });
     }),
   },
   delays: {

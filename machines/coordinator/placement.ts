@@ -104,9 +104,13 @@ export function setSlot(index: PlacementIndex, workerId: string, slot: WorkerSlo
   return { groups, bestGroup: bestGroupOf(groups), online };
 }
 
+/** The index with `workerId`'s slot patched; the same index when the patch changes nothing (no copy, so callers can skip the assign). */
 export function updateSlot(index: PlacementIndex, workerId: string, patch: Partial<WorkerSlot>): PlacementIndex {
   const slot = slotOf(index, workerId);
-  return slot ? setSlot(index, workerId, { ...slot, ...patch }) : index;
+  if (!slot) return index;
+  let changed = false;
+  for (const k in patch) if (patch[k as keyof WorkerSlot] !== slot[k as keyof WorkerSlot]) changed = true;
+  return changed ? setSlot(index, workerId, { ...slot, ...patch }) : index;
 }
 
 export type Placement = { ok: true; workerId: string } | { ok: false; code: 'NOT_FOUND' | 'CAPACITY_EXHAUSTED'; message: string };

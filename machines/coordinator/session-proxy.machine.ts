@@ -5,6 +5,7 @@ import { addRecord, emptyTaskBook, findRecord, liveRecords, taskStateOf, updateR
 import { removeFailedChild } from '../supervision.js';
 import { taskProxyIdOf, taskProxyMachine, type TaskProxyEndedEvent } from './task-proxy.machine.js';
 import { connectionIdOf, type WorkerCommandMessage } from './worker-connection.machine.js';
+import { atMsOf } from '../domain/events.js';
 
 /**
  * The coordinator's proxy of one session. The session's worker owns its lifecycle; this proxy
@@ -91,8 +92,6 @@ export const sessionProxyIdOf = (sessionId: string): string => `session:${sessio
 export const createCommandIdOf = (sessionId: string): string => `create:${sessionId}`;
 export const destroyCommandIdOf = (sessionId: string): string => `destroy:${sessionId}`;
 
-/** When the event that caused a transition happened (events from outside carry it; internal ones do not). */
-const atMsOf = (event: { type: string }): number => ('atMs' in event && typeof event.atMs === 'number' ? event.atMs : 0);
 
 const acceptingStates: ReadonlySet<SessionState> = new Set(['INITIALIZING', 'READY', 'BUSY', 'IDLE']);
 

@@ -66,6 +66,23 @@ export const shardIdOf = (workerId: string): string => `shard:${workerId}`;
 const bucketIdOf = (workerId: string, n: number): string => `bucket:${workerId}:${n}`;
 export const MAX_TOMBSTONES = 10_000;
 
+/** A proxy's input in this shard: 'create' asks the worker to make the session, 'mirror' follows one it holds. */
+const proxyInputOf = (c: ShardContext, mode: SessionProxyInput['mode'], report: SessionReport, reachable: boolean, atMs: number): SessionProxyInput => ({
+  workerId: c.workerId,
+  mode,
+  report,
+  reachable,
+  createTimeoutMs: c.createTimeoutMs,
+  destroyTimeoutMs: c.destroyTimeoutMs,
+  atMs,
+});
+
+/** The counts once one proxy of `bucketId` is gone. */
+const oneFewer = (c: ShardContext, bucketId: string): Pick<ShardContext, 'buckets' | 'sessions'> => ({
+  buckets: { ...c.buckets, [bucketId]: Math.max(0, (c.buckets[bucketId] ?? 1) - 1) },
+  sessions: Math.max(0, c.sessions - 1),
+});
+
 export const shardMachine = setup({
   types: {
     context: {} as ShardContext,
@@ -144,7 +161,7 @@ export const shardMachine = setup({
             const proxy = system.get(sessionProxyIdOf(id)) as AnyActorRef | undefined;
             // Known (here, or in another shard it moves from): it hears the report. Unknown: a proxy is made.
             if (proxy) enqueue.sendTo(proxy, { type: 'session.reported', workerId: context.workerId, report, atMs: event.atMs });
-            else enqueue({ type: 'placeProxy', params: { input: { workerId: context.workerId, mode: 'mirror', report, reachable: false, createTimeoutMs: context.createTimeoutMs, destroyTimeoutMs: context.destroyTimeoutMs, atMs: event.atMs } } });
+            else enqueue({ type: 'placeProxy', params: { input: proxyInputOf(context, 'mirror', report, false, event.atMs) } });
           }
           for (const bucket of Object.keys(context.buckets)) {
             enqueue.sendTo(bucket, { type: 'bucket.reconcile', present, reason: `worker ${context.workerId} registered again without this session (its workspace is gone)`, atMs: event.atMs } satisfies BucketEvent);
@@ -182,15 +199,7 @@ export const shardMachine = setup({
         {
           type: 'placeProxy',
           params: ({ context, event }) => ({
-            input: {
-              workerId: context.workerId,
-              mode: 'create' as const,
-              report: { description: event.description, state: 'INITIALIZING' as const, workspacePath: '', failureReason: '', gone: false, incarnation: '' },
-              reachable: context.online,
-              createTimeoutMs: context.createTimeoutMs,
-              destroyTimeoutMs: context.destroyTimeoutMs,
-              atMs: event.atMs,
-            },
+            input: proxyInputOf(context, 'create', { description: event.description, state: 'INITIALIZING', workspacePath: '', failureReason: '', gone: false, incarnation: '' }, context.online, event.atMs),
           }),
         },
         'tellLoad',
@@ -200,9 +209,7 @@ export const shardMachine = setup({
       actions: [
         {
           type: 'placeProxy',
-          params: ({ context, event }) => ({
-            input: { workerId: context.workerId, mode: 'mirror' as const, report: event.report, reachable: context.online, createTimeoutMs: context.createTimeoutMs, destroyTimeoutMs: context.destroyTimeoutMs, atMs: event.atMs },
-          }),
+          params: ({ context, event }) => ({ input: proxyInputOf(context, 'mirror', event.report, context.online, event.atMs) }),
         },
         'tellLoad',
       ],
@@ -210,7 +217,7 @@ export const shardMachine = setup({
     'bucket.session_ended': {
       actions: [
         enqueueActions(({ context, enqueue, event }) => {
-          enqueue.assign({ buckets: { ...context.buckets, [event.bucketId]: Math.max(0, (context.buckets[event.bucketId] ?? 1) - 1) }, sessions: Math.max(0, context.sessions - 1) });
+          enqueue.assign(oneFewer(context, event.bucketId));
           const out = event.output;
           if (out.end === 'moved') enqueue.sendParent({ type: 'session.moved', sessionId: out.sessionId, from: context.workerId, to: out.movedTo, report: out.report, atMs: out.report.description.lastActivityMs } satisfies ShardParentEvent);
         }),
@@ -219,9 +226,7 @@ export const shardMachine = setup({
     },
     'bucket.session_crashed': {
       actions: [
-        enqueueActions(({ context, enqueue, event }) => {
-          enqueue.assign({ buckets: { ...context.buckets, [event.bucketId]: Math.max(0, (context.buckets[event.bucketId] ?? 1) - 1) }, sessions: Math.max(0, context.sessions - 1) });
-        }),
+        assign(({ context, event }) => oneFewer(context, event.bucketId)),
         { type: 'warn', params: ({ event }) => ({ message: 'a session proxy crashed; it comes back with the worker\'s next registration', details: { sessionId: event.sessionId, reason: event.reason } }) },
         'tellLoad',
       ],

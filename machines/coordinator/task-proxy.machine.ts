@@ -44,6 +44,12 @@ export const TASK_CANCEL_GRACE_MS = 10_000;
 /** A cancel the worker did not answer in time: the task ends CANCELLED when the grace runs out. */
 const graceOutcome = (c: TaskProxyContext): TaskOutcome => cancelledOutcome(c.workerId, c.enqueuedAtMs, c.startedAtMs, c.cancelledAtMs + TASK_CANCEL_GRACE_MS);
 
+/** The actions of every end: the outcome goes to the followers (`finish`) and to the result cache (`keepOutcome`). */
+const endWith = <E>(end: (args: { context: TaskProxyContext; event: E }) => { outcome: TaskOutcome; atMs: number }) => [
+  { type: 'finish' as const, params: (args: { context: TaskProxyContext; event: E }) => end(args) },
+  { type: 'keepOutcome' as const, params: (args: { context: TaskProxyContext; event: E }) => ({ taskId: args.context.taskId, sessionId: args.context.sessionId, outcome: end(args).outcome }) },
+];
+
 export const taskProxyMachine = setup({
   types: {
     context: {} as TaskProxyContext,
@@ -100,17 +106,11 @@ export const taskProxyMachine = setup({
         },
         'task.finished': {
           target: 'done',
-          actions: [
-            { type: 'finish', params: ({ event }) => event },
-            { type: 'keepOutcome', params: ({ context, event }) => ({ taskId: context.taskId, sessionId: context.sessionId, outcome: event.outcome }) },
-          ],
+          actions: endWith(({ event }: { event: Extract<TaskProxyEvent, { type: 'task.finished' }> }) => event),
         },
         'worker.lost': {
           target: 'done',
-          actions: [
-            { type: 'finish', params: ({ event }) => ({ outcome: workerLostOutcome(event.reason), atMs: event.atMs }) },
-            { type: 'keepOutcome', params: ({ context, event }) => ({ taskId: context.taskId, sessionId: context.sessionId, outcome: workerLostOutcome(event.reason) }) },
-          ],
+          actions: endWith(({ event }: { event: Extract<TaskProxyEvent, { type: 'worker.lost' }> }) => ({ outcome: workerLostOutcome(event.reason), atMs: event.atMs })),
         },
       },
       initial: 'waiting',
@@ -126,10 +126,7 @@ export const taskProxyMachine = setup({
           after: {
             cancelGrace: {
               target: '#taskProxy.done',
-              actions: [
-                { type: 'finish', params: ({ context }) => ({ outcome: graceOutcome(context), atMs: context.cancelledAtMs + TASK_CANCEL_GRACE_MS }) },
-                { type: 'keepOutcome', params: ({ context }) => ({ taskId: context.taskId, sessionId: context.sessionId, outcome: graceOutcome(context) }) },
-              ],
+              actions: endWith(({ context }) => ({ outcome: graceOutcome(context), atMs: context.cancelledAtMs + TASK_CANCEL_GRACE_MS })),
             },
           },
         },

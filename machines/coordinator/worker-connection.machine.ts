@@ -1,6 +1,7 @@
 import { assign, enqueueActions, sendParent, setup, type ActorRefFrom, type CallbackActorLogic, type EventObject } from 'xstate';
 import type { SessionDescription } from '../domain/sessions.js';
 import type { TaskSpec } from '../domain/tasks.js';
+import { atMsOf } from '../domain/events.js';
 
 /**
  * The coordinator's side of one registration of a worker, a child of that worker's shard:
@@ -63,10 +64,10 @@ export const workerConnectionMachine = setup({
   },
   actions: {
     lose: assign({ lostReason: (_, p: { reason: string }) => p.reason }),
-    seen: assign({ lastSeenMs: ({ event }) => ('atMs' in event && typeof event.atMs === 'number' ? event.atMs : 0) }),
+    seen: assign({ lastSeenMs: ({ event }) => atMsOf(event) }),
     // Silence for a whole timeout: the worker was lost when the timeout ran out.
     expire: assign({ lastSeenMs: ({ context }) => (context.lastSeenMs > 0 ? context.lastSeenMs + context.heartbeatTimeoutMs : 0) }),
-    announceOnline: sendParent(({ context, event }): WorkerConnectionParentEvent => ({ type: 'worker.online', workerId: context.workerId, registrationId: context.registrationId, atMs: 'atMs' in event ? Number(event.atMs) : 0 })),
+    announceOnline: sendParent(({ context, event }): WorkerConnectionParentEvent => ({ type: 'worker.online', workerId: context.workerId, registrationId: context.registrationId, atMs: atMsOf(event) })),
     announceLost: sendParent(({ context }): WorkerConnectionParentEvent => ({
       type: 'worker.lost',
       workerId: context.workerId,

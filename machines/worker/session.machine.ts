@@ -5,6 +5,7 @@ import { addRecord, emptyTaskBook, findRecord, updateRecord, taskStateOf, type T
 import { supervisorIdOf, supervisorMachine, type Supervision, type SupervisorInput, type SupervisorParentEvent } from '../supervisor.machine.js';
 import { reasonOf, removeFailedChild, type BackoffPolicy, type RestartIntensity } from '../supervision.js';
 import { taskMachine, type TaskEndedEvent } from './task.machine.js';
+import { atMsOf } from '../domain/events.js';
 
 /**
  * The session statechart of the user's guide, on the worker that owns the session:
@@ -134,6 +135,14 @@ const reportOf = (ctx: SessionContext, state: SessionState, gone = false): Sessi
 const liveTaskIds = (ctx: SessionContext): string[] => (ctx.current ? [ctx.current, ...ctx.queue] : [...ctx.queue]);
 const touched = (ctx: SessionContext, atMs: number): SessionDescription => ({ ...ctx.description, lastActivityMs: Math.max(ctx.description.lastActivityMs, atMs) });
 
+/** A task this session will not run, told to the parent (and from there to the task's proxy). */
+const refusal = (context: SessionContext, taskId: string, message: string): SessionParentEvent => ({
+  type: 'task.refused',
+  sessionId: context.description.sessionId,
+  taskId,
+  error: errorInfo('FAILED_PRECONDITION', message),
+});
+
 /** Hands the description to the writer, with the metadata changes it carries (answered once it is on disk). */
 function saveDescription(
   context: SessionContext,
@@ -181,7 +190,7 @@ export const sessionMachine = setup({
       const earlier = findRecord(context.book, { taskId: p.spec.taskId });
       if (earlier) {
         const how = earlier.outcome ? `ended ${earlier.state.toUpperCase()}; its result went with the coordinator's restart` : 'is still running from before the coordinator restarted';
-        enqueue.sendParent({ type: 'task.refused', sessionId: context.description.sessionId, taskId: p.spec.taskId, error: errorInfo('FAILED_PRECONDITION', `task_id ${p.spec.taskId} already ran in session ${context.description.sessionId} and ${how}; use a new task_id`) } satisfies SessionParentEvent);
+        enqueue.sendParent(refusal(context, p.spec.taskId, `task_id ${p.spec.taskId} already ran in session ${context.description.sessionId} and ${how}; use a new task_id`));
         return;
       }
       enqueue.assign({
@@ -191,13 +200,11 @@ export const sessionMachine = setup({
       });
       enqueue.spawnChild('task', { id: taskChildId(p.spec.taskId), systemId: taskChildId(p.spec.taskId), input: { spec: p.spec, workerId: context.workerId, enqueuedAtMs: p.atMs } });
     }),
-    refuseTask: enqueueActions(({ context, enqueue }, p: { spec: TaskSpec; message: string }) => {
-      enqueue.sendParent({ type: 'task.refused', sessionId: context.description.sessionId, taskId: p.spec.taskId, error: errorInfo('FAILED_PRECONDITION', p.message) } satisfies SessionParentEvent);
-    }),
+    refuseTask: sendParent(({ context }, p: { spec: TaskSpec; message: string }) => refusal(context, p.spec.taskId, p.message)),
     startNextTask: enqueueActions(({ context, enqueue, event }) => {
       const [next, ...rest] = context.queue;
       if (!next) return;
-      const atMs = 'atMs' in event && typeof event.atMs === 'number' ? event.atMs : context.description.lastActivityMs;
+      const atMs = atMsOf(event, context.description.lastActivityMs);
       enqueue.assign({ current: next, queue: rest, book: updateRecord(context.book, next, { state: 'running', startedAtMs: atMs }) });
       enqueue.sendTo(taskChildId(next), { type: 'task.start', atMs });
     }),
@@ -218,7 +225,6 @@ export const sessionMachine = setup({
       for (const id of ids) enqueue.sendTo(taskChildId(id), { type: 'task.cancel', reason: p.reason, atMs: p.atMs });
     }),
     putMetadata: assign(({ context }, p: MetadataChange) => ({ description: withMetadata(context.description, p), metadataAsks: [...context.metadataAsks, p.requestId] })),
-    // A throwing action fails the actor, as a bug in it would.
     /** The warm interpreter: transient (restarted when it breaks, within its intensity; beyond it tasks run cold). */
     startWarm: enqueueActions(({ context, enqueue, system }) => {
       const w = context.warm;
@@ -237,6 +243,7 @@ export const sessionMachine = setup({
       enqueue.spawnChild('warmSupervisor', { id: supervisorIdOf(childId), systemId: supervisorIdOf(childId), input });
     }),
     stopWarm: enqueueActions(({ context, enqueue }) => enqueue.stopChild(supervisorIdOf(warmChildId(context.description.sessionId)))),
+    // A throwing action fails the actor, as a bug in it would.
     crash: enqueueActions(({ event }) => {
       if (event.type === 'session.fault') throw new Error('injected fault: the session actor crashed (CODEGEN_TEST_FAULTS)');
       throw new Error(`the session's description writer failed: ${reasonOf((event as { error?: unknown }).error)}`);
@@ -415,7 +422,7 @@ export const sessionMachine = setup({
         'save',
         { type: 'report', params: { state: 'DRAINING' } },
         enqueueActions(({ context, enqueue, event }) => {
-          const atMs = 'atMs' in event && typeof event.atMs === 'number' ? event.atMs : context.description.lastActivityMs;
+          const atMs = atMsOf(event, context.description.lastActivityMs);
           enqueue({ type: 'cancelTasks', params: { which: 'queued', reason: 'session is shutting down', atMs } });
           // A destroy cancels the running task at once; a drain lets it finish within drainTimeout.
           if (context.removeWorkspace) enqueue({ type: 'cancelTasks', params: { which: 'current', reason: 'session destroyed', atMs } });

@@ -6,6 +6,7 @@ import { supervisorIdOf, supervisorMachine, type SupervisorInput, type Superviso
 import { removeFailedChild, type BackoffPolicy, type RestartIntensity } from '../supervision.js';
 import type { CoordinatorLinkParentEvent } from './coordinator-link.machine.js';
 import { sessionChildId, type SessionInput, type SessionParentEvent } from './session.machine.js';
+import { atMsOf } from '../domain/events.js';
 
 /**
  * The worker's root: it owns its sessions' lifecycles. It supervises, each under a supervisor:
@@ -91,18 +92,21 @@ const replyEvent = (p: { requestId: string; sessionId: string; error?: ErrorInfo
   reply: { requestId: p.requestId, sessionId: p.sessionId, ok: !p.error, ...(p.error ? { error: p.error } : {}) },
 });
 
+/** A session actor's input (its supervisor adds how often it restarted). */
+const sessionInputOf = (context: WorkerContext, description: SessionDescription, origin: SessionInput['origin']): SessionInput => ({
+  description,
+  workerId: context.workerId,
+  drainTimeoutMs: context.drainTimeoutMs,
+  origin,
+  faults: context.faults ?? false,
+  ...(context.instanceId ? { instanceId: context.instanceId } : {}),
+  ...(context.warm ? { warm: { ...context.warm, seed: context.seed + 7 } } : {}),
+});
+
 /** A session's supervisor spec, and the context after starting it. */
 function sessionStart(context: WorkerContext, description: SessionDescription, origin: SessionInput['origin']) {
   const childId = sessionChildId(description.sessionId);
-  const childInput: SessionInput = {
-    description,
-    workerId: context.workerId,
-    drainTimeoutMs: context.drainTimeoutMs,
-    origin,
-    faults: context.faults ?? false,
-    ...(context.instanceId ? { instanceId: context.instanceId } : {}),
-    ...(context.warm ? { warm: { ...context.warm, seed: context.seed + 7 } } : {}),
-  };
+  const childInput = sessionInputOf(context, description, origin);
   const input: SupervisorInput = {
     childId,
     restart: 'transient',
@@ -110,7 +114,7 @@ function sessionStart(context: WorkerContext, description: SessionDescription, o
     backoff: context.sessions.backoff,
     shutdownTimeoutMs: context.drainTimeoutMs + 5_000,
     stopEvent: { type: 'session.drain', atMs: 0 },
-    // A restart prepares the workspace again and reads the description on disk: it has the latest metadata.
+    // A restart starts from the latest reported description (supervisor.child_exited below) and prepares the workspace again, reading the disk's.
     childInput: childInput as unknown as Record<string, unknown>,
     seed: context.seed,
   };
@@ -318,7 +322,7 @@ export const workerMachine = setup({
         // workspace is prepared (which reads the disk) it may report or even save it.
         const last = context.held[id];
         const sup = self.getSnapshot().children[supervisorIdOf(event.childId)];
-        if (event.restarting && last && sup) enqueue.sendTo(sup, { type: 'supervisor.update_input', childInput: sessionStart(context, last.description, 'adopt').spawn.input.childInput });
+        if (event.restarting && last && sup) enqueue.sendTo(sup, { type: 'supervisor.update_input', childInput: sessionInputOf(context, last.description, 'adopt') as unknown as Record<string, unknown> });
         const why = event.abnormal ? `its actor ${event.reason || 'crashed'}` : 'it shut down';
         enqueue({ type: 'failMetadataAsks', params: { sessionId: id, error: errorInfo('UNAVAILABLE', `session ${id} stopped before the metadata change was saved (${why}); change it again`) } });
       }),
@@ -420,7 +424,7 @@ export const workerMachine = setup({
       },
     },
     draining: {
-      entry: { type: 'drainSessions', params: ({ event }) => ({ atMs: 'atMs' in event && typeof event.atMs === 'number' ? event.atMs : 0 }) },
+      entry: { type: 'drainSessions', params: ({ event }) => ({ atMs: atMsOf(event) }) },
       on: {
         'command.create': { actions: { type: 'reply', params: ({ event }) => ({ requestId: event.requestId, sessionId: event.description.sessionId, error: errorInfo('UNAVAILABLE', 'this worker is shutting down; the session will be placed elsewhere if you retry') }) } },
         'command.task': {

@@ -13,7 +13,7 @@ import type { CoordinatorActor, CoordinatorEmitted } from '../../machines/coordi
 import { allSlots } from '../../machines/coordinator/placement.js';
 import { isSettled, sessionProxyIdOf, sessionViewOf, type SessionProxyActor, type SessionProxyEmitted, type SessionProxyOutput, type SessionProxySnapshot } from '../../machines/coordinator/session-proxy.machine.js';
 import { shardIdOf } from '../../machines/coordinator/shard.machine.js';
-import { taskProxyIdOf, type TaskProxyActor, type TaskProxyEmitted } from '../../machines/coordinator/task-proxy.machine.js';
+import { liveTaskStateOf, taskProxyIdOf, type TaskProxyActor, type TaskProxyEmitted } from '../../machines/coordinator/task-proxy.machine.js';
 
 export interface ActorPortOptions {
   /** READY → IDLE after this long without tasks (0: never); the worker applies it. */
@@ -209,8 +209,7 @@ export class ActorCoordinatorPort implements CoordinatorPort {
       detach: stop,
       abandon: () => {
         stop();
-        const task = this.system.get(taskProxyIdOf(taskId)) as TaskProxyActor | undefined;
-        if (task && task.getSnapshot().status === 'active') task.send({ type: 'task.detached', followerId, atMs: Date.now() });
+        this.liveTask(taskId)?.send({ type: 'task.detached', followerId, atMs: Date.now() });
       },
     };
   }
@@ -227,8 +226,8 @@ export class ActorCoordinatorPort implements CoordinatorPort {
         // a front door's listener must not break the actor system
       }
     };
-    const task = this.system.get(taskProxyIdOf(taskId)) as TaskProxyActor | undefined;
-    if (task && task.getSnapshot().status === 'active') {
+    const task = this.liveTask(taskId);
+    if (task) {
       const sub = task.on('task.update', (e: TaskProxyEmitted) => {
         deliver(e.update);
         if (e.update.type === 'outcome') sub.unsubscribe();
@@ -245,6 +244,12 @@ export class ActorCoordinatorPort implements CoordinatorPort {
     };
   }
 
+  /** A task's proxy while the task is live (it stops once the task ended). */
+  private liveTask(taskId: string): TaskProxyActor | undefined {
+    const task = this.system.get(taskProxyIdOf(taskId)) as TaskProxyActor | undefined;
+    return task && task.getSnapshot().status === 'active' ? task : undefined;
+  }
+
   private outcomeOf(taskId: string, record: TaskRecord | undefined): TaskOutcome | undefined {
     const stored = this.opts.results.get(taskId);
     if (stored) return stored.outcome;
@@ -256,10 +261,7 @@ export class ActorCoordinatorPort implements CoordinatorPort {
     if (!taskId) throw invalidArgument('task_id', 'is required');
     const notFound = () => new CodegenError('TASK_NOT_FOUND', `task_id: no task ${JSON.stringify(taskId)}${sessionId ? ` in session ${sessionId}` : ''} (finished tasks are kept for the session's last 256 tasks)`);
     let sid = sessionId;
-    if (!sid) {
-      const task = this.system.get(taskProxyIdOf(taskId)) as TaskProxyActor | undefined;
-      sid = task?.getSnapshot().context.sessionId ?? this.opts.results.sessionOf(taskId);
-    }
+    if (!sid) sid = this.liveTask(taskId)?.getSnapshot().context.sessionId ?? this.opts.results.sessionOf(taskId);
     if (!sid) throw notFound();
     const proxy = this.system.get(sessionProxyIdOf(sid)) as SessionProxyActor | undefined;
     if (!proxy || proxy.getSnapshot().status !== 'active') {
@@ -288,10 +290,9 @@ export class ActorCoordinatorPort implements CoordinatorPort {
 
   async getTask(taskId: string, sessionId?: string): Promise<TaskView> {
     const { proxy, record } = this.taskSession(taskId, sessionId);
-    const task = this.system.get(taskProxyIdOf(taskId)) as TaskProxyActor | undefined;
-    const live = task && task.getSnapshot().status === 'active' ? task.getSnapshot().context : undefined;
+    const live = this.liveTask(taskId)?.getSnapshot().context;
     const startedAtMs = live?.startedAtMs || record.startedAtMs;
-    const state = live ? (live.startedAtMs > 0 ? 'running' : 'queued') : record.state;
+    const state = live ? liveTaskStateOf(live) : record.state;
     const outcome = isFinalTaskState(record.state) ? this.outcomeOf(taskId, record) : undefined;
     const end = record.endedAtMs || Date.now();
     return {

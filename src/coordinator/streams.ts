@@ -4,7 +4,7 @@ import { newRequestId } from '../domain/ids.js';
 import type { Logger } from '../log/logger.js';
 import type { WorkerStream, WorkerStreamLink } from '../runtime/port.js';
 import type { WorkerMessage__Output } from '../wire/messages.js';
-import { decodeWorkerMessage, encodeCommand } from '../wire/worker-codecs.js';
+import { decodeWorkerMessage, encodeCommand, type WorkerFact } from '../wire/worker-codecs.js';
 import { sessionProxyIdOf } from '../../machines/coordinator/session-proxy.machine.js';
 import { taskProxyIdOf } from '../../machines/coordinator/task-proxy.machine.js';
 import type { WorkerConnectionEvent } from '../../machines/coordinator/worker-connection.machine.js';
@@ -83,6 +83,35 @@ export class StreamTable {
   }
 }
 
+/**
+ * Sends what a worker said to the actor it is about, by systemId: replies and reports to the
+ * session's proxy, task updates to the task's proxy. False when that actor is not there (a task
+ * update for a task that already ended here — WORKER_LOST, or cancelled at the grace — is
+ * expected and counts as delivered).
+ */
+export function routeWorkerFact(fact: WorkerFact, workerId: string, atMs: number, to: (systemId: string) => AnyActorRef | undefined): boolean {
+  switch (fact.kind) {
+    case 'reply': {
+      const proxy = to(sessionProxyIdOf(fact.sessionId));
+      proxy?.send({ type: 'command.replied', requestId: fact.requestId, ok: fact.ok, ...(fact.error ? { error: fact.error } : {}), atMs });
+      return proxy !== undefined;
+    }
+    case 'task_update': {
+      const task = to(taskProxyIdOf(fact.taskId));
+      const u = fact.update;
+      if (u.type === 'progress') task?.send({ type: 'task.progressed', progress: u.progress, atMs });
+      else if (u.type === 'log') task?.send({ type: 'task.logged', log: u.log, atMs });
+      else task?.send({ type: 'task.finished', outcome: u.outcome, atMs });
+      return true;
+    }
+    case 'report': {
+      const proxy = to(sessionProxyIdOf(fact.report.description.sessionId));
+      proxy?.send({ type: 'session.reported', workerId, report: fact.report, atMs });
+      return proxy !== undefined;
+    }
+  }
+}
+
 export interface StreamLogicOptions {
   streams: StreamTable;
   logger: Logger;
@@ -102,28 +131,10 @@ export function workerStreamLogic(opts: StreamLogicOptions) {
         log.warn({ err: toErrorInfo(err), body: msg.body }, 'dropped a malformed message from the worker');
         return;
       }
-      switch (fact.kind) {
-        case 'reply': {
-          const proxy = to(sessionProxyIdOf(fact.sessionId));
-          if (proxy) proxy.send({ type: 'command.replied', requestId: fact.requestId, ok: fact.ok, ...(fact.error ? { error: fact.error } : {}), atMs });
-          else log.debug({ sessionId: fact.sessionId }, 'a reply about a session this coordinator does not know');
-          return;
-        }
-        case 'task_update': {
-          const task = to(taskProxyIdOf(fact.taskId));
-          if (!task) return; // already ended here (WORKER_LOST, or cancelled at the grace)
-          const u = fact.update;
-          if (u.type === 'progress') task.send({ type: 'task.progressed', progress: u.progress, atMs });
-          else if (u.type === 'log') task.send({ type: 'task.logged', log: u.log, atMs });
-          else task.send({ type: 'task.finished', outcome: u.outcome, atMs });
-          return;
-        }
-        case 'report': {
-          const proxy = to(sessionProxyIdOf(fact.report.description.sessionId));
-          if (proxy) proxy.send({ type: 'session.reported', workerId: input.workerId, report: fact.report, atMs });
-          else if (!fact.report.gone) log.warn({ sessionId: fact.report.description.sessionId, state: fact.report.state }, 'a report about a session this coordinator does not know was ignored; the worker lists it at its next registration');
-          return;
-        }
+      if (routeWorkerFact(fact, input.workerId, atMs, to)) return;
+      if (fact.kind === 'reply') log.debug({ sessionId: fact.sessionId }, 'a reply about a session this coordinator does not know');
+      else if (fact.kind === 'report' && !fact.report.gone) {
+        log.warn({ sessionId: fact.report.description.sessionId, state: fact.report.state }, 'a report about a session this coordinator does not know was ignored; the worker lists it at its next registration');
       }
     };
     const stream = opts.streams.adopt(input.streamId, route, (reason) => sendBack({ type: 'stream.closed', reason, atMs: Date.now() } satisfies WorkerConnectionEvent));

@@ -30,13 +30,17 @@ export function askNow<A extends AnyActorRef, R>(actor: A, event: Parameters<A['
  */
 export function askLater<A extends AnyActorRef, R>(actor: A, event: Parameters<A['send']>[0], types: readonly string[], match: (emitted: EventObject) => R | undefined, boundMs: number): Promise<R> {
   return new Promise<R>((resolve, reject) => {
-    let timer: NodeJS.Timeout | undefined;
+    let settled = false;
     const subs: { unsubscribe(): void }[] = [];
     const end = (f: () => void) => {
-      if (timer) clearTimeout(timer);
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
       for (const s of subs.splice(0)) s.unsubscribe();
       f();
     };
+    const timer = setTimeout(() => end(() => reject(new CodegenError('UNAVAILABLE', `no answer to ${(event as EventObject).type} from ${actor.id} within ${boundMs} ms`))), boundMs);
+    timer.unref?.();
     for (const type of types) {
       subs.push(
         actor.on(type, (e: EventObject) => {
@@ -45,14 +49,16 @@ export function askLater<A extends AnyActorRef, R>(actor: A, event: Parameters<A
         }),
       );
     }
-    subs.push(
-      actor.subscribe({
-        complete: () => end(() => reject(new CodegenError('FAILED_PRECONDITION', `${actor.id} ended before it answered ${(event as EventObject).type}`))),
-        error: () => end(() => reject(new CodegenError('INTERNAL', `${actor.id} failed before it answered ${(event as EventObject).type}`))),
-      }),
-    );
-    timer = setTimeout(() => end(() => reject(new CodegenError('UNAVAILABLE', `no answer to ${(event as EventObject).type} from ${actor.id} within ${boundMs} ms`))), boundMs);
-    timer.unref?.();
+    const stopped = actor.subscribe({
+      complete: () => end(() => reject(new CodegenError('FAILED_PRECONDITION', `${actor.id} ended before it answered ${(event as EventObject).type}`))),
+      error: () => end(() => reject(new CodegenError('INTERNAL', `${actor.id} failed before it answered ${(event as EventObject).type}`))),
+    });
+    // An actor that had already stopped completes inside subscribe: nothing to send it then.
+    if (settled) {
+      stopped.unsubscribe();
+      return;
+    }
+    subs.push(stopped);
     actor.send(event);
   });
 }

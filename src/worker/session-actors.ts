@@ -111,23 +111,24 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
     return { workspacePath, description, atMs: Date.now() };
   });
 
-  // A drain keeps everything for the next start; a destroy removes the files, the description and the lock.
+  // A destroy removes the files, the description and the lock.
+  async function removeSession(sessionId: string): Promise<void> {
+    await writer.close(sessionId);
+    await removeWorkspace(opts.baseWorkspace, sessionId);
+    await opts.store.remove(sessionId);
+    await opts.locks.unlock(sessionId, { removeFile: true });
+  }
+
+  // A drain keeps everything for the next start.
   const releaseWorkspace = fromPromise<void, { sessionId: string; remove: boolean }>(async ({ input }) => {
     await warm?.release(input.sessionId);
-    if (!input.remove) return;
-    await writer.close(input.sessionId);
-    await removeWorkspace(opts.baseWorkspace, input.sessionId);
-    await opts.store.remove(input.sessionId);
-    await opts.locks.unlock(input.sessionId, { removeFile: true });
+    if (input.remove) await removeSession(input.sessionId);
   });
 
   // A destroy of a session whose actor is not running (restarting, or given up on): the same removal, without it.
   const discardSession = fromPromise<void, { sessionId: string }>(async ({ input }) => {
     await warm?.release(input.sessionId);
-    await writer.close(input.sessionId);
-    await removeWorkspace(opts.baseWorkspace, input.sessionId);
-    await opts.store.remove(input.sessionId);
-    await opts.locks.unlock(input.sessionId, { removeFile: true });
+    await removeSession(input.sessionId);
   });
 
   const persist = fromCallback<DescriptionSave, { sessionId: string }>(({ receive, sendBack }) => {

@@ -32,7 +32,7 @@ import { bucketMachine } from '../../machines/coordinator/bucket.machine.js';
 import { coordinatorMachine, type CoordinatorActor, type CoordinatorEmitted, type CoordinatorEvent } from '../../machines/coordinator/coordinator.machine.js';
 import { sessionProxyIdOf, sessionProxyMachine, type SessionProxyActor, type SessionProxyEmitted, type SessionProxyOutput } from '../../machines/coordinator/session-proxy.machine.js';
 import { shardIdOf, shardMachine, type ShardSnapshot } from '../../machines/coordinator/shard.machine.js';
-import { taskProxyIdOf, taskProxyMachine, type TaskProxyEmitted } from '../../machines/coordinator/task-proxy.machine.js';
+import { taskProxyMachine, type TaskProxyEmitted } from '../../machines/coordinator/task-proxy.machine.js';
 import { workerConnectionMachine, type WorkerConnectionEvent } from '../../machines/coordinator/worker-connection.machine.js';
 import type { ErrorCode } from '../../machines/domain/errors.js';
 import type { SessionDescription, SessionReport, SessionView } from '../../machines/domain/sessions.js';
@@ -43,6 +43,7 @@ import { sessionChildId, sessionMachine, sessionStateOf, type DescriptionSave, t
 import { taskMachine, type ExecutorEvent, type ExecutorInput, type TaskEvent } from '../../machines/worker/task.machine.js';
 import { workerMachine, type WorkerActor, type WorkerSnapshot } from '../../machines/worker/worker.machine.js';
 import { ActorCoordinatorPort } from '../../src/coordinator/actor-port.js';
+import { routeWorkerFact } from '../../src/coordinator/streams.js';
 import { askNow } from '../../src/runtime/ask.js';
 import { ResultStore } from '../../src/runtime/result-store.js';
 import type { CoordinatorMessage, CoordinatorMessage__Output, WorkerMessage, WorkerMessage__Output } from '../../src/wire/messages.js';
@@ -591,26 +592,7 @@ class CoordinatorProcess {
       const to = (systemId: string): AnyActorRef | undefined => system.get(systemId) as AnyActorRef | undefined;
       const route = (msg: WorkerMessage__Output): void => {
         const atMs = this.now();
-        const fact = decodeWorkerMessage(msg);
-        switch (fact.kind) {
-          case 'reply': {
-            to(sessionProxyIdOf(fact.sessionId))?.send({ type: 'command.replied', requestId: fact.requestId, ok: fact.ok, ...(fact.error ? { error: fact.error } : {}), atMs });
-            return;
-          }
-          case 'task_update': {
-            const task = to(taskProxyIdOf(fact.taskId));
-            if (!task) return;
-            const u = fact.update;
-            if (u.type === 'progress') task.send({ type: 'task.progressed', progress: u.progress, atMs });
-            else if (u.type === 'log') task.send({ type: 'task.logged', log: u.log, atMs });
-            else task.send({ type: 'task.finished', outcome: u.outcome, atMs });
-            return;
-          }
-          case 'report': {
-            to(sessionProxyIdOf(fact.report.description.sessionId))?.send({ type: 'session.reported', workerId: input.workerId, report: fact.report, atMs });
-            return;
-          }
-        }
+        routeWorkerFact(decodeWorkerMessage(msg), input.workerId, atMs, to);
       };
       const pipe = this.streams.get(input.streamId);
       if (!pipe || pipe.coordinatorClosed) {

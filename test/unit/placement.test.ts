@@ -146,6 +146,14 @@ describe('placement: structural sharing', () => {
     expect(updateSlot(index, 'zz', { load: 3 })).toBe(index);
   });
 
+  it('returns the same index when an update changes nothing, and a new one when any field changes', () => {
+    const index = indexOf({ a: slot({ load: 2 }) });
+    expect(updateSlot(index, 'a', { load: 2, online: true })).toBe(index);
+    const changed = updateSlot(index, 'a', { load: 2, online: false });
+    expect(changed).not.toBe(index);
+    expect(slotOf(changed, 'a')).toMatchObject({ load: 2, online: false });
+  });
+
   it('never changes the index it was given', () => {
     const index = indexOf({ a: slot(), b: slot({ load: 1 }) });
     const frozen = JSON.stringify(index);
