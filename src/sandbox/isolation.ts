@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants, existsSync, lstatSync, realpathSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { commandRoot, isUnder, mountedRoots, systemMountArgs } from './mounts.js';
 
 /** How launch() confines programs that come with a `sandbox` spec. */
 export type Isolation = 'bwrap' | 'process';
@@ -10,7 +11,11 @@ export type Isolation = 'bwrap' | 'process';
 export interface SandboxView {
   /** The session workspace: bound read-write at its own path. */
   workspace: string;
-  /** Folders covered by an empty tmpfs before the workspace is bound (BASE_WORKSPACE, checkpoints...). */
+  /**
+   * Folders covered by an empty tmpfs before the workspace is bound (BASE_WORKSPACE, checkpoints...).
+   * Only those inside a mounted folder need it: the sandbox mounts no more than Python needs, so
+   * the others are absent anyway (a no-op for them).
+   */
   hide: string[];
   /** Extra host paths bound read-only after `hide` (e.g. a pip find-links folder under /tmp). */
   readOnly?: string[];
@@ -57,48 +62,45 @@ function namespaceArgs(allowNetwork: boolean, p: NamespaceProfile): string[] {
   return args;
 }
 
-/** The fixed part of every sandbox: no namespaces shared, no capabilities, a read-only system. */
+/**
+ * The fixed part of every sandbox: no namespaces shared, no capabilities, and only what Python
+ * needs of the system (see mounts.ts): /usr, the interpreters' prefixes, a minimal /etc, fresh
+ * /dev, /proc and /tmp. The root itself is an empty tmpfs, made read-only at the end (bwrapArgs).
+ */
 function baseArgs(allowNetwork: boolean, p: NamespaceProfile = profile): string[] {
   const args = namespaceArgs(allowNetwork, p);
   args.push(
     '--die-with-parent', // the sandbox dies when its monitor (our child) dies
     '--new-session', // no TIOCSTI into a terminal we might hold
     '--cap-drop', 'ALL', // root in the sandbox must not be able to remount or unmount what hides other sessions
-    '--ro-bind', '/', '/',
     '--dev', '/dev',
     '--proc', '/proc',
-    '--tmpfs', '/tmp',
+    '--tmpfs', '/tmp', // first: an interpreter prefix or an extra under /tmp is bound over it, not hidden by it
+    ...systemMountArgs(allowNetwork),
   );
-  // /run holds the host's Unix sockets (docker.sock, dbus...): a read-only bind does not stop connect().
-  for (const run of ['/run', '/var/run']) {
-    try {
-      if (lstatSync(run).isDirectory()) args.push('--tmpfs', run);
-    } catch {
-      // absent
-    }
-  }
-  // With the network, DNS may live under /run (systemd-resolved): give that folder back, read-only.
-  if (allowNetwork && existsSync('/run/systemd/resolve')) args.push('--ro-bind', '/run/systemd/resolve', '/run/systemd/resolve');
   return args;
 }
 
 /** Credential folders and files of the worker's user (and root's) that user code must not read. */
-const secretDirs = ['.ssh', '.gnupg', '.aws', '.azure', '.kube', '.docker', '.config/gcloud', '.config/gh'];
-const secretFiles = ['.netrc', '.git-credentials', '.pypirc', '.npmrc', '.bash_history'];
+const secretDirs = ['.ssh', '.gnupg', '.aws', '.azure', '.kube', '.docker', '.config/gcloud', '.config/gh', '.config/pip', '.config/git'];
+const secretFiles = ['.netrc', '.git-credentials', '.pypirc', '.npmrc', '.bash_history', '.gitconfig', '.pip/pip.conf'];
 const systemSecretFiles = ['/etc/shadow', '/etc/gshadow'];
 
 /**
- * The root filesystem is visible read-only, so a worker run by a person (not in a container)
- * would show their credentials to user code: cover the usual ones with an empty tmpfs (folders)
- * or /dev/null (files). A path that holds the workspace or another bound folder stays.
+ * Credentials of the worker's user (and root's) inside a mounted folder are covered with an empty
+ * tmpfs (folders) or /dev/null (files). Homes are not mounted at all, so this matters only when a
+ * mounted folder (an interpreter's prefix, a read-only extra) holds one of them. A path that holds
+ * the workspace or another bound folder stays; only paths under `mounted` are considered (the
+ * others are absent from the sandbox anyway).
  */
-export function secretArgs(keep: string[], homes: string[] = [os.homedir(), '/root']): string[] {
+export function secretArgs(keep: string[], homes: string[] = [os.homedir(), '/root'], mounted?: string[]): string[] {
   const args: string[] = [];
   const holdsKept = (p: string) => keep.some((k) => k === p || k.startsWith(p + path.sep));
   const seen = new Set<string>();
   const add = (p: string, isDir: boolean) => {
     const real = realOrSelf(p);
     if (seen.has(real) || holdsKept(real)) return;
+    if (mounted && !mounted.some((m) => isUnder(real, m))) return;
     try {
       const st = lstatSync(real);
       if (isDir ? !st.isDirectory() : !st.isFile()) return;
@@ -117,30 +119,45 @@ export function secretArgs(keep: string[], homes: string[] = [os.homedir(), '/ro
   return args;
 }
 
+export interface BwrapOptions {
+  /** The command the sandbox runs (an absolute path): one outside every mounted folder brings its installation folder. */
+  command?: string;
+  /** The fd number (in the sandbox's bwrap process) that holds the seccomp BPF program: `--seccomp N`. */
+  seccompFd?: number;
+}
+
 /**
- * bwrap's arguments up to (and including) the `--` before the command: a read-only
- * root, fresh /dev, /proc and /tmp, the hidden folders emptied, then the workspace
- * bound read-write, and the working directory set.
+ * bwrap's arguments up to (and including) the `--` before the command: the system view (see
+ * baseArgs), the hidden folders emptied (only those inside a mounted folder: the rest is absent),
+ * the read-only extras, the workspace read-write, the read-write extras, a read-only root, and
+ * the working directory set.
  */
-export function bwrapArgs(view: SandboxView, cwd: string): string[] {
+export function bwrapArgs(view: SandboxView, cwd: string, opts: BwrapOptions = {}): string[] {
   const args = baseArgs(view.allowNetwork);
+  const mounted = [...mountedRoots()];
+  const workspace = realOrSelf(view.workspace);
+  const extra = opts.command ? commandRoot(opts.command, view.workspace, mounted) : null;
+  if (extra !== null) {
+    args.push('--ro-bind', extra.source, extra.dest);
+    mounted.push(extra.source);
+  }
+  const readOnly = (view.readOnly ?? []).filter((ro) => ro && path.isAbsolute(ro) && existsSync(ro)).map(realOrSelf);
   for (const hidden of view.hide) {
     if (!hidden || !path.isAbsolute(hidden) || !existsSync(hidden)) continue;
-    args.push('--tmpfs', realOrSelf(hidden));
+    const real = realOrSelf(hidden);
+    if (mounted.some((m) => isUnder(real, m))) args.push('--tmpfs', real);
   }
-  const workspace = realOrSelf(view.workspace);
-  args.push(...secretArgs([workspace, ...(view.readOnly ?? []), ...(view.readWrite ?? [])].map(realOrSelf)));
-  for (const ro of view.readOnly ?? []) {
-    if (!ro || !path.isAbsolute(ro) || !existsSync(ro)) continue;
-    const real = realOrSelf(ro);
-    args.push('--ro-bind', real, real);
-  }
+  args.push(...secretArgs([workspace, ...readOnly, ...(view.readWrite ?? [])].map(realOrSelf), undefined, [...mounted, ...readOnly]));
+  for (const real of readOnly) args.push('--ro-bind', real, real);
   args.push('--bind', workspace, workspace);
   for (const rw of view.readWrite ?? []) {
     if (!rw || !path.isAbsolute(rw) || !existsSync(rw)) continue;
     const real = realOrSelf(rw);
     args.push('--bind', real, real);
   }
+  // The mount points made above live on the root tmpfs: nothing more may be written there.
+  args.push('--remount-ro', '/');
+  if (opts.seccompFd !== undefined) args.push('--seccomp', String(opts.seccompFd));
   args.push('--chdir', realOrSelf(cwd));
   args.push('--');
   return args;
@@ -150,6 +167,11 @@ export interface BwrapProbe { ok: boolean; path: string | null; reason: string; 
 
 /** Which namespace profile the probe found working ('userns' until a probe says otherwise). */
 export const namespaceProfile = (): NamespaceProfile => profile;
+
+/** Use this profile from now on (tests of both profiles; the probe sets it otherwise). */
+export function setNamespaceProfile(p: NamespaceProfile): void {
+  profile = p;
+}
 
 /**
  * Run `bwrap ... /bin/true` with the flags launch() uses; ok when it exits 0. Tries the user

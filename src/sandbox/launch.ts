@@ -1,12 +1,23 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { CodegenError } from '../domain/errors.js';
+import {
+  closeFd,
+  countersAfter,
+  limitExceededOf,
+  mergeRlimits,
+  prepareSessionLaunch,
+  seccompFd,
+  type LimitExceeded,
+  type SessionLaunch,
+  type SessionLimits,
+} from './enforcement.js';
+import { isExecutable } from './mounts.js';
 import { bwrapArgs, probeBwrap, type Isolation, type SandboxView } from './isolation.js';
 import { killGroup, killPids, killProcessTree } from './kill-group.js';
-import { hasLimits, limitPrefix } from './limits.js';
+import { hasLimits, limitPrefix, type ResourceLimits } from './limits.js';
 import { OutputCollector } from './output.js';
 
 /**
@@ -38,10 +49,18 @@ export interface LaunchSpec {
     /** Extra host paths made visible read-only inside bwrap (added after `hide`). */
     readOnly?: string[];
     allowNetwork: boolean;
+    /** RLIMIT_AS of the program, per task (constraints.max_memory_bytes); the session's memory limit is `limits.memoryBytes`. */
     memoryBytes?: number;
     maxProcesses?: number;
     maxFileBytes?: number;
     cpuSeconds?: number;
+    /**
+     * The session this program belongs to: it runs in the session's cgroup (made on first use,
+     * removed by releaseSessionLimits) with the session's limits, defaults filled in
+     * (DEFAULT_SESSION_LIMITS). Without it (venv creation, tools of no session) no session limit applies.
+     */
+    sessionId?: string;
+    limits?: Partial<SessionLimits>;
   };
 }
 
@@ -54,6 +73,8 @@ export interface LaunchResult {
   cancelled: boolean;
   truncated: boolean;
   durationMs: number;
+  /** Set when a limit ended the program (memory, processes, CPU time, file size), naming it and its value. */
+  limitExceeded?: LimitExceeded;
 }
 
 /** Time between SIGTERM and SIGKILL. */
@@ -94,26 +115,16 @@ export async function detectIsolation(mode: 'auto' | 'bwrap' | 'none'): Promise<
   return 'process';
 }
 
-function isExecutableFile(p: string): boolean {
-  try {
-    if (!statSync(p).isFile()) return false;
-    accessSync(p, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** The absolute path of `command`: relative to cwd when it has a slash, else looked up on the spec's PATH. */
 function resolveCommand(command: string, cwd: string, envPath: string | undefined): string | null {
   if (command.includes('/')) {
     const abs = path.resolve(cwd, command);
-    return isExecutableFile(abs) ? abs : null;
+    return isExecutable(abs) ? abs : null;
   }
   for (const dir of (envPath ?? '').split(':')) {
     if (!dir) continue;
     const candidate = path.resolve(cwd, dir, command);
-    if (isExecutableFile(candidate)) return candidate;
+    if (isExecutable(candidate)) return candidate;
   }
   return null;
 }
@@ -130,35 +141,75 @@ export async function isolationInForce(): Promise<Isolation> {
   return isolation ?? (isolation = await detectIsolation('auto'));
 }
 
+export interface SandboxPrefixOptions {
+  /** The command the sandbox runs (a command outside every mounted folder brings its installation folder). */
+  command?: string;
+  /** The fd number the child gets the seccomp program on (default 3); the caller places `seccomp` there. */
+  seccompChildFd?: number;
+}
+
 /**
  * The isolation in force (detected on first use) and the argv prefix that confines a command to
  * `view` with working directory `cwd`: `[bwrap ... --]`, or nothing with 'process' isolation.
+ * With bwrap and a seccomp filter, `seccomp` is a freshly opened fd of the filter: the caller
+ * places it at index `seccompChildFd` of spawn's stdio array and closes it after spawn (closeFd).
  */
-export async function sandboxPrefix(view: SandboxView, cwd: string): Promise<{ isolation: Isolation; prefix: string[] }> {
+export async function sandboxPrefix(view: SandboxView, cwd: string, opts: SandboxPrefixOptions = {}): Promise<{ isolation: Isolation; prefix: string[]; seccomp: number | null }> {
   const iso = await isolationInForce();
-  if (iso !== 'bwrap') return { isolation: iso, prefix: [] };
+  if (iso !== 'bwrap') return { isolation: iso, prefix: [], seccomp: null };
   const result = await (probe ??= probeBwrap());
   if (!result.ok || result.path === null) throw new CodegenError('INTERNAL', `bwrap isolation is set but bwrap does not work: ${result.reason}`);
-  return { isolation: iso, prefix: [result.path, ...bwrapArgs(view, cwd)] };
+  const seccomp = seccompFd();
+  const childFd = opts.seccompChildFd ?? 3;
+  return {
+    isolation: iso,
+    prefix: [result.path, ...bwrapArgs(view, cwd, { command: opts.command, ...(seccomp !== null ? { seccompFd: childFd } : {}) })],
+    seccomp,
+  };
 }
 
-/** Build the argv: [bwrap ... --] [prlimit ... --] command args. */
-async function buildArgv(spec: LaunchSpec, command: string): Promise<string[]> {
+/** The session part of a sandboxed launch: its cgroup and limits (null without a session). */
+export function sessionLaunchOf(box: { sessionId?: string; limits?: Partial<SessionLimits> } | undefined): SessionLaunch | null {
+  if (!box?.sessionId) return null;
+  try {
+    return prepareSessionLaunch(box.sessionId, box.limits);
+  } catch (err) {
+    throw new CodegenError('INTERNAL', `cannot apply the session's limits: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+interface Built {
+  argv: string[];
+  seccomp: number | null;
+  session: SessionLaunch | null;
+  rlimits: ResourceLimits;
+}
+
+/** Build the argv: [cgroup join] [bwrap ... --] [prlimit ... --] command args. */
+async function buildArgv(spec: LaunchSpec, command: string): Promise<Built> {
   const argv: string[] = [];
   const box = spec.sandbox;
+  let seccomp: number | null = null;
+  let session: SessionLaunch | null = null;
+  let rlimits: ResourceLimits = {};
   if (box) {
-    argv.push(...(await sandboxPrefix(box, spec.cwd)).prefix);
-    const limits = { memoryBytes: box.memoryBytes, maxProcesses: box.maxProcesses, maxFileBytes: box.maxFileBytes, cpuSeconds: box.cpuSeconds };
-    if (hasLimits(limits)) {
+    session = sessionLaunchOf(box);
+    if (session) argv.push(...session.prefix);
+    const sandbox = await sandboxPrefix(box, spec.cwd, { command });
+    seccomp = sandbox.seccomp;
+    argv.push(...sandbox.prefix);
+    rlimits = mergeRlimits({ memoryBytes: box.memoryBytes, maxProcesses: box.maxProcesses, maxFileBytes: box.maxFileBytes, cpuSeconds: box.cpuSeconds }, session?.rlimits ?? {});
+    if (hasLimits(rlimits)) {
       try {
-        argv.push(...limitPrefix(limits));
+        argv.push(...limitPrefix(rlimits));
       } catch (err) {
+        closeFd(seccomp);
         throw new CodegenError('INTERNAL', (err as Error).message, { cause: err });
       }
     }
   }
   argv.push(command, ...spec.args);
-  return argv;
+  return { argv, seccomp, session, rlimits };
 }
 
 /**
@@ -177,8 +228,12 @@ export async function launch(spec: LaunchSpec): Promise<LaunchResult> {
     throw new CodegenError('INTERNAL', `cannot start ${spec.command}: no such executable (ENOENT)`);
   }
   if (spec.signal?.aborted) return cancelledBeforeStart();
-  const argv = await buildArgv(spec, command);
-  if (spec.signal?.aborted) return cancelledBeforeStart();
+  const built = await buildArgv(spec, command);
+  const { argv } = built;
+  if (spec.signal?.aborted) {
+    closeFd(built.seccomp);
+    return cancelledBeforeStart();
+  }
 
   return new Promise<LaunchResult>((resolve, reject) => {
     const started = performance.now();
@@ -191,12 +246,15 @@ export async function launch(spec: LaunchSpec): Promise<LaunchResult> {
         cwd: spec.cwd,
         env: spec.env,
         detached: true,
-        stdio: [spec.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+        stdio: [spec.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe', ...(built.seccomp !== null ? [built.seccomp] : [])],
       });
     } catch (err) {
+      closeFd(built.seccomp);
       reject(new CodegenError('INTERNAL', `cannot start ${spec.command}: ${(err as Error).message}`, { cause: err }));
       return;
     }
+
+    closeFd(built.seccomp); // the child has its own copy
 
     let timedOut = false;
     let cancelled = false;
@@ -245,7 +303,7 @@ export async function launch(spec: LaunchSpec): Promise<LaunchResult> {
       stdout.end();
       stderr.end();
       const signalName = exitSignal;
-      resolve({
+      const result: LaunchResult = {
         exitCode: exitCode ?? (signalName ? 128 + signalNumber(signalName) : -1),
         signal: signalName,
         stdout: stdout.text(),
@@ -254,7 +312,13 @@ export async function launch(spec: LaunchSpec): Promise<LaunchResult> {
         cancelled,
         truncated: stdout.truncated || stderr.truncated,
         durationMs: Math.round(performance.now() - started),
-      });
+      };
+      const session = built.session;
+      const exceeded = spec.sandbox
+        ? limitExceededOf({ ...result, rlimits: built.rlimits }, session?.before ?? null, session ? countersAfter(spec.sandbox.sessionId!) : null, session?.limits ?? null)
+        : undefined;
+      if (exceeded) result.limitExceeded = exceeded;
+      resolve(result);
     };
 
     child.on('error', (err: NodeJS.ErrnoException) => {

@@ -5,9 +5,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { closeFd, countersAfter, limitExceededOf, mergeRlimits, type SessionLaunch, type SessionLimits } from '../enforcement.js';
 import type { SandboxView } from '../isolation.js';
 import { killProcessTree } from '../kill-group.js';
-import { CLOSE_GRACE_MS, KILL_GRACE_MS, cancelledBeforeStart, sandboxPrefix, type Isolation, type LaunchResult } from '../launch.js';
+import { CLOSE_GRACE_MS, KILL_GRACE_MS, cancelledBeforeStart, sandboxPrefix, sessionLaunchOf, type Isolation, type LaunchResult } from '../launch.js';
 import type { ResourceLimits } from '../limits.js';
 import { OutputCollector } from '../output.js';
 
@@ -26,6 +27,9 @@ export interface WarmServerSpec {
   view: SandboxView;
   /** The scrubbed environment the interpreter starts with (a task's own environment replaces it after the fork). */
   env: Record<string, string>;
+  /** The session: the server (and so every task forked from it) runs in the session's cgroup, with its limits (defaults filled in). */
+  sessionId?: string;
+  limits?: Partial<SessionLimits>;
 }
 
 export interface WarmTask {
@@ -96,6 +100,7 @@ export class WarmServer {
   private markExited!: () => void;
   private stderrTail = '';
   private isolation: Isolation | undefined;
+  private session: SessionLaunch | null = null;
   /** The server's pid as the worker sees it (bwrap's, under bwrap). */
   pid: number | undefined;
   /** Why the server ended, when it did. */
@@ -126,19 +131,29 @@ export class WarmServer {
       rmSync(this.controlDir, { recursive: true, force: true });
       mkdirSync(this.controlDir, { recursive: true, mode: 0o700 });
       const view: SandboxView = { ...this.spec.view, readWrite: [...(this.spec.view.readWrite ?? []), this.controlDir] };
-      const { isolation, prefix } = await sandboxPrefix(view, this.spec.workspace);
+      this.session = sessionLaunchOf(this.spec);
+      // fd 3 is the control channel: the seccomp program goes on fd 4.
+      const { isolation, prefix, seccomp } = await sandboxPrefix(view, this.spec.workspace, { seccompChildFd: 4 });
       this.isolation = isolation;
       // The last argument only makes room: each task writes its own command line over this argv area.
-      const argv = [...prefix, this.spec.python, '-u', '-c', BOOTSTRAP, this.controlDir, isolation === 'bwrap' ? 'pidns' : 'process', ' '.repeat(CMDLINE_ROOM)];
+      const argv = [...(this.session?.prefix ?? []), ...prefix, this.spec.python, '-u', '-c', BOOTSTRAP, this.controlDir, isolation === 'bwrap' ? 'pidns' : 'process', ' '.repeat(CMDLINE_ROOM)];
       const text = forkServerSource();
-      if (this.state !== 'starting') throw new Error(this.endReason ?? 'stopped');
+      if (this.state !== 'starting') {
+        closeFd(seccomp);
+        throw new Error(this.endReason ?? 'stopped');
+      }
       await new Promise<void>((resolve, reject) => {
-        const child = spawn(argv[0]!, argv.slice(1), {
-          cwd: this.spec.workspace,
-          env: this.spec.env,
-          detached: true,
-          stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
-        });
+        let child: ChildProcess;
+        try {
+          child = spawn(argv[0]!, argv.slice(1), {
+            cwd: this.spec.workspace,
+            env: this.spec.env,
+            detached: true,
+            stdio: ['ignore', 'ignore', 'pipe', 'pipe', ...(seccomp !== null ? [seccomp] : [])],
+          });
+        } finally {
+          closeFd(seccomp); // the child has its own copy
+        }
         this.child = child;
         this.pid = child.pid;
         const timer = setTimeout(() => fail(new Error(`not ready within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
@@ -268,6 +283,10 @@ export class WarmServer {
       return Promise.resolve(null);
     }
     this.state = 'busy';
+    // The session's CPU time per task (and fallbacks for what no cgroup enforces) with the task's own limits.
+    const limits = mergeRlimits(task.limits, this.session?.rlimits ?? {});
+    const sessionId = this.spec.sessionId;
+    const before = sessionId && this.session ? countersAfter(sessionId) : null;
 
     return new Promise<LaunchResult | null>((resolve) => {
       const began = performance.now();
@@ -328,7 +347,7 @@ export class WarmServer {
         for (const s of sockets) s.destroy();
         stdout.end();
         stderr.end();
-        settle({
+        const result: LaunchResult = {
           exitCode,
           signal: exitSignal,
           stdout: stdout.text(),
@@ -337,7 +356,11 @@ export class WarmServer {
           cancelled,
           truncated: stdout.truncated || stderr.truncated,
           durationMs: Math.round(performance.now() - began),
-        });
+        };
+        const after = sessionId && this.session ? countersAfter(sessionId) : null;
+        const exceeded = limitExceededOf({ ...result, rlimits: limits }, before, after, this.session?.limits ?? null);
+        if (exceeded) result.limitExceeded = exceeded;
+        settle(result);
       };
 
       function maybeFinish(): void {
@@ -416,10 +439,10 @@ export class WarmServer {
         env: task.env,
         cwd: task.cwd,
         limits: {
-          as: task.limits.memoryBytes,
-          nproc: task.limits.maxProcesses,
-          fsize: task.limits.maxFileBytes,
-          cpu: task.limits.cpuSeconds !== undefined ? Math.ceil(task.limits.cpuSeconds) : undefined,
+          as: limits.memoryBytes,
+          nproc: limits.maxProcesses,
+          fsize: limits.maxFileBytes,
+          cpu: limits.cpuSeconds !== undefined ? Math.ceil(limits.cpuSeconds) : undefined,
         },
       };
       if (task.code !== undefined) message.code = task.code;

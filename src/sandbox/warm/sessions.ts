@@ -54,7 +54,7 @@ export class WarmPython {
     if (task.signal?.aborted) return cancelledBeforeStart();
     this.busy = true;
     try {
-      const key = JSON.stringify([await isolationInForce(), spec.python, spec.workspace, spec.view, spec.env]);
+      const key = JSON.stringify([await isolationInForce(), spec.python, spec.workspace, spec.view, spec.env, spec.sessionId ?? null, spec.limits ?? null]);
       // A server that died or went stale before the task started ran nothing: one more try on a fresh one.
       for (let attempt = 0; attempt < 2; attempt++) {
         const server = await this.serverFor(key, spec);
