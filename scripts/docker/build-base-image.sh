@@ -211,12 +211,12 @@ docker build -q -t "$BASE_NODE_TAG" "$NODECTX" > "$WORKDIR/node-base-build.log" 
   log "node base build failed:"; tail -n 30 "$WORKDIR/node-base-build.log" >&2; exit 1; }
 
 # --- 3. + python3, venv, bubblewrap -------------------------------------------
-log "adding python3, python3-venv, python3-pip, bubblewrap, netcat-openbsd -> $BASE_PYTHON_TAG"
+log "adding python3, python3-venv, python3-pip, python3-seccomp, bubblewrap, netcat-openbsd -> $BASE_PYTHON_TAG"
 # Host networking: apt in the build reaches the same mirror as this machine.
 docker build --network host -t "$BASE_PYTHON_TAG" - > "$WORKDIR/python-base-build.log" 2>&1 <<EOF || {
 FROM $BASE_TAG
 RUN apt-get update \\
- && apt-get install -y --no-install-recommends python3 python3-venv python3-pip bubblewrap util-linux netcat-openbsd \\
+ && apt-get install -y --no-install-recommends python3 python3-venv python3-pip python3-seccomp bubblewrap util-linux netcat-openbsd \\
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log \\
  && python3 --version && bwrap --version && prlimit --version
 LABEL $LABEL=$INPUTS_HASH

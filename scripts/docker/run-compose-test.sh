@@ -23,6 +23,9 @@ export CODEGEN_TEST_GRPC_PORT="${CODEGEN_TEST_GRPC_PORT:-55051}"
 export CODEGEN_TEST_HTTP_PORT="${CODEGEN_TEST_HTTP_PORT:-58080}"
 OUT="$DOCKER_ROOT/tmp/docker-test/$MODE"
 export CODEGEN_TEST_WHEELS="$OUT/wheels"
+# The coordinator's client token for this run (docker-compose.test.yml passes it through); the suite sends it.
+CLIENT_TOKEN="${CLIENT_TOKEN:-test-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
+export CLIENT_TOKEN
 TC=("$COMPOSE" -p "$PROJECT" -f docker-compose.test.yml)
 WORKERS=(worker-1)
 if [ "$MODE" = multi ]; then TC+=(--profile multi-worker); WORKERS=(worker-1 worker-2); fi
@@ -110,6 +113,7 @@ export CODEGEN_DOCKER_MODE="$MODE"
 export CODEGEN_DOCKER_GRPC_ADDR="127.0.0.1:$CODEGEN_TEST_GRPC_PORT"
 export CODEGEN_DOCKER_MCP_URL="http://127.0.0.1:$CODEGEN_TEST_HTTP_PORT/mcp"
 export CODEGEN_DOCKER_WHEELS="$CODEGEN_TEST_WHEELS"
+export CODEGEN_DOCKER_CLIENT_TOKEN="$CLIENT_TOKEN"
 # The suite restarts services itself (docker compose restart worker-1, coordinator), with this command.
 CODEGEN_DOCKER_COMPOSE_JSON="$(node -e 'process.stdout.write(JSON.stringify(process.argv.slice(1)))' "${TC[@]}")"
 export CODEGEN_DOCKER_COMPOSE_JSON

@@ -15,6 +15,8 @@ export const dockerEnv = {
   mode: process.env.CODEGEN_DOCKER_MODE ?? 'single',
   grpcAddr: process.env.CODEGEN_DOCKER_GRPC_ADDR ?? '',
   mcpUrl: process.env.CODEGEN_DOCKER_MCP_URL ?? '',
+  /** The coordinator's CLIENT_TOKEN (scripts/docker/run-compose-test.sh sets both). */
+  clientToken: process.env.CODEGEN_DOCKER_CLIENT_TOKEN ?? '',
   /** Host folder mounted at /wheels in the workers (PIP_FIND_LINKS=/wheels, PIP_NO_INDEX=1). */
   wheels: process.env.CODEGEN_DOCKER_WHEELS ?? '',
   /** The stack's compose command, as a JSON array (e.g. [".../compose.sh", "-p", "codegen-test", "-f", "docker-compose.test.yml"]). */
@@ -52,7 +54,7 @@ export class GrpcDriver {
   readonly clients: CoordinatorClients;
 
   constructor(addr: string) {
-    this.clients = connectCoordinator(addr);
+    this.clients = connectCoordinator(addr, {}, { token: dockerEnv.clientToken });
   }
 
   createSession(metadata: Record<string, string> = {}): Promise<Session> {
@@ -108,7 +110,7 @@ export class McpDriver {
 
   static async connect(url: string): Promise<McpDriver> {
     const d = new McpDriver();
-    await d.client.connect(new StreamableHTTPClientTransport(new URL(url)));
+    await d.client.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { Authorization: `Bearer ${dockerEnv.clientToken}` } } }));
     return d;
   }
 
