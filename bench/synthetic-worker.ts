@@ -215,7 +215,7 @@ export function heldSession(workerId: string, sessionId: string, atMs: number, i
     description: {
       sessionId,
       workspaceId: sessionId,
-      userId: '',
+      userId: '', tenant: '',
       config: { env_vars: {}, allow_network: false, language: 'python' },
       metadata: {},
       metadataVersion: 0,

@@ -71,7 +71,7 @@ export const coordinatorMachine = setup({
         type: 'worker.refused',
         workerId: e.workerId,
         registrationId: e.registration.registrationId,
-        error: errorInfo('FAILED_PRECONDITION', `worker_id: a worker named ${JSON.stringify(e.workerId)} is already connected (another process); give every worker its own WORKER_ID. If that worker just died, retry once it is seen gone.`, true),
+        error: errorInfo('ALREADY_EXISTS', `worker_id: a worker named ${JSON.stringify(e.workerId)} is already connected (another process); give every worker its own WORKER_ID. If that worker just died, retry once it is seen gone.`, true),
       });
     }),
     /** The worker's shard, under its supervisor; made here, so the next action finds it by systemId. */

@@ -132,6 +132,8 @@ export const sessionProxyMachine = setup({
     reachable: ({ context }) => context.reachable,
     hasNoLiveTasks: ({ context }) => liveRecords(context.book).length === 0,
     refusesDestroy: ({ context }, p: { force: boolean }) => !p.force && liveRecords(context.book).length > 0,
+    // A task's constraints only narrow the session's permissions.
+    widensNetwork: ({ context }, p: { spec: TaskSpec }) => p.spec.constraints.allow_network && !context.report.description.config.allow_network,
   },
   actions: {
     sendCreate: enqueueActions(({ context, enqueue, system }) => {
@@ -343,6 +345,13 @@ export const sessionProxyMachine = setup({
             guard: { type: 'taskIdTakenElsewhere', params: ({ context, event }) => ({ taskId: event.spec.taskId, sessionId: context.sessionId }) },
             actions: { type: 'rejectTaskWith', params: ({ event }) => ({ requestId: event.requestId, error: errorInfo('INVALID_ARGUMENT', `task_id: ${event.spec.taskId} is already used by a task of another session`) }) },
           },
+          {
+            guard: { type: 'widensNetwork', params: ({ event }) => event },
+            actions: {
+              type: 'rejectTaskWith',
+              params: ({ event }) => ({ requestId: event.requestId, error: errorInfo('PERMISSION_DENIED', 'constraints.allow_network: this session was created without network; a task can only narrow its permissions, never widen them (create a session with allow_network)') }),
+            },
+          },
           { actions: { type: 'admitTask', params: ({ event }) => event } },
         ],
         'metadata.put': [
@@ -444,6 +453,7 @@ export function sessionViewOf(snap: SessionProxySnapshot): SessionView {
     workerId: c.workerId,
     workspaceId: d.workspaceId,
     userId: d.userId,
+    tenant: d.tenant,
     workspacePath: c.report.workspacePath,
     state,
     createdAtMs: d.createdAtMs,
@@ -455,6 +465,7 @@ export function sessionViewOf(snap: SessionProxySnapshot): SessionView {
     restartedAtMs: d.restartedAtMs,
     survivalNote: d.survivalNote,
     unreachableSinceMs: c.unreachableSinceMs,
+    usage: c.report.usage ?? { memoryBytes: 0, cpuMillicores: 0, diskBytes: 0 },
   };
 }
 

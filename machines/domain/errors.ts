@@ -13,6 +13,8 @@ export type ErrorCode =
   | 'CAPACITY_EXHAUSTED'
   | 'LIMIT_EXCEEDED'
   | 'FAILED_PRECONDITION'
+  | 'ALREADY_EXISTS'
+  | 'PERMISSION_DENIED'
   | 'UNAUTHENTICATED'
   | 'UNIMPLEMENTED'
   | 'CANCELLED'
@@ -37,6 +39,8 @@ export const retriableByDefault = {
   CAPACITY_EXHAUSTED: true,
   LIMIT_EXCEEDED: false,
   FAILED_PRECONDITION: false,
+  ALREADY_EXISTS: false,
+  PERMISSION_DENIED: false,
   UNAUTHENTICATED: false,
   UNIMPLEMENTED: false,
   CANCELLED: false,

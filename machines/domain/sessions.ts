@@ -7,6 +7,14 @@ export interface SessionConfig {
   env_vars: Record<string, string>;
   allow_network: boolean;
   language: string;
+  /** Less than the worker's maximum for this session (0 or absent: the worker's limit). */
+  limits?: SessionLimitsRequest;
+}
+
+/** SessionConfig.limits as the client asked (bytes, millicores); the worker caps each at its own maximum. */
+export interface SessionLimitsRequest {
+  max_memory_bytes: number;
+  max_cpu_millicores: number;
 }
 
 /**
@@ -17,6 +25,8 @@ export interface SessionDescription {
   sessionId: string;
   workspaceId: string;
   userId: string;
+  /** The tenant that owns it (its creator's credential names it). */
+  tenant: string;
   config: SessionConfig;
   metadata: Record<string, string>;
   /** Bumped by every metadata change: the newest version wins when reports and updates cross. */
@@ -43,6 +53,15 @@ export interface SessionReport {
    * a new one means the previous run, and every task it had, are gone. '' when unknown.
    */
   incarnation: string;
+  /** What the session's processes used, as of this report (the worker adds it as it sends the report). */
+  usage?: ResourceUsageView;
+}
+
+/** SessionInfo.usage: memory in use now, CPU in millicores averaged since the previous report, disk (0: not measured). */
+export interface ResourceUsageView {
+  memoryBytes: number;
+  cpuMillicores: number;
+  diskBytes: number;
 }
 
 /** What front doors show of a session. */
@@ -51,6 +70,7 @@ export interface SessionView {
   workerId: string;
   workspaceId: string;
   userId: string;
+  tenant: string;
   workspacePath: string;
   state: SessionState;
   createdAtMs: number;
@@ -64,6 +84,7 @@ export interface SessionView {
   survivalNote: string;
   /** Since when its worker has been unreachable; 0 while it is connected. */
   unreachableSinceMs: number;
+  usage: ResourceUsageView;
 }
 
 export interface WorkerView {

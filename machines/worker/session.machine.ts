@@ -114,8 +114,12 @@ export const warmChildId = (sessionId: string): string => `warm:${sessionId}`;
 
 const NEVER = 2 ** 31 - 1;
 
-/** Errors that mean the execution machinery broke, not the user's code: BUSY → FAILED. */
-const machineryFailures = new Set(['WORKER_LOST', 'INTERNAL']);
+/**
+ * Outcomes that mean the execution machinery broke: BUSY → FAILED. A tool's own error, whatever its
+ * code (a bad path, a full disk, an INTERNAL surprise), ends its task and leaves the session usable;
+ * a task actor that crashed (see 'xstate.error.actor.*', which marks its end `broken`) does not.
+ */
+const machineryFailures = new Set(['WORKER_LOST']);
 
 const survivalNoteOf = (ctx: Pick<SessionContext, 'origin' | 'restarts' | 'lastExit'>): string => {
   if (ctx.restarts > 0) return `the session's actor ${ctx.lastExit || 'crashed'} and was restarted from its description: files and installed packages kept; the interpreter's memory and the tasks it was running were lost`;
@@ -173,7 +177,7 @@ export const sessionMachine = setup({
     hasQueuedTask: ({ context }) => context.queue.length > 0,
     hasNoLiveTasks: ({ context }) => context.current === null && context.queue.length === 0,
     isCurrentTask: ({ context }, p: { taskId: string }) => context.current === p.taskId,
-    isMachineryFailure: (_, p: { outcome: TaskOutcomeSummary }) => p.outcome.type === 'error' && machineryFailures.has(p.outcome.error.code),
+    isMachineryFailure: (_, p: { outcome: TaskOutcomeSummary; broken?: boolean }) => p.broken === true || (p.outcome.type === 'error' && machineryFailures.has(p.outcome.error.code)),
     faultsEnabled: ({ context }) => context.faults,
     idles: ({ context }) => context.description.idleTimeoutMs > 0,
   },
@@ -299,7 +303,7 @@ export const sessionMachine = setup({
         const rec = context.book.records[taskId];
         if (!rec || rec.outcome) return;
         const outcome: TaskOutcomeSummary = { type: 'error', error: errorInfo('INTERNAL', `task ${taskId} crashed: ${reasonOf((event as { error?: unknown }).error)}`) };
-        enqueue.raise({ type: 'task.ended', taskId, outcome, atMs: context.description.lastActivityMs });
+        enqueue.raise({ type: 'task.ended', taskId, outcome, atMs: context.description.lastActivityMs, broken: true });
       }),
     },
   },
@@ -382,7 +386,7 @@ export const sessionMachine = setup({
         'task.submit': { actions: { type: 'enqueueTask', params: ({ event }) => event } },
         'task.ended': [
           {
-            guard: { type: 'isMachineryFailure', params: ({ event }) => ({ outcome: event.outcome }) },
+            guard: { type: 'isMachineryFailure', params: ({ event }) => ({ outcome: event.outcome, ...(event.broken ? { broken: true } : {}) }) },
             target: 'FAILED',
             actions: [
               { type: 'recordTaskEnd', params: ({ event }) => event },

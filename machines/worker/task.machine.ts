@@ -37,7 +37,8 @@ export interface TaskContext {
 }
 
 /** What the task tells its parent session when it ends: exactly once. */
-export interface TaskEndedEvent { type: 'task.ended'; taskId: string; outcome: TaskOutcomeSummary; atMs: number }
+/** `broken`: the task's actor crashed (the session's machinery broke, not the tool). */
+export interface TaskEndedEvent { type: 'task.ended'; taskId: string; outcome: TaskOutcomeSummary; atMs: number; broken?: boolean }
 export type TaskEmitted = { type: 'task.update'; taskId: string; sessionId: string; update: TaskUpdate };
 
 export const CANCEL_GRACE_MS = 10_000;
@@ -46,7 +47,8 @@ const executorFailed = (err: unknown): TaskOutcome => errorOutcome(errorInfo('IN
 
 export const taskMachine = setup({
   types: {
-    context: {} as TaskContext & { spec: TaskSpec },
+    /** broken: the executor itself failed (not the tool): the session's machinery broke. */
+    context: {} as TaskContext & { spec: TaskSpec; broken?: boolean },
     input: {} as TaskInput,
     events: {} as TaskEvent,
     emitted: {} as TaskEmitted,
@@ -60,7 +62,13 @@ export const taskMachine = setup({
     emitUpdate: emit(({ context }, p: { update: TaskUpdate }) => ({ type: 'task.update' as const, taskId: context.taskId, sessionId: context.sessionId, update: p.update })),
     end: assign({ outcome: (_, p: { outcome: TaskOutcome | TaskOutcomeSummary }) => summarizeOutcome(p.outcome) }),
     cancelExecutor: sendTo('executor', (_, p: { reason: string }) => ({ type: 'executor.cancel' as const, reason: p.reason })),
-    announceEnd: sendParent(({ context }): TaskEndedEvent => ({ type: 'task.ended', taskId: context.taskId, outcome: context.outcome!, atMs: context.outcome!.type === 'result' ? context.outcome!.metadata.finishedAtMs : context.cancelledAtMs || context.startedAtMs || context.enqueuedAtMs })),
+    announceEnd: sendParent(({ context }): TaskEndedEvent => ({
+      type: 'task.ended',
+      taskId: context.taskId,
+      outcome: context.outcome!,
+      atMs: context.outcome!.type === 'result' ? context.outcome!.metadata.finishedAtMs : context.cancelledAtMs || context.startedAtMs || context.enqueuedAtMs,
+      ...(context.broken ? { broken: true } : {}),
+    })),
   },
   delays: {
     // After a cancel, how long the executor has to report before the task ends as cancelled anyway.
@@ -101,6 +109,7 @@ export const taskMachine = setup({
         onError: {
           target: 'done',
           actions: [
+            assign({ broken: true }),
             { type: 'end', params: ({ event }) => ({ outcome: executorFailed(event.error) }) },
             { type: 'emitUpdate', params: ({ event }) => ({ update: { type: 'outcome' as const, outcome: executorFailed(event.error) } }) },
           ],

@@ -4,7 +4,10 @@ import { coordinatorConfig, CoordinatorEnv } from '../config/coordinator.js';
 import { ConfigError, flagsToEnv, parseConfig, bool, seconds } from '../config/load.js';
 import { workerConfig, WorkerEnv } from '../config/worker.js';
 import { createLogger, type LogLevel } from '../log/logger.js';
+import { localOperator } from '../auth/authenticator.js';
+import { clientTokenFileIn, defaultStateDir, readTokenFile } from '../auth/secrets.js';
 import { checkHealth } from './health.js';
+import { runKeys } from './keys.js';
 import { onShutdown } from './signals.js';
 import { z } from 'zod';
 
@@ -18,7 +21,8 @@ Commands:
   up            a coordinator and N workers as supervised child processes (--workers N, default 1)
   mcp           an MCP server on stdio; with COORDINATOR_ADDR it uses that coordinator,
                 without it an embedded coordinator and worker
-  health        check a coordinator's gRPC health (--addr host:port, default localhost:50051)
+  health        check a coordinator's gRPC health (--addr host:port, default localhost:50051; TLS_CA for TLS)
+  keys          manage tenants' API keys: keys add TENANT [--admin] | keys ls | keys rm KEY_ID
 
 Every option mirrors an environment variable: --max-sessions 3 is MAX_SESSIONS=3.
 Coordinator: ${Object.keys(CoordinatorEnv.shape).join(', ')}
@@ -29,6 +33,12 @@ See README.md for defaults and meanings.
 const UpEnv = z.object({ WORKERS: z.coerce.number().int().min(1).max(64).default(1), BASE_WORKSPACE: z.string().default('./tmp/workspaces'), LOG_LEVEL: z.string().default('info') });
 const McpEnv = z.object({
   COORDINATOR_ADDR: z.string().default(''),
+  /** With COORDINATOR_ADDR: the credential sent (else the token file a coordinator on this host made). */
+  CLIENT_TOKEN: z.string().default(''),
+  CLIENT_TOKEN_FILE: z.string().default(''),
+  CODEGEN_STATE_DIR: z.string().default(''),
+  TLS_CA: z.string().default(''),
+  TLS_SERVER_NAME: z.string().default(''),
   MCP_WAIT_LIMIT_SECONDS: seconds(50),
   LEGACY_TOOL_NAMES: bool(false),
   LOG_LEVEL: z.string().default('info'),
@@ -53,7 +63,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return command ? 0 : 2;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
+  if (command !== 'keys' && (rest.includes('--help') || rest.includes('-h'))) {
     process.stdout.write(HELP);
     return 0;
   }
@@ -111,7 +121,7 @@ async function main(argv: string[]): Promise<number> {
       const common = { logger, waitLimitMs: Math.round(m.MCP_WAIT_LIMIT_SECONDS * 1000), legacyToolNames: m.LEGACY_TOOL_NAMES };
       if (m.COORDINATOR_ADDR) {
         const { RemoteCoordinatorPort } = await import('../grpc/remote-port.js');
-        const coordinator = new RemoteCoordinatorPort(m.COORDINATOR_ADDR);
+        const coordinator = new RemoteCoordinatorPort(m.COORDINATOR_ADDR, { connect: { token: clientTokenOf(m), ...(m.TLS_CA ? { tls: { ca: path.resolve(m.TLS_CA), serverName: m.TLS_SERVER_NAME } } : {}) } });
         const finished = deferred();
         // A signal ends stdin: runMcpStdio then destroys the connection's default session.
         onShutdown(logger, 10_000, () => (process.stdin.destroy(), finished.promise));
@@ -127,17 +137,20 @@ async function main(argv: string[]): Promise<number> {
       const finished = deferred();
       onShutdown(logger, 20_000, () => (process.stdin.destroy(), finished.promise));
       await waitForWorker(c.coordinator, 30_000);
-      await runMcpStdio({ ...common, coordinator: c.coordinator });
+      // The person who started the process is the operator of its embedded coordinator.
+      await runMcpStdio({ ...common, coordinator: c.tenancy.portFor(localOperator) });
       await w.stop();
       await c.stop();
       finished.resolve();
       return 0;
     }
+    case 'keys':
+      return runKeys(rest, process.env, (s) => process.stdout.write(s), (s) => process.stderr.write(s));
     case 'health': {
-      const env = merged(rest, ['ADDR', 'SERVICE']);
+      const env = merged(rest, ['ADDR', 'SERVICE', 'TLS_CA', 'TLS_SERVER_NAME']);
       const addr = env['ADDR'] ?? 'localhost:50051';
       try {
-        const status = await checkHealth(addr, env['SERVICE'] ?? '');
+        const status = await checkHealth(addr, env['SERVICE'] ?? '', 3_000, env['TLS_CA'] ? { ca: path.resolve(env['TLS_CA']), serverName: env['TLS_SERVER_NAME'] ?? '' } : undefined);
         process.stdout.write(`${addr}: ${status}\n`);
         return status === 'SERVING' ? 0 : 1;
       } catch (err) {
@@ -149,6 +162,15 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`unknown command ${JSON.stringify(command)}\n\n${HELP}`);
       return 2;
   }
+}
+
+/** CLIENT_TOKEN, else the token file in the state folder (where a coordinator on this host wrote it). */
+function clientTokenOf(m: { CLIENT_TOKEN: string; CLIENT_TOKEN_FILE: string; CODEGEN_STATE_DIR: string }): string {
+  if (m.CLIENT_TOKEN) return m.CLIENT_TOKEN;
+  const file = m.CLIENT_TOKEN_FILE ? path.resolve(m.CLIENT_TOKEN_FILE) : clientTokenFileIn(defaultStateDir({ ...process.env, CODEGEN_STATE_DIR: m.CODEGEN_STATE_DIR }));
+  const token = readTokenFile(file);
+  if (!token) throw new ConfigError([`CLIENT_TOKEN: not set, and no token file at ${file}; set CLIENT_TOKEN to an API key ("codegen-mcp keys add") or to the coordinator's client token`]);
+  return token;
 }
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {

@@ -1,5 +1,9 @@
+import path from 'node:path';
 import { z } from 'zod';
+import { clientKeysFileIn, clientTokenFileIn, defaultStateDir, workerTokenFileIn } from '../auth/secrets.js';
+import type { TenantQuotas } from '../runtime/tenancy.js';
 import { bool, list, logLevel, parseConfig, port, positiveInt, seconds } from './load.js';
+import { tlsFiles, type TlsFiles } from './tls.js';
 
 /** The coordinator's variables (the guide's names), with their defaults. */
 export const CoordinatorEnv = z.object({
@@ -12,8 +16,30 @@ export const CoordinatorEnv = z.object({
   /** false disables the MCP HTTP front door. */
   HTTP_ENABLED: bool(true),
   LOG_LEVEL: logLevel,
+  /** Where generated credentials live (default $XDG_STATE_HOME/codegen-mcp or ~/.local/state/codegen-mcp). */
+  CODEGEN_STATE_DIR: z.string().default(''),
+  /** The default tenant's shared token (admin role). Unset: read from CLIENT_TOKEN_FILE, made there at first start. */
+  CLIENT_TOKEN: z.string().default(''),
+  CLIENT_TOKEN_FILE: z.string().default(''),
+  /** Per-tenant API keys (`codegen-mcp keys add`), re-read when it changes. Default: client-keys.json in the state folder. */
+  CLIENT_KEYS_FILE: z.string().default(''),
+  /** Workers present it. Unset: read from WORKER_TOKEN_FILE, made there at first start. */
   WORKER_TOKEN: z.string().default(''),
+  WORKER_TOKEN_FILE: z.string().default(''),
+  /** The first version's MCP HTTP token: still accepted, as CLIENT_TOKEN when that is unset. */
   MCP_TOKEN: z.string().default(''),
+  /** Per-tenant quotas (0: none). */
+  TENANT_MAX_SESSIONS: z.coerce.number().int().min(0).default(100),
+  TENANT_MAX_CONCURRENT_TASKS: z.coerce.number().int().min(0).default(64),
+  /** MCP HTTP sessions held at once; an initialize beyond it answers 503. */
+  MCP_MAX_SESSIONS: positiveInt(1000),
+  /** An MCP HTTP session with no open request for this long is closed (0: never). */
+  MCP_SESSION_IDLE_SECONDS: seconds(1800),
+  /** TLS for gRPC and MCP HTTP: the server's certificate chain and key (PEM files). */
+  TLS_CERT: z.string().default(''),
+  TLS_KEY: z.string().default(''),
+  /** With it, clients (workers) must present a certificate signed by this CA: mutual TLS; a worker's id is then its certificate's. */
+  TLS_CLIENT_CA: z.string().default(''),
   MCP_ALLOWED_HOSTS: list,
   MCP_ALLOWED_ORIGINS: list,
   MCP_WAIT_LIMIT_SECONDS: seconds(50),
@@ -33,9 +59,17 @@ export type CoordinatorEnv = z.infer<typeof CoordinatorEnv>;
 export interface CoordinatorConfig {
   grpcHost: string;
   grpcPort: number;
-  http: { enabled: boolean; host: string; port: number; token: string; allowedHosts: string[]; allowedOrigins: string[]; waitLimitMs: number; legacyToolNames: boolean };
+  http: { enabled: boolean; host: string; port: number; allowedHosts: string[]; allowedOrigins: string[]; waitLimitMs: number; legacyToolNames: boolean; maxSessions: number; sessionIdleMs: number };
   logLevel: CoordinatorEnv['LOG_LEVEL'];
+  stateDir: string;
+  /** '' until resolved at start (auth/secrets.ts): then the configured or generated token. */
+  clientToken: string;
+  clientTokenFile: string;
+  clientKeysFile: string;
   workerToken: string;
+  workerTokenFile: string;
+  quotas: TenantQuotas;
+  tls: TlsFiles;
   idleTimeoutMs: number;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
@@ -47,6 +81,7 @@ export interface CoordinatorConfig {
 export function coordinatorConfig(env: Record<string, string | undefined>): CoordinatorConfig {
   const e = parseConfig(CoordinatorEnv, env);
   const heartbeatIntervalMs = Math.round(e.HEARTBEAT_INTERVAL_SECONDS * 1000);
+  const stateDir = defaultStateDir({ ...env, CODEGEN_STATE_DIR: e.CODEGEN_STATE_DIR });
   return {
     grpcHost: e.GRPC_HOST,
     grpcPort: e.GRPC_PORT,
@@ -54,14 +89,22 @@ export function coordinatorConfig(env: Record<string, string | undefined>): Coor
       enabled: e.HTTP_ENABLED,
       host: e.HTTP_HOST,
       port: e.HTTP_PORT,
-      token: e.MCP_TOKEN,
       allowedHosts: e.MCP_ALLOWED_HOSTS,
       allowedOrigins: e.MCP_ALLOWED_ORIGINS,
       waitLimitMs: Math.round(e.MCP_WAIT_LIMIT_SECONDS * 1000),
       legacyToolNames: e.LEGACY_TOOL_NAMES,
+      maxSessions: e.MCP_MAX_SESSIONS,
+      sessionIdleMs: Math.round(e.MCP_SESSION_IDLE_SECONDS * 1000),
     },
     logLevel: e.LOG_LEVEL,
+    stateDir,
+    clientToken: e.CLIENT_TOKEN || e.MCP_TOKEN,
+    clientTokenFile: e.CLIENT_TOKEN_FILE ? path.resolve(e.CLIENT_TOKEN_FILE) : clientTokenFileIn(stateDir),
+    clientKeysFile: e.CLIENT_KEYS_FILE ? path.resolve(e.CLIENT_KEYS_FILE) : clientKeysFileIn(stateDir),
     workerToken: e.WORKER_TOKEN,
+    workerTokenFile: e.WORKER_TOKEN_FILE ? path.resolve(e.WORKER_TOKEN_FILE) : workerTokenFileIn(stateDir),
+    quotas: { maxSessions: e.TENANT_MAX_SESSIONS, maxConcurrentTasks: e.TENANT_MAX_CONCURRENT_TASKS },
+    tls: tlsFiles(e, 'server'),
     idleTimeoutMs: Math.round(e.SESSION_IDLE_TIMEOUT_SECONDS * 1000),
     heartbeatIntervalMs,
     heartbeatTimeoutMs: heartbeatIntervalMs * e.HEARTBEAT_MISSES + 1000,

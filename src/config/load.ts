@@ -54,6 +54,20 @@ export const bool = (def: boolean) =>
     .enum(['true', 'false', '1', '0', 'yes', 'no'])
     .default(def ? 'true' : 'false')
     .transform((v) => v === 'true' || v === '1' || v === 'yes');
+/** A size in bytes: 1073741824, or with a unit (512MiB, 1GiB, 1G, 100k). */
+export const bytes = (def: number) =>
+  z
+    .string()
+    .default(String(def))
+    .transform((v, ctx) => {
+      const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$/i.exec(v);
+      if (!m) {
+        ctx.addIssue({ code: 'custom', message: 'must be a size in bytes, e.g. 1073741824 or 1GiB' });
+        return z.NEVER;
+      }
+      const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+      return Math.round(Number(m[1]) * unit);
+    });
 export const logLevel = z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info');
 export const list = z
   .string()

@@ -4,10 +4,11 @@ import { checkMetadataSize } from '../domain/metadata.js';
 import { CodegenError, invalidArgument, type ErrorInfo } from '../domain/errors.js';
 import { isSafeId, newRequestId, newSessionId, newTaskId } from '../domain/ids.js';
 import type { SessionConfig, SessionDescription, SessionView, WorkerView } from '../domain/sessions.js';
-import { findRecord, isFinalTaskState, type TaskConstraints, type TaskOutcome, type TaskOutcomeSummary, type TaskRecord, type TaskSpec, type TaskUpdate } from '../domain/tasks.js';
+import { findRecord, isFinalTaskState, liveRecords, type TaskConstraints, type TaskOutcome, type TaskOutcomeSummary, type TaskRecord, type TaskSpec, type TaskUpdate } from '../domain/tasks.js';
 import { askLater, askNow } from '../runtime/ask.js';
 import type { CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../runtime/port.js';
 import { waitForOutcome } from '../runtime/wait-task.js';
+import { ownerOf, type TenancyBackend, type TenantUsage } from '../runtime/tenancy.js';
 import type { ResultStore } from '../runtime/result-store.js';
 import type { CoordinatorActor, CoordinatorEmitted } from '../../machines/coordinator/coordinator.machine.js';
 import { allSlots } from '../../machines/coordinator/placement.js';
@@ -30,7 +31,7 @@ const fromSummary = (s: TaskOutcomeSummary): TaskOutcome => (s.type === 'error' 
  * The CoordinatorPort over the coordinator's actor system: it finds actors by systemId, sends
  * them events, and answers with what they emit or show. It keeps no state and decides nothing.
  */
-export class ActorCoordinatorPort implements CoordinatorPort {
+export class ActorCoordinatorPort implements TenancyBackend {
   constructor(
     private readonly root: CoordinatorActor,
     private readonly opts: ActorPortOptions,
@@ -41,11 +42,33 @@ export class ActorCoordinatorPort implements CoordinatorPort {
   }
 
   /** An unknown session id: gone, or (while the coordinator recovers after a restart) not reported yet. */
-  private unknownSession(sessionId: string): CodegenError {
+  unknownSession(sessionId: string): CodegenError {
     if (this.root.getSnapshot().matches('recovering')) {
       return new CodegenError('UNAVAILABLE', `session_id: ${JSON.stringify(sessionId)} is not known yet: the coordinator restarted recently and is recovering its sessions from the workers' reports; retry in a few seconds`, { retriable: true });
     }
     return new CodegenError('SESSION_NOT_FOUND', `session_id: no session ${JSON.stringify(sessionId)} exists (create one first, or check the id)`);
+  }
+
+  unknownTask(taskId: string, sessionId?: string): CodegenError {
+    return new CodegenError('TASK_NOT_FOUND', `task_id: no task ${JSON.stringify(taskId)}${sessionId ? ` in session ${sessionId}` : ''} (finished tasks are kept for the session's last 256 tasks)`);
+  }
+
+  /** The session's view now (for tenancy's checks, in the same step as the call they guard). */
+  sessionViewNow(sessionId: string): SessionView {
+    return this.viewOf(this.proxy(sessionId).getSnapshot());
+  }
+
+  /** A tenant's sessions (made or being made) and its tasks queued or running: a scan, like a listing. */
+  usageOf(tenant: string): TenantUsage {
+    let sessions = 0;
+    let liveTasks = 0;
+    for (const proxy of this.proxies()) {
+      const c = proxy.getSnapshot().context;
+      if (ownerOf(c.report.description) !== tenant) continue;
+      sessions++;
+      liveTasks += liveRecords(c.book).length;
+    }
+    return { sessions, liveTasks };
   }
 
   private proxy(sessionId: string): SessionProxyActor {
@@ -60,6 +83,7 @@ export class ActorCoordinatorPort implements CoordinatorPort {
       env_vars: checkEnvVars(input.config?.env_vars ?? {}, 'config.env_vars'),
       allow_network: input.config?.allow_network ?? false,
       language: input.config?.language || 'python',
+      ...(input.config?.limits ? { limits: { ...input.config.limits } } : {}),
     };
     if (config.language !== 'python') throw invalidArgument('config.language', `only "python" is supported, not ${JSON.stringify(config.language)}`);
     checkMetadataSize(input.metadata ?? {});
@@ -71,6 +95,7 @@ export class ActorCoordinatorPort implements CoordinatorPort {
       sessionId,
       workspaceId: workspaceId || sessionId,
       userId: input.userId ?? '',
+      tenant: input.tenant ?? '',
       config,
       metadata: { ...(input.metadata ?? {}) },
       metadataVersion: 0,
@@ -121,7 +146,7 @@ export class ActorCoordinatorPort implements CoordinatorPort {
   }
 
   async getSession(sessionId: string): Promise<SessionView> {
-    return this.viewOf(this.proxy(sessionId).getSnapshot());
+    return this.sessionViewNow(sessionId);
   }
 
   /** Every session proxy, walking the tree: root → shards → buckets → proxies (a listing is a scan by nature). */
@@ -259,7 +284,7 @@ export class ActorCoordinatorPort implements CoordinatorPort {
   /** The session proxy a task belongs to: live tasks name their session, finished ones the result cache does. */
   private taskSession(taskId: string, sessionId?: string): { proxy: SessionProxyActor; record: TaskRecord } {
     if (!taskId) throw invalidArgument('task_id', 'is required');
-    const notFound = () => new CodegenError('TASK_NOT_FOUND', `task_id: no task ${JSON.stringify(taskId)}${sessionId ? ` in session ${sessionId}` : ''} (finished tasks are kept for the session's last 256 tasks)`);
+    const notFound = () => this.unknownTask(taskId, sessionId);
     let sid = sessionId;
     if (!sid) sid = this.liveTask(taskId)?.getSnapshot().context.sessionId ?? this.opts.results.sessionOf(taskId);
     if (!sid) throw notFound();

@@ -1,6 +1,10 @@
 import { createActor } from 'xstate';
 import type { CoordinatorConfig } from '../config/coordinator.js';
+import { ClientAuthenticator } from '../auth/authenticator.js';
+import { ensureTokenFile } from '../auth/secrets.js';
+import { clientAccess } from '../grpc/client-access.js';
 import { startGrpcServer, stopGrpcServer } from '../grpc/server.js';
+import { Tenancy } from '../runtime/tenancy.js';
 import { inspectionLogger } from '../log/inspection.js';
 import type { Logger } from '../log/logger.js';
 import type { CoordinatorPort } from '../runtime/port.js';
@@ -11,7 +15,10 @@ import { StreamTable } from './streams.js';
 import { WorkerRegistry } from './worker-registry.js';
 
 export interface RunningCoordinator {
+  /** The actors' port, with no tenancy: every session (for the process itself and tests). */
   coordinator: CoordinatorPort;
+  /** Tenant-scoped ports (what the front doors use). */
+  tenancy: Tenancy;
   grpcPort: number;
   httpPort: number | undefined;
   /** Drains (new work refused, running tasks finish within the bound), then stops the front doors and the actors. */
@@ -38,6 +45,25 @@ export function coordinatorActors(config: CoordinatorConfig, logger: Logger) {
   return { root, streams, results, coordinator, registry };
 }
 
+/**
+ * The client and worker tokens: configured, else read from their files in the state folder, made
+ * there (mode 0600) at first start. The coordinator never runs without credentials.
+ */
+function credentialsAtStart(config: CoordinatorConfig, logger: Logger): { clientToken: string; workerToken: string } {
+  const resolve = (configured: string, file: string, what: string, variable: string): string => {
+    if (configured) return configured;
+    const { token, generated } = ensureTokenFile(file);
+    logger.info({ file, generated }, generated ? `${what} made at first start and written to ${file} (mode 0600); set ${variable} to choose your own` : `${what} read from ${file}`);
+    return token;
+  };
+  return {
+    clientToken: resolve(config.clientToken, config.clientTokenFile, 'client token (default tenant, admin)', 'CLIENT_TOKEN'),
+    workerToken: resolve(config.workerToken, config.workerTokenFile, 'worker token', 'WORKER_TOKEN'),
+  };
+}
+
+const tlsMode = (config: CoordinatorConfig): string => (config.tls.cert ? (config.tls.clientCa ? 'mutual (workers present certificates)' : 'server') : 'off');
+
 /** The coordinator's composition root: the actor system, then the front doors over it. */
 export async function startCoordinator(config: CoordinatorConfig, logger: Logger): Promise<RunningCoordinator> {
   const { root, streams, coordinator, registry } = coordinatorActors(config, logger);
@@ -46,8 +72,12 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
   root.on('coordinator.warning', (e) => logger.warn(e.details, e.message));
   root.start();
 
-  const grpc = await startGrpcServer({ host: config.grpcHost, port: config.grpcPort, coordinator, registry, workerToken: config.workerToken, logger });
-  logger.info({ port: grpc.port, host: config.grpcHost, recoveryGraceMs: config.recoveryGraceMs }, 'coordinator gRPC listening');
+  const secrets = credentialsAtStart(config, logger);
+  const auth = new ClientAuthenticator({ token: secrets.clientToken, keysFile: config.clientKeysFile, logger: logger.child({ component: 'auth' }) });
+  const tenancy = new Tenancy(coordinator, config.quotas);
+  const access = clientAccess(auth, tenancy);
+  const grpc = await startGrpcServer({ host: config.grpcHost, port: config.grpcPort, access, registry, workerToken: secrets.workerToken, tls: config.tls, logger });
+  logger.info({ port: grpc.port, host: config.grpcHost, tls: tlsMode(config), recoveryGraceMs: config.recoveryGraceMs, quotas: config.quotas, clientKeys: auth.describe() }, 'coordinator gRPC listening');
 
   let http: { port: number; close(): Promise<void> } | undefined;
   if (config.http.enabled) {
@@ -57,18 +87,22 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       logger: logger.child({ component: 'mcp-http' }),
       host: config.http.host,
       port: config.http.port,
-      token: config.http.token || undefined,
+      access: { authenticate: (header) => auth.authenticate(header), portFor: (principal) => tenancy.portFor(principal) },
+      tls: config.tls.cert ? { cert: config.tls.cert, key: config.tls.key } : undefined,
+      maxSessions: config.http.maxSessions,
+      sessionIdleMs: config.http.sessionIdleMs,
       allowedHosts: config.http.allowedHosts.length ? config.http.allowedHosts : undefined,
       allowedOrigins: config.http.allowedOrigins.length ? config.http.allowedOrigins : undefined,
       waitLimitMs: config.http.waitLimitMs,
       legacyToolNames: config.http.legacyToolNames,
     });
-    logger.info({ port: http.port, host: config.http.host, path: '/mcp' }, 'coordinator MCP HTTP listening');
+    logger.info({ port: http.port, host: config.http.host, path: '/mcp', tls: Boolean(config.tls.cert) }, 'coordinator MCP HTTP listening');
   }
 
   let stopping: Promise<void> | undefined;
   return {
     coordinator,
+    tenancy,
     grpcPort: grpc.port,
     httpPort: http?.port,
     stop: () =>

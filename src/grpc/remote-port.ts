@@ -16,7 +16,7 @@ import type { SessionView, WorkerView } from '../domain/sessions.js';
 import { taskStates, type TaskOutcome, type TaskState, type TaskUpdate } from '../domain/tasks.js';
 import type { CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../runtime/port.js';
 import { waitForOutcome } from '../runtime/wait-task.js';
-import { connectCoordinator, unary, type CoordinatorClients, type RequestOf, type ResponseOf, type UnaryMethod } from '../wire/client.js';
+import { connectCoordinator, unary, type ConnectOptions, type CoordinatorClients, type RequestOf, type ResponseOf, type UnaryMethod } from '../wire/client.js';
 import { decodeError, decodeSessionState, decodeTaskUpdate, encodeToolRequest, num } from '../wire/codecs.js';
 import type { GetSessionStatusResponse__Output, TaskRequest, TaskResponse__Output } from '../wire/messages.js';
 import { TASK_DUPLICATE_METADATA, TASK_ID_METADATA } from '../wire/metadata.js';
@@ -26,6 +26,8 @@ export interface RemotePortOptions {
   /** Deadline of each unary call. Default 120 s (session creation may build a venv). */
   deadlineMs?: number;
   channelOptions?: grpc.ChannelOptions;
+  /** The bearer credential and TLS (see wire/client.ts). */
+  connect?: ConnectOptions;
 }
 
 const toTaskState = (v: unknown, fallback: TaskState): TaskState => (taskStates.includes(v as TaskState) ? (v as TaskState) : fallback);
@@ -37,6 +39,8 @@ export function sessionViewFromStatus(status: GetSessionStatusResponse__Output):
     workerId: String(status.worker_id ?? ''),
     workspaceId: String(info?.workspace_id ?? ''),
     userId: String(info?.user_id ?? ''),
+    tenant: String(info?.tenant ?? ''),
+    usage: { memoryBytes: num(info?.usage?.memory_bytes), cpuMillicores: num(info?.usage?.cpu_millicores), diskBytes: num(info?.usage?.disk_bytes) },
     workspacePath: '',
     state: decodeSessionState(status.state) ?? decodeSessionState(info?.state) ?? 'READY',
     createdAtMs: num(info?.created_at_ms),
@@ -63,7 +67,7 @@ export class RemoteCoordinatorPort implements CoordinatorPort {
     readonly address: string,
     options: RemotePortOptions = {},
   ) {
-    this.clients = connectCoordinator(address, options.channelOptions ?? {});
+    this.clients = connectCoordinator(address, options.channelOptions ?? {}, options.connect ?? {});
     this.peer = `the coordinator at ${address}`;
     this.deadlineMs = options.deadlineMs ?? 120_000;
   }

@@ -2,7 +2,10 @@ import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import * as protoLoader from '@grpc/proto-loader';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
-import type { CoordinatorPort, WorkerLifecyclePort } from '../runtime/port.js';
+import { readFileSync } from 'node:fs';
+import type { TlsFiles } from '../config/tls.js';
+import type { WorkerLifecyclePort } from '../runtime/port.js';
+import type { ClientAccess } from './client-access.js';
 import type { Logger } from '../log/logger.js';
 import { loadProtos, protoLoaderOptions } from '../wire/protos.js';
 import { preEncodedListing } from './session-listing.js';
@@ -15,10 +18,39 @@ export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 export interface GrpcServerOptions {
   host: string;
   port: number;
-  coordinator: CoordinatorPort;
+  /** Which port each client call uses (its credential names the tenant). */
+  access: ClientAccess;
   registry: WorkerLifecyclePort;
   workerToken: string;
+  /** PEM paths; no cert: plaintext. With clientCa, workers prove who they are with certificates. */
+  tls: Pick<TlsFiles, 'cert' | 'key' | 'clientCa'>;
   logger: Logger;
+}
+
+/**
+ * A certificate provider that always has the same files (the process restarts to take new ones).
+ * It answers a listener on the next tick: grpc-js registers its watcher only after adding the listener.
+ */
+function fixedProvider(ca: Buffer | null, identity: { certificate: Buffer; privateKey: Buffer } | null): grpc.experimental.CertificateProvider {
+  return {
+    addCaCertificateListener: (listener) => queueMicrotask(() => listener(ca ? { caCertificate: ca } : null)),
+    removeCaCertificateListener: () => {},
+    addIdentityCertificateListener: (listener) => queueMicrotask(() => listener(identity)),
+    removeIdentityCertificateListener: () => {},
+  };
+}
+
+/**
+ * TLS when given a certificate. Mutual TLS asks every peer for a certificate but does not require
+ * one: workers must show one (WorkerLifecycle checks it), clients may use their bearer key alone.
+ */
+export function serverCredentials(tls: GrpcServerOptions['tls']): grpc.ServerCredentials {
+  if (!tls.cert) return grpc.ServerCredentials.createInsecure();
+  const identity = { certificate: readFileSync(tls.cert), privateKey: readFileSync(tls.key) };
+  if (!tls.clientCa) return grpc.ServerCredentials.createSsl(null, [{ cert_chain: identity.certificate, private_key: identity.privateKey }], false);
+  // One provider for both roles: grpc-js 1.14's factory and constructor name their two provider arguments in opposite orders.
+  const provider = fixedProvider(readFileSync(tls.clientCa), identity);
+  return grpc.experimental.createCertificateProviderServerCredentials(provider, provider, false);
 }
 
 /** The coordinator's gRPC front door: the three codegen.v1 services, health and reflection. */
@@ -34,9 +66,9 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<{ server
     'grpc.http2.min_ping_interval_without_data_ms': 5_000,
   });
   const listing = preEncodedListing(services.SessionManagement.service);
-  server.addService(listing.service, sessionManagementHandlers(opts.coordinator, listing.encodeListing));
-  server.addService(services.TaskExecution.service, taskExecutionHandlers(opts.coordinator));
-  server.addService(services.WorkerLifecycle.service, workerLifecycleHandlers(opts.registry, { token: opts.workerToken, logger: opts.logger.child({ component: 'worker-lifecycle' }) }));
+  server.addService(listing.service, sessionManagementHandlers(opts.access, listing.encodeListing));
+  server.addService(services.TaskExecution.service, taskExecutionHandlers(opts.access));
+  server.addService(services.WorkerLifecycle.service, workerLifecycleHandlers(opts.registry, { token: opts.workerToken, mutualTls: Boolean(opts.tls.clientCa), logger: opts.logger.child({ component: 'worker-lifecycle' }) }));
   const health = new HealthImplementation({
     '': 'SERVING',
     'codegen.v1.SessionManagement': 'SERVING',
@@ -48,7 +80,7 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<{ server
   const healthDefinition = protoLoader.loadSync(healthProtoPath, protoLoaderOptions);
   new ReflectionService({ ...definition, ...healthDefinition }).addToServer(server);
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+    server.bindAsync(`${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`, serverCredentials(opts.tls), (err, p) => (err ? reject(err) : resolve(p)));
   });
   return { server, port, health };
 }

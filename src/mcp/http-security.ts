@@ -1,10 +1,9 @@
 /**
  * Checks every MCP HTTP request passes before it reaches a transport: the Host and Origin
- * headers (DNS-rebinding protection, 403) and the optional bearer token (401, compared in
- * constant time).
+ * headers (DNS-rebinding protection, 403), then the bearer credential (401).
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
+import type { Principal } from '../auth/authenticator.js';
 
 export interface HttpSecurityOptions {
   /** The port the server listens on (after an ephemeral bind). */
@@ -15,10 +14,11 @@ export interface HttpSecurityOptions {
   allowedHosts?: string[];
   /** Origin header values allowed (requests without Origin pass). Default: http(s)://localhost|127.0.0.1|[::1] with the port. */
   allowedOrigins?: string[];
-  token?: string;
+  /** Who sent the request, from its Authorization header; throws (401) when the credential is not good. */
+  authenticate?: (authorization: string | undefined) => Principal;
 }
 
-export type SecurityVerdict = { ok: true } | { ok: false; status: 401 | 403; message: string; headers?: Record<string, string> };
+export type SecurityVerdict = { ok: true; principal?: Principal } | { ok: false; status: 401 | 403; message: string; headers?: Record<string, string> };
 
 const loopbackNames = ['localhost', '127.0.0.1', '[::1]'];
 const wildcardHosts = new Set(['0.0.0.0', '::', '[::]', '']);
@@ -51,19 +51,6 @@ function hostMatches(header: string, allowed: string[]): boolean {
   });
 }
 
-const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
-
-/** Constant-time comparison of the presented bearer token with the configured one. */
-export function tokenMatches(presented: string | undefined, expected: string): boolean {
-  // Digests make both sides the same length, so timingSafeEqual never throws and lengths do not leak.
-  return timingSafeEqual(digest(presented ?? ''), digest(expected)) && presented !== undefined;
-}
-
-export function bearerToken(header: string | undefined): string | undefined {
-  const m = /^Bearer\s+(.+)$/i.exec(header?.trim() ?? '');
-  return m?.[1]?.trim();
-}
-
 export class HttpSecurity {
   private readonly hosts: string[];
   private readonly origins: Set<string>;
@@ -83,17 +70,11 @@ export class HttpSecurity {
     if (origin !== undefined && !this.origins.has(origin.trim().toLowerCase().replace(/\/+$/, ''))) {
       return { ok: false, status: 403, message: `Forbidden: Origin ${JSON.stringify(origin)} is not allowed` };
     }
-    if (this.opts.token !== undefined && this.opts.token !== '') {
-      const presented = bearerToken(headers.authorization);
-      if (!tokenMatches(presented, this.opts.token)) {
-        return {
-          ok: false,
-          status: 401,
-          message: presented === undefined ? 'Unauthorized: send Authorization: Bearer <MCP_TOKEN>' : 'Unauthorized: the bearer token is wrong',
-          headers: { 'WWW-Authenticate': 'Bearer realm="codegen-mcp"' },
-        };
-      }
+    if (!this.opts.authenticate) return { ok: true };
+    try {
+      return { ok: true, principal: this.opts.authenticate(headers.authorization) };
+    } catch (err) {
+      return { ok: false, status: 401, message: `Unauthorized: ${(err as Error).message}`, headers: { 'WWW-Authenticate': 'Bearer realm="codegen-mcp"' } };
     }
-    return { ok: true };
   }
 }

@@ -5,10 +5,14 @@
  * GET /healthz answers 200 for container health checks.
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import type { Principal } from '../auth/authenticator.js';
+import type { CoordinatorPort } from '../runtime/port.js';
 import { HttpSecurity } from './http-security.js';
 import type { McpConnection } from './connection.js';
 import { createMcpServer, type McpOptions } from './server.js';
@@ -18,15 +22,22 @@ export interface McpHttpOptions extends McpOptions {
   host: string;
   /** Port to bind; 0 picks a free one. Default 8080. */
   port: number;
-  /** When set, every /mcp request must carry Authorization: Bearer <token>. */
-  token?: string;
+  /**
+   * Who may call: every /mcp request must carry a bearer credential it accepts, and an MCP
+   * session uses the port of the tenant that opened it. Absent: open, on `coordinator` (tests).
+   */
+  access?: { authenticate(authorization: string | undefined): Principal; portFor(principal: Principal): CoordinatorPort };
+  /** Serve HTTPS with these PEM files. */
+  tls?: { cert: string; key: string } | undefined;
+  /** MCP sessions held at once; an initialize beyond it answers 503. Default 1000. */
+  maxSessions?: number;
   /** Host header values accepted ("name" or "name:port"). Default: localhost, 127.0.0.1, [::1] with the port. */
   allowedHosts?: string[];
   /** Origin header values accepted (requests without Origin pass). Default: the allowed hosts over http/https. */
   allowedOrigins?: string[];
   /** Largest request body accepted. Default 32 MiB. */
   maxBodyBytes?: number;
-  /** MCP sessions with no open request for this long are closed. Default 30 minutes. */
+  /** MCP sessions with no open request for this long are closed (0: never). Default 30 minutes. */
   sessionIdleMs?: number;
 }
 
@@ -35,6 +46,7 @@ export const defaultMcpHttpOptions = {
   port: 8080,
   maxBodyBytes: 32 * 1024 * 1024,
   sessionIdleMs: 30 * 60 * 1000,
+  maxSessions: 1000,
 } as const;
 
 export const MCP_PATH = '/mcp';
@@ -43,6 +55,8 @@ export const HEALTH_PATH = '/healthz';
 interface HttpSession {
   transport: StreamableHTTPServerTransport;
   connection: McpConnection;
+  /** The tenant that opened it: later requests must come from the same one. */
+  tenant: string | undefined;
   close(): Promise<void>;
 }
 
@@ -93,6 +107,9 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
   const host = opts.host || defaultMcpHttpOptions.host;
   const maxBody = opts.maxBodyBytes ?? defaultMcpHttpOptions.maxBodyBytes;
   const idleMs = opts.sessionIdleMs ?? defaultMcpHttpOptions.sessionIdleMs;
+  const maxSessions = opts.maxSessions ?? defaultMcpHttpOptions.maxSessions;
+  /** Sessions being opened count against the cap too, so a burst of initialize calls cannot pass it. */
+  let opening = 0;
   const logger = opts.logger.child({ component: 'mcp-http' });
   const sessions = new Map<string, HttpSession>();
   let security: HttpSecurity | undefined;
@@ -105,17 +122,18 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
     res.once('close', () => actor.send({ type: 'request.ended' }));
   }
 
-  async function newSession(): Promise<HttpSession> {
+  async function newSession(principal: Principal | undefined): Promise<HttpSession> {
     const connectionId = `http-${randomUUID()}`;
-    const mcp = createMcpServer({ ...opts, connectionId, idleMs });
+    const coordinator = principal && opts.access ? opts.access.portFor(principal) : opts.coordinator;
+    const mcp = createMcpServer({ ...opts, coordinator, connectionId, idleMs });
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       onsessioninitialized: (id) => {
         sessions.set(id, session);
-        logger.info({ mcpSession: id, connection: connectionId }, 'MCP session opened');
+        logger.info({ mcpSession: id, connection: connectionId, tenant: principal?.tenant, credential: principal?.credential }, 'MCP session opened');
       },
     });
-    const session: HttpSession = { transport, connection: mcp.connection, close: mcp.close };
+    const session: HttpSession = { transport, connection: mcp.connection, tenant: principal?.tenant, close: mcp.close };
     mcp.connection.sessions.actor.on('connection.idle', () => {
       logger.info({ mcpSession: transport.sessionId, connection: connectionId }, 'closing idle MCP session');
       void transport.close();
@@ -132,10 +150,12 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
     return session;
   }
 
-  async function handleMcp(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function handleMcp(req: IncomingMessage, res: ServerResponse, principal: Principal | undefined): Promise<void> {
     const raw = req.headers['mcp-session-id'];
     const sessionId = Array.isArray(raw) ? raw[0] : raw;
-    const existing = sessionId ? sessions.get(sessionId) : undefined;
+    const found = sessionId ? sessions.get(sessionId) : undefined;
+    // Another tenant's MCP session is answered as one that does not exist.
+    const existing = found && found.tenant === principal?.tenant ? found : undefined;
     if (sessionId && !existing) {
       sendJson(res, 404, rpcError(-32001, 'Session not found: it expired or was closed; start a new MCP session with initialize'));
       return;
@@ -185,9 +205,19 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
         sendJson(res, 503, rpcError(-32000, 'Service Unavailable: the server is shutting down'));
         return;
       }
-      session = await newSession();
-      track(session, res);
-      await session.transport.handleRequest(req, res, parsed);
+      if (sessions.size + opening >= maxSessions) {
+        logger.warn({ sessions: sessions.size, maxSessions }, 'MCP session refused: MCP_MAX_SESSIONS reached');
+        sendJson(res, 503, rpcError(-32000, `Service Unavailable: ${sessions.size} MCP sessions are open, the most MCP_MAX_SESSIONS=${maxSessions} allows; close one (DELETE /mcp) or retry once idle ones are reaped`), { 'Retry-After': '30' });
+        return;
+      }
+      opening++;
+      try {
+        session = await newSession(principal);
+        track(session, res);
+        await session.transport.handleRequest(req, res, parsed);
+      } finally {
+        opening--;
+      }
       if (!session.transport.sessionId) await session.close(); // initialize was refused
       return;
     }
@@ -211,15 +241,16 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
       req.resume();
       return;
     }
-    await handleMcp(req, res);
+    await handleMcp(req, res, verdict.principal);
   }
 
-  const server: Server = createServer((req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     handle(req, res).catch((err: unknown) => {
       logger.error({ err, url: req.url, method: req.method }, 'MCP HTTP request failed');
       sendJson(res, 500, rpcError(-32603, 'Internal server error'));
     });
-  });
+  };
+  const server: Server = opts.tls ? createHttpsServer({ cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) }, onRequest) : createServer(onRequest);
   // Long tool calls stream for minutes: no request timeout; idle keep-alive sockets still close.
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
@@ -237,9 +268,9 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
     port,
     ...(opts.allowedHosts ? { allowedHosts: opts.allowedHosts } : {}),
     ...(opts.allowedOrigins ? { allowedOrigins: opts.allowedOrigins } : {}),
-    ...(opts.token ? { token: opts.token } : {}),
+    ...(opts.access ? { authenticate: opts.access.authenticate } : {}),
   });
-  logger.info({ host, port, path: MCP_PATH, auth: Boolean(opts.token) }, 'MCP Streamable HTTP listening');
+  logger.info({ host, port, path: MCP_PATH, auth: Boolean(opts.access), tls: Boolean(opts.tls), maxSessions, sessionIdleMs: idleMs }, 'MCP Streamable HTTP listening');
 
 
   let closed: Promise<void> | undefined;

@@ -20,6 +20,8 @@ export const errorAdvice = {
   CAPACITY_EXHAUSTED: 'No worker has room right now. Destroy sessions you no longer need (session_list, session_destroy) or retry shortly.',
   LIMIT_EXCEEDED: 'A resource limit was hit (time, memory, output or file size). Do less per call, print less, or raise timeout_seconds.',
   FAILED_PRECONDITION: 'The session cannot take this call in its current state; check it with session_status.',
+  ALREADY_EXISTS: 'Something with that name already exists; choose another name.',
+  PERMISSION_DENIED: 'This session does not allow that; create a session that does (for example with allow_network) and use it.',
   UNAUTHENTICATED: 'The server refused the credentials.',
   UNIMPLEMENTED: 'This feature is not implemented yet.',
   CANCELLED: 'The task was cancelled before it finished.',

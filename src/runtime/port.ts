@@ -39,6 +39,8 @@ export interface CreateSessionInput {
   workerId?: string;
   workspaceId?: string;
   userId?: string;
+  /** The owning tenant (the tenancy layer sets it from the caller's credential). */
+  tenant?: string;
   config?: Partial<SessionConfig>;
   metadata?: Record<string, string>;
 }

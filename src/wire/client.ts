@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { SessionManagementClient, TaskExecutionClient, WorkerLifecycleClient } from './messages.js';
 import { loadProtos } from './protos.js';
@@ -10,13 +11,42 @@ export interface CoordinatorClients {
   close(): void;
 }
 
-export function connectCoordinator(address: string, options: grpc.ChannelOptions = {}): CoordinatorClients {
+/** How a client reaches the coordinator: TLS files (PEM paths; no ca = plaintext) and the bearer credential. */
+export interface ConnectOptions {
+  /** Sent as `authorization: Bearer <token>` on every call ('' or absent: none). */
+  token?: string;
+  /** More metadata on every call (a worker's token, for tools that act as one). */
+  metadata?: Record<string, string>;
+  tls?: { ca: string; cert?: string; key?: string; serverName?: string };
+}
+
+/** Channel credentials (TLS when a CA is given) and the options that go with them. */
+export function channelCredentials(tls: ConnectOptions['tls']): { credentials: grpc.ChannelCredentials; options: grpc.ChannelOptions } {
+  if (!tls?.ca) return { credentials: grpc.credentials.createInsecure(), options: {} };
+  const credentials = grpc.credentials.createSsl(readFileSync(tls.ca), tls.key ? readFileSync(tls.key) : null, tls.cert ? readFileSync(tls.cert) : null);
+  return { credentials, options: tls.serverName ? { 'grpc.ssl_target_name_override': tls.serverName, 'grpc.default_authority': tls.serverName } : {} };
+}
+
+/** A client interceptor that adds these entries to every call's metadata. */
+export function metadataInterceptor(entries: Record<string, string>): grpc.Interceptor {
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        for (const [k, v] of Object.entries(entries)) if (!metadata.get(k).length) metadata.set(k, v);
+        next(metadata, listener);
+      },
+    });
+}
+
+export function connectCoordinator(address: string, options: grpc.ChannelOptions = {}, connect: ConnectOptions = {}): CoordinatorClients {
   const { services } = loadProtos();
-  const credentials = grpc.credentials.createInsecure();
-  const sessions = new services.SessionManagement(address, credentials, options);
+  const { credentials, options: tlsOptions } = channelCredentials(connect.tls);
+  const entries = { ...(connect.metadata ?? {}), ...(connect.token ? { authorization: `Bearer ${connect.token}` } : {}) };
+  const base: grpc.ClientOptions = { ...tlsOptions, ...options, ...(Object.keys(entries).length ? { interceptors: [metadataInterceptor(entries)] } : {}) };
+  const sessions = new services.SessionManagement(address, credentials, base);
   const channelOverride = sessions.getChannel();
-  const tasks = new services.TaskExecution(address, credentials, { ...options, channelOverride });
-  const workers = new services.WorkerLifecycle(address, credentials, { ...options, channelOverride });
+  const tasks = new services.TaskExecution(address, credentials, { ...base, channelOverride });
+  const workers = new services.WorkerLifecycle(address, credentials, { ...base, channelOverride });
   return {
     sessions,
     tasks,

@@ -14,6 +14,8 @@ export const grpcStatusOf = {
   CAPACITY_EXHAUSTED: grpc.status.RESOURCE_EXHAUSTED,
   LIMIT_EXCEEDED: grpc.status.RESOURCE_EXHAUSTED,
   FAILED_PRECONDITION: grpc.status.FAILED_PRECONDITION,
+  ALREADY_EXISTS: grpc.status.ALREADY_EXISTS,
+  PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
   UNAUTHENTICATED: grpc.status.UNAUTHENTICATED,
   UNIMPLEMENTED: grpc.status.UNIMPLEMENTED,
   CANCELLED: grpc.status.CANCELLED,
@@ -45,7 +47,8 @@ const codeByStatus: Partial<Record<grpc.status, ErrorCode>> = {
   [grpc.status.ABORTED]: 'FAILED_PRECONDITION',
   [grpc.status.UNIMPLEMENTED]: 'UNIMPLEMENTED',
   [grpc.status.UNAUTHENTICATED]: 'UNAUTHENTICATED',
-  [grpc.status.PERMISSION_DENIED]: 'UNAUTHENTICATED',
+  [grpc.status.PERMISSION_DENIED]: 'PERMISSION_DENIED',
+  [grpc.status.ALREADY_EXISTS]: 'ALREADY_EXISTS',
   [grpc.status.CANCELLED]: 'CANCELLED',
 };
 

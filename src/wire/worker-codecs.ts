@@ -6,7 +6,7 @@
 import { checkEnvVars } from '../domain/env.js';
 import { invalidArgument, type ErrorInfo } from '../domain/errors.js';
 import { isSafeId } from '../domain/ids.js';
-import type { SessionConfig, SessionDescription, SessionReport } from '../domain/sessions.js';
+import type { SessionConfig, SessionDescription, SessionLimitsRequest, SessionReport } from '../domain/sessions.js';
 import type { TaskUpdate } from '../domain/tasks.js';
 import type { WorkerCommandMessage } from '../../machines/coordinator/worker-connection.machine.js';
 import type { CommandReply, WorkerCommand } from '../../machines/worker/worker.machine.js';
@@ -38,16 +38,30 @@ export function decodeSessionConfig(wire: SessionConfig__Output | null | undefin
     env_vars: checkEnvVars(stringMap(`${field}.env_vars`, wire?.env_vars), `${field}.env_vars`),
     allow_network: Boolean(wire?.allow_network),
     language: str(wire?.language) || 'python',
+    ...limitsOf(wire?.limits, `${field}.limits`),
   };
 }
 
-const encodeConfig = (c: SessionConfig) => ({ env_vars: c.env_vars, allow_network: c.allow_network, language: c.language });
+/** SessionConfig.limits: non-negative whole numbers; none asked for (all 0): absent. */
+export function limitsOf(wire: { max_memory_bytes?: unknown; max_cpu_millicores?: unknown } | null | undefined, field: string): { limits?: SessionLimitsRequest } {
+  if (!wire) return {};
+  const n = (name: string, v: unknown): number => {
+    const x = num(v);
+    if (!Number.isSafeInteger(x) || x < 0) throw invalidArgument(`${field}.${name}`, 'must be a non-negative whole number (0: the worker\'s limit)');
+    return x;
+  };
+  const limits = { max_memory_bytes: n('max_memory_bytes', wire.max_memory_bytes), max_cpu_millicores: n('max_cpu_millicores', wire.max_cpu_millicores) };
+  return limits.max_memory_bytes || limits.max_cpu_millicores ? { limits } : {};
+}
+
+const encodeConfig = (c: SessionConfig) => ({ env_vars: c.env_vars, allow_network: c.allow_network, language: c.language, ...(c.limits ? { limits: c.limits } : {}) });
 
 export function encodeDescription(d: SessionDescription): WireDescription {
   return {
     session_id: d.sessionId,
     workspace_id: d.workspaceId,
     user_id: d.userId,
+    tenant: d.tenant,
     config: encodeConfig(d.config),
     metadata: d.metadata,
     metadata_version: d.metadataVersion,
@@ -61,7 +75,14 @@ export function encodeDescription(d: SessionDescription): WireDescription {
 
 /** A session as a worker reports it (state, workspace, failure reason with the description). */
 export function encodeReport(r: SessionReport): WireDescription {
-  return { ...encodeDescription(r.description), state: encodeSessionState(r.state), workspace_path: r.workspacePath, failure_reason: r.failureReason, incarnation: r.incarnation };
+  return {
+    ...encodeDescription(r.description),
+    state: encodeSessionState(r.state),
+    workspace_path: r.workspacePath,
+    failure_reason: r.failureReason,
+    incarnation: r.incarnation,
+    ...(r.usage ? { usage: { memory_bytes: r.usage.memoryBytes, cpu_millicores: r.usage.cpuMillicores, disk_bytes: r.usage.diskBytes } } : {}),
+  };
 }
 
 export function decodeDescription(wire: WireDescription__Output | null | undefined, field: string): SessionDescription {
@@ -75,6 +96,7 @@ export function decodeDescription(wire: WireDescription__Output | null | undefin
     sessionId: sessionIdFrom(`${field}.session_id`, wire.session_id),
     workspaceId: str(wire.workspace_id),
     userId: str(wire.user_id),
+    tenant: str(wire.tenant),
     config: decodeSessionConfig(wire.config, `${field}.config`),
     metadata: stringMap(`${field}.metadata`, wire.metadata),
     metadataVersion: nonNegative('metadata_version', wire.metadata_version),
@@ -90,7 +112,9 @@ export function decodeReport(wire: WireDescription__Output | null | undefined, f
   const description = decodeDescription(wire, field);
   const state = decodeSessionState(wire?.state);
   if (!state) throw invalidArgument(`${field}.state`, `${JSON.stringify(str(wire?.state))} is not a session state`);
-  return { description, state, workspacePath: str(wire?.workspace_path), failureReason: str(wire?.failure_reason), gone, incarnation: str(wire?.incarnation) };
+  const u = wire?.usage;
+  const usage = u ? { memoryBytes: Math.max(0, num(u.memory_bytes)), cpuMillicores: Math.max(0, num(u.cpu_millicores)), diskBytes: Math.max(0, num(u.disk_bytes)) } : undefined;
+  return { description, state, workspacePath: str(wire?.workspace_path), failureReason: str(wire?.failure_reason), gone, incarnation: str(wire?.incarnation), ...(usage ? { usage } : {}) };
 }
 
 // ---- coordinator → worker -------------------------------------------------------------------
@@ -106,6 +130,7 @@ export function encodeCommand(requestId: string, c: WorkerCommandMessage): Coord
           config: encodeConfig(d.config),
           workspace_id: d.workspaceId,
           user_id: d.userId,
+          tenant: d.tenant,
           metadata: d.metadata,
           idle_timeout_ms: d.idleTimeoutMs,
           created_at_ms: d.createdAtMs,
@@ -138,6 +163,7 @@ export function decodeCommand(msg: CoordinatorMessage__Output, atMs: number): Wo
           sessionId: sessionIdFrom('create_session.session_id', c?.session_id),
           workspaceId: str(c?.workspace_id),
           userId: str(c?.user_id),
+          tenant: str(c?.tenant),
           config: decodeSessionConfig(c?.config, 'create_session.config'),
           metadata: stringMap('create_session.metadata', c?.metadata),
           metadataVersion: 0,

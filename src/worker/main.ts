@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
 import { createActor, waitFor } from 'xstate';
 import { packageVersion } from '../config/package-info.js';
 import type { WorkerConfig } from '../config/worker.js';
@@ -9,7 +8,11 @@ import type { SessionDescription } from '../domain/sessions.js';
 import { inspectionLogger } from '../log/inspection.js';
 import type { Logger } from '../log/logger.js';
 import { namespaceProfile } from '../sandbox/isolation.js';
+import { detectEnforcement } from '../sandbox/enforcement.js';
 import { detectIsolation, setIsolation } from '../sandbox/launch.js';
+import { readTokenFile } from '../auth/secrets.js';
+import { ConfigError } from '../config/load.js';
+import { channelCredentials } from '../wire/client.js';
 import { loadProtos } from '../wire/protos.js';
 import { coordinatorLinkMachine } from '../../machines/worker/coordinator-link.machine.js';
 import { sessionMachine } from '../../machines/worker/session.machine.js';
@@ -22,6 +25,7 @@ import { fromStored, workerSessionActors } from './session-actors.js';
 import { SessionLocks } from './session-locks.js';
 import { SessionStore } from './session-store.js';
 import { Uplink } from './uplink.js';
+import { UsageMeter } from './usage.js';
 import { VenvPool, resolveBasePython } from './venv-pool.js';
 
 export interface RunningWorker {
@@ -64,7 +68,21 @@ async function adoptFromDisk(store: SessionStore, locks: SessionLocks, logger: L
 }
 
 /** The worker's composition root: sandbox, venv pool, the link and the session supervisor. */
+/** WORKER_TOKEN, else the token file a coordinator on this host made (mutual TLS needs neither: the certificate is the credential). */
+function workerTokenOf(config: WorkerConfig): string {
+  if (config.workerToken) return config.workerToken;
+  const fromFile = readTokenFile(config.workerTokenFile);
+  if (fromFile) return fromFile;
+  if (config.tls.cert) return '';
+  throw new ConfigError([`WORKER_TOKEN: not set, and no token file at ${config.workerTokenFile}; set WORKER_TOKEN to the coordinator's worker token (the coordinator writes it to worker-token in its state folder, CODEGEN_STATE_DIR), or WORKER_TOKEN_FILE to a copy of that file`]);
+}
+
 export async function startWorker(config: WorkerConfig, logger: Logger): Promise<RunningWorker> {
+  // Credentials first: a worker that cannot register must fail before it starts anything.
+  const workerToken = workerTokenOf(config);
+  const basePython = await resolveBasePython(config.python);
+  // What the sandbox enforces here (before the first sandboxed launch: it fixes the mounts and the cgroups).
+  const enforcement = detectEnforcement({ pythons: [basePython] });
   const isolation = await detectIsolation(config.sandbox);
   setIsolation(isolation);
   const namespaces = isolation === 'bwrap' ? namespaceProfile() : 'none';
@@ -75,8 +93,11 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
       : 'sandbox: plain processes (no namespaces; set SANDBOX=bwrap to require bubblewrap)',
   );
 
+  logger.info(
+    { limits: config.limits, memory: enforcement.memory, processes: enforcement.processes, cpuTime: enforcement.cpuTime, seccomp: enforcement.seccomp, mounts: enforcement.mounts },
+    `what the sandbox allows and enforces:\n${enforcement.describe()}`,
+  );
   await mkdir(config.baseWorkspace, { recursive: true });
-  const basePython = await resolveBasePython(config.python);
   const store = new SessionStore(config.baseWorkspace);
   let onLocksLost: (reason: string) => void = () => {};
   const locks = new SessionLocks({ dir: store.dir, python: basePython, onLost: (reason) => onLocksLost(reason) });
@@ -86,7 +107,9 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
   const pool = new VenvPool({ root: path.join(config.baseWorkspace, '.pool', config.workerId), size: config.venvPoolSize, python: config.python, onError: (err) => logger.warn({ err }, 'venv pool refill failed') });
 
   const { services } = loadProtos();
-  const client = new services.WorkerLifecycle(config.coordinatorAddr, grpc.credentials.createInsecure(), {
+  const tls = channelCredentials(config.tls.ca ? { ca: config.tls.ca, cert: config.tls.cert, key: config.tls.key, serverName: config.tls.serverName } : undefined);
+  const client = new services.WorkerLifecycle(config.coordinatorAddr, tls.credentials, {
+    ...tls.options,
     'grpc.keepalive_time_ms': 10_000,
     'grpc.keepalive_timeout_ms': 5_000,
     'grpc.keepalive_permit_without_calls': 1,
@@ -102,7 +125,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
   const link = linkActors({
     client,
     instanceId,
-    token: config.workerToken,
+    token: workerToken,
     maxSessions: config.maxSessions,
     isolation,
     version: packageVersion(),
@@ -114,6 +137,8 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
     workerId: config.workerId,
     baseWorkspace: config.baseWorkspace,
     checkpointDir: config.checkpointDir,
+    secretDirs: [config.stateDir],
+    sessionLimits: config.limits,
     pool,
     store,
     locks,
@@ -161,7 +186,13 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
   });
   const actor = root;
   actor.on('coordinator.reply', (e) => uplink.reply(e.reply));
-  actor.on('session.report', (e) => uplink.report(e.report));
+  const usage = new UsageMeter();
+  actor.on('session.report', (e) => {
+    const id = e.report.description.sessionId;
+    if (e.report.gone) usage.forget(id);
+    const now = e.report.gone ? undefined : usage.usageOf(id);
+    uplink.report(now ? { ...e.report, usage: now } : e.report);
+  });
   actor.on('task.error', (e) => uplink.taskError(e.sessionId, e.taskId, e.error));
   actor.on('worker.warning', (e) => logger.warn(e.details, e.message));
   actor.subscribe({ error: (err) => logger.fatal({ err }, 'worker supervisor failed') });

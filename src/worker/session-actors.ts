@@ -1,7 +1,8 @@
+import { releaseAllSessionLimits, releaseSessionLimits, sessionLimitsOf, type SessionLimits } from '../sandbox/enforcement.js';
 import path from 'node:path';
 import { fromCallback, fromPromise } from 'xstate';
 import { CodegenError, errorInfo, toErrorInfo } from '../domain/errors.js';
-import type { SessionDescription } from '../domain/sessions.js';
+import type { SessionDescription, SessionLimitsRequest } from '../domain/sessions.js';
 import type { TaskUpdate } from '../domain/tasks.js';
 import type { DescriptionSave, PreparedWorkspace, SessionActor, SessionEvent } from '../../machines/worker/session.machine.js';
 import { sessionChildId } from '../../machines/worker/session.machine.js';
@@ -19,6 +20,10 @@ export interface SessionEffectsOptions {
   workerId: string;
   baseWorkspace: string;
   checkpointDir: string;
+  /** Folders user code must never see (the state folder with the credentials). */
+  secretDirs?: string[];
+  /** The worker's limits for every session (absent: the sandbox's defaults). */
+  sessionLimits?: Partial<SessionLimits>;
   pool: VenvSource;
   /** Each session's description, beside the workspaces. */
   store: SessionStore;
@@ -90,6 +95,13 @@ class DescriptionWriter {
 }
 
 /** The worker's session effects: workspaces with venvs and saved descriptions, and tools run in the sandbox. */
+/** A session's limits: what it asked for (SessionConfig.limits), never more than the worker's maximum. */
+export function limitsFor(worker: Partial<SessionLimits> | undefined, asked: SessionLimitsRequest | undefined): Partial<SessionLimits> {
+  const max = sessionLimitsOf(worker);
+  const capped = (want: number | undefined, most: number) => (want && want > 0 ? (most > 0 ? Math.min(want, most) : want) : most);
+  return { ...max, memoryBytes: capped(asked?.max_memory_bytes, max.memoryBytes), cpuMillicores: capped(asked?.max_cpu_millicores, max.cpuMillicores) };
+}
+
 export function workerSessionActors(opts: SessionEffectsOptions) {
   const runTool = opts.runTool ?? defaultRunTool;
   const warm = opts.warmPython
@@ -122,12 +134,14 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
   // A drain keeps everything for the next start.
   const releaseWorkspace = fromPromise<void, { sessionId: string; remove: boolean }>(async ({ input }) => {
     await warm?.release(input.sessionId);
+    await releaseSessionLimits(input.sessionId);
     if (input.remove) await removeSession(input.sessionId);
   });
 
   // A destroy of a session whose actor is not running (restarting, or given up on): the same removal, without it.
   const discardSession = fromPromise<void, { sessionId: string }>(async ({ input }) => {
     await warm?.release(input.sessionId);
+    await releaseSessionLimits(input.sessionId);
     await removeSession(input.sessionId);
   });
 
@@ -155,12 +169,14 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
       workspace,
       venvPython: path.join(workspace, '.venv', 'bin', 'python'),
       sessionEnv: config.env_vars,
-      allowNetwork: config.allow_network || spec.constraints.allow_network,
+      // A task's constraints only narrow: the coordinator refuses one that asks for network in a session without it.
+      allowNetwork: config.allow_network,
       constraints: spec.constraints,
       signal: abort.signal,
       onLog: (log) => back({ type: 'task.logged', log }),
       onProgress: (progress) => back({ type: 'task.progressed', progress }),
-      hidePaths: [opts.baseWorkspace, opts.checkpointDir],
+      hidePaths: [opts.baseWorkspace, opts.checkpointDir, ...(opts.secretDirs ?? [])],
+      sessionLimits: limitsFor(opts.sessionLimits, config.limits),
       ...(opts.basePython ? { basePython: opts.basePython } : {}),
       // The session's warm interpreter when its actor runs one; else a fresh interpreter per task.
       ...(warm?.current(spec.sessionId) ? { warm: warm.current(spec.sessionId)! } : {}),
@@ -196,6 +212,7 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
   /** On worker stop: end every warm interpreter still running (released sessions have none). */
   const stop = async (): Promise<void> => {
     await warm?.stopAll();
+    await releaseAllSessionLimits();
   };
 
   const warmInterpreter = warm ? warmInterpreterActor(warm) : undefined;

@@ -28,10 +28,13 @@ export const StoredSession = z.object({
   sessionId: idSchema('sessionId'),
   workspaceId: idSchema('workspaceId'),
   userId: z.string(),
+  /** Absent in descriptions written before tenants: the default tenant's. */
+  tenant: z.string().default(''),
   config: z.object({
     env_vars: z.record(z.string(), z.string()),
     allow_network: z.boolean(),
     language: z.string(),
+    limits: z.object({ max_memory_bytes: z.number().int().nonnegative(), max_cpu_millicores: z.number().int().nonnegative() }).optional(),
   }),
   metadata: z.record(z.string(), z.string()),
   metadataVersion: z.number().int().nonnegative(),

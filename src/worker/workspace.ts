@@ -1,7 +1,7 @@
 import { constants as fsConstants } from 'node:fs';
 import { lstat, mkdir, readlink, realpath, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { CodegenError } from '../domain/errors.js';
+import { CodegenError, invalidArgument } from '../domain/errors.js';
 import { isSafeId } from '../domain/ids.js';
 
 /**
@@ -25,6 +25,20 @@ export const READ_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsCons
 
 const violation = (field: string, userPath: string, why: string): CodegenError =>
   new CodegenError('PATH_VIOLATION', `${field} ${JSON.stringify(userPath)}: ${why}`);
+
+/** Linux's limits (NAME_MAX, and PATH_MAX less room for the workspace's own path). */
+export const MAX_NAME_BYTES = 255;
+export const MAX_PATH_BYTES = 3_800;
+
+/** Over-long paths are the caller's mistake (INVALID_ARGUMENT), never an ENAMETOOLONG from deep inside. */
+export function checkPathLengths(field: string, userPath: string): void {
+  const total = Buffer.byteLength(userPath);
+  if (total > MAX_PATH_BYTES) throw invalidArgument(field, `is ${total} bytes long; a path may have at most ${MAX_PATH_BYTES}`);
+  for (const part of userPath.split('/')) {
+    const bytes = Buffer.byteLength(part);
+    if (bytes > MAX_NAME_BYTES) throw invalidArgument(field, `the name ${JSON.stringify(`${part.slice(0, 32)}…`)} is ${bytes} bytes long; a file or folder name may have at most ${MAX_NAME_BYTES}`);
+  }
+}
 
 /** `p` is `root` or below it (both absolute and normalised). */
 export const isInside = (root: string, p: string): boolean => p === root || p.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
@@ -57,6 +71,7 @@ export async function resolveInWorkspace(workspace: string, userPath: string, op
   if (typeof userPath !== 'string') throw violation(field, String(userPath), 'must be a string');
   if (userPath === '' && !opts.allowEmpty) throw violation(field, userPath, 'is empty; give a path relative to the workspace root');
   if (userPath.includes('\0')) throw violation(field, userPath, 'contains a NUL byte');
+  checkPathLengths(field, userPath);
   if (path.isAbsolute(userPath)) throw violation(field, userPath, 'is absolute; give a path relative to the workspace root');
 
   const root = await workspaceRealPath(workspace);

@@ -52,6 +52,7 @@ export function sessionDescription(sessionId = 's1', overrides: Partial<SessionD
     sessionId,
     workspaceId: sessionId,
     userId: 'u1',
+    tenant: 'default',
     config: { env_vars: {}, allow_network: false, language: 'python' },
     metadata: {},
     metadataVersion: 0,

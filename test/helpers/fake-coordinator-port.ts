@@ -237,6 +237,12 @@ export class FakeCoordinatorPort implements CoordinatorPort {
       recentTasks: [],
       metadata: { ...(input.metadata ?? {}) },
       failureReason: '',
+      userId: input.userId ?? '',
+      tenant: input.tenant ?? '',
+      restartedAtMs: 0,
+      survivalNote: '',
+      unreachableSinceMs: 0,
+      usage: { memoryBytes: 0, cpuMillicores: 0, diskBytes: 0 },
     };
     this.sessions.set(sessionId, { view, env: { ...(input.config?.env_vars ?? {}) }, files: new Map(), queue: Promise.resolve() });
     return { ...view };

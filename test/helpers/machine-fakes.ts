@@ -74,6 +74,7 @@ export function sessionDescription(overrides: Partial<SessionDescription> = {}):
     sessionId,
     workspaceId: sessionId,
     userId: 'user-1',
+    tenant: 'default',
     config: { env_vars: {}, allow_network: false, language: 'python' },
     metadata: {},
     metadataVersion: 0,

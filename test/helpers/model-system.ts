@@ -89,6 +89,7 @@ export function description(sessionId: string, overrides: Partial<SessionDescrip
     sessionId,
     workspaceId: sessionId,
     userId: '',
+    tenant: '',
     config: { env_vars: {}, allow_network: false, language: 'python' },
     metadata: {},
     metadataVersion: 0,
@@ -114,7 +115,8 @@ export function taskSpec(taskId: string, sessionId: string): TaskSpec {
 /** How a fake executor run can end: a tool result, or an error (INTERNAL/WORKER_LOST: the machinery broke). */
 export type FinishKind = TaskStatus | Extract<ErrorCode, 'INTERNAL' | 'WORKER_LOST' | 'LIMIT_EXCEEDED'>;
 export const finishKinds: readonly FinishKind[] = ['SUCCESS', 'FAILURE', 'TIMEOUT', 'CANCELLED', 'INTERNAL', 'WORKER_LOST', 'LIMIT_EXCEEDED'];
-export const isMachineryFailure = (k: FinishKind): boolean => k === 'INTERNAL' || k === 'WORKER_LOST';
+/** A tool's error (INTERNAL included) leaves the session usable; only a lost worker (or a crashed task actor) fails it. */
+export const isMachineryFailure = (k: FinishKind): boolean => k === 'WORKER_LOST';
 
 export function outcomeOf(kind: FinishKind, meta: { workerId: string; startedAtMs: number; finishedAtMs: number; enqueuedAtMs: number }): TaskOutcome {
   if (kind === 'INTERNAL' || kind === 'WORKER_LOST' || kind === 'LIMIT_EXCEEDED') {

@@ -251,10 +251,38 @@ export class TestSystem {
     return `127.0.0.1:${this.grpcPort}`;
   }
 
-  /** Raw clients of the coordinator; they reconnect within about a second when it restarts on the same port. */
+  /** The state folder every process of this system shares (CODEGEN_STATE_DIR): the coordinator makes its tokens there. */
+  get stateDir(): string {
+    return path.join(this.root, 'state');
+  }
+
+  /** The client token the coordinator made at its first start (the default tenant's, admin). */
+  get clientToken(): string {
+    const configured = this.opts.env?.['CLIENT_TOKEN'];
+    if (configured) return configured;
+    return readFileSync(path.join(this.stateDir, 'client-token'), 'utf8').trim();
+  }
+
+  /** The worker token the coordinator uses (configured in the system's env, or made at its first start). */
+  get workerToken(): string {
+    const configured = this.opts.env?.['WORKER_TOKEN'];
+    if (configured) return configured;
+    const file = path.join(this.stateDir, 'worker-token');
+    return existsSync(file) ? readFileSync(file, 'utf8').trim() : '';
+  }
+
+  /**
+   * Raw clients of the coordinator with its client token, and its worker token on WorkerLifecycle
+   * calls (tests that act as a worker); they reconnect within about a second when it restarts on the same port.
+   */
   get clients(): CoordinatorClients {
-    if (!this.clientsCache) this.clientsCache = connectCoordinator(this.address, { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 });
+    if (!this.clientsCache) this.clientsCache = this.connect(this.clientToken, undefined, this.address, this.workerToken);
     return this.clientsCache;
+  }
+
+  /** Raw clients that send `token` as their bearer credential ('' = none); the caller closes them. */
+  connect(token: string, tls?: { ca: string; cert?: string; key?: string; serverName?: string }, address = this.address, workerToken = ''): CoordinatorClients {
+    return connectCoordinator(address, { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1_000 }, { token, ...(tls ? { tls } : {}), ...(workerToken ? { metadata: { 'x-worker-token': workerToken } } : {}) });
   }
 
   /** The newest coordinator process started with startCoordinator that has not exited. */
@@ -275,7 +303,7 @@ export class TestSystem {
     const child = spawn(process.execPath, [cliPath, ...args], {
       cwd: this.root,
       // No recovery grace by default: a fresh test coordinator has nothing to recover, and tests of unknown ids expect NOT_FOUND at once.
-      env: { ...baseEnv(), LOG_LEVEL: 'info', RECOVERY_GRACE_SECONDS: '0', ...this.opts.env, ...env },
+      env: { ...baseEnv(), LOG_LEVEL: 'info', RECOVERY_GRACE_SECONDS: '0', CODEGEN_STATE_DIR: this.stateDir, ...this.opts.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
       // Its own process group: killing -pid reaches `up`'s children too.
       detached: true,

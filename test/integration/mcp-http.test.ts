@@ -4,7 +4,7 @@
  * the MCP inspector CLI, the conformance suite, and `codegen-mcp mcp` with COORDINATOR_ADDR.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -24,6 +24,9 @@ const run = promisify(execFile);
 const root = path.resolve(import.meta.dirname, '../..');
 const cli = path.join(root, 'dist/src/cli/main.js');
 const token = uniqueToken('mcp-http');
+/** The coordinator's client token (the default tenant's); every request to its /mcp carries it. */
+const clientToken = `${token}-client`;
+const bearer = { Authorization: `Bearer ${clientToken}` };
 
 let base: string;
 let coordinator: RunningCoordinator;
@@ -41,6 +44,7 @@ function startWorkerProcess(id: string, wheels: string): ChildProcess {
       VENV_POOL_SIZE: '2',
       MAX_SESSIONS: '20',
       LOG_LEVEL: 'warn',
+      CODEGEN_STATE_DIR: path.join(base, 'state'),
       PIP_FIND_LINKS: wheels,
       PIP_NO_INDEX: '1',
     },
@@ -56,7 +60,7 @@ beforeAll(async () => {
   const wheels = path.join(base, 'wheels');
   buildWheel(wheels, 'httpwheel', '0.4.2');
   coordinator = await startCoordinator(
-    coordinatorConfig({ GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_HOST: '127.0.0.1', HTTP_PORT: '0', LOG_LEVEL: 'silent', RECOVERY_GRACE_SECONDS: '0' }),
+    coordinatorConfig({ GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_HOST: '127.0.0.1', HTTP_PORT: '0', LOG_LEVEL: 'silent', RECOVERY_GRACE_SECONDS: '0', CODEGEN_STATE_DIR: path.join(base, 'state'), CLIENT_TOKEN: clientToken }),
     silentLogger(),
   );
   url = `http://127.0.0.1:${coordinator.httpPort}/mcp`;
@@ -88,7 +92,7 @@ afterAll(async () => {
   rmSync(base, { recursive: true, force: true });
 }, 60_000);
 
-async function connect(target = url, headers: Record<string, string> = {}) {
+async function connect(target = url, headers: Record<string, string> = bearer) {
   const client = new Client({ name: 'http-it', version: '1' });
   const transport = new StreamableHTTPClientTransport(new URL(target), { requestInit: { headers } });
   await client.connect(transport);
@@ -250,18 +254,20 @@ describe('raw HTTP checks', () => {
   });
 
   it('answers 400 to a non-initialize request without a session id', async () => {
-    const r = await post(url, { jsonrpc: '2.0', id: 5, method: 'tools/list', params: {} });
+    const r = await post(url, { jsonrpc: '2.0', id: 5, method: 'tools/list', params: {} }, bearer);
     expect(r.status).toBe(400);
     expect(await r.json()).toMatchObject({ jsonrpc: '2.0', error: { message: expect.stringMatching(/Mcp-Session-Id/) } });
   });
 
-  it('answers 401 to a missing or wrong token when MCP_TOKEN is set', async () => {
-    const http = await startMcpHttp({ coordinator: coordinator.coordinator, logger: silentLogger(), host: '127.0.0.1', port: 0, waitLimitMs: 50_000, legacyToolNames: false, token: 'right-token' });
-    closers.push(http.close);
-    const target = `http://127.0.0.1:${http.port}/mcp`;
-    expect((await post(target, initialize)).status).toBe(401);
-    expect((await post(target, initialize, { Authorization: 'Bearer wrong-token' })).status).toBe(401);
-    const { client } = await connect(target, { Authorization: 'Bearer right-token' });
+  it("answers 401 to a missing or wrong credential on the coordinator's /mcp, saying which", async () => {
+    const none = await post(url, initialize);
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toMatch(/Bearer/);
+    expect(((await none.json()) as { error: { message: string } }).error.message).toMatch(/no credential was sent/);
+    const wrong = await post(url, initialize, { Authorization: 'Bearer wrong-token' });
+    expect(wrong.status).toBe(401);
+    expect(((await wrong.json()) as { error: { message: string } }).error.message).toMatch(/not valid/);
+    const { client } = await connect(url, bearer);
     expect(sc(await client.callTool({ name: 'echo', arguments: { message: 'authorised' } }))['message']).toBe('authorised');
   });
 
@@ -275,7 +281,7 @@ describe('raw HTTP checks', () => {
     expect(Number(size)).toBe(contents.length);
 
     const huge = { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'fs_write', arguments: { path: 'huge.txt', contents: 'h'.repeat(33 * 1024 * 1024) } } };
-    const r = await post(url, huge, { 'Mcp-Session-Id': transport.sessionId!, 'Mcp-Protocol-Version': '2025-06-18' });
+    const r = await post(url, huge, { ...bearer, 'Mcp-Session-Id': transport.sessionId!, 'Mcp-Protocol-Version': '2025-06-18' });
     expect(r.status).toBe(413);
     expect(r.headers.get('content-type')).toMatch(/application\/json/);
     expect(await r.json()).toMatchObject({ jsonrpc: '2.0', error: { code: -32000, message: expect.stringMatching(/32 MiB/) } });
@@ -289,7 +295,7 @@ describe('raw HTTP checks', () => {
 
 describe('third-party clients', () => {
   const inspector = (args: string[]) =>
-    run(process.execPath, [path.join(root, 'node_modules/@modelcontextprotocol/inspector-cli/build/cli.js'), '--cli', url, '--transport', 'http', ...args], {
+    run(process.execPath, [path.join(root, 'node_modules/@modelcontextprotocol/inspector-cli/build/cli.js'), '--cli', url, '--transport', 'http', '--header', `Authorization: Bearer ${clientToken}`, ...args], {
       // The inspector finds its own package.json relative to the working directory's parent.
       cwd: path.join(root, 'test'),
       timeout: 60_000,
@@ -312,8 +318,11 @@ describe('third-party clients', () => {
   it.each(['server-initialize', 'ping', 'tools-list', 'logging-set-level', 'server-sse-multiple-streams', 'dns-rebinding-protection', 'resources-list'])(
     'passes the conformance scenario %s',
     async (scenario) => {
+      // The suite sends no credentials: it runs against a front door without them, on the same actors.
+      const open = await startMcpHttp({ coordinator: coordinator.coordinator, logger: silentLogger(), host: '127.0.0.1', port: 0, waitLimitMs: 50_000, legacyToolNames: false });
+      closers.push(open.close);
       const bin = path.join(root, 'node_modules/@modelcontextprotocol/conformance/dist/index.js');
-      const { stdout } = await run(process.execPath, [bin, 'server', '--url', url, '--scenario', scenario], { cwd: root, timeout: 90_000 });
+      const { stdout } = await run(process.execPath, [bin, 'server', '--url', `http://127.0.0.1:${open.port}/mcp`, '--scenario', scenario], { cwd: root, timeout: 90_000 });
       const m = /Passed: (\d+)\/(\d+), (\d+) failed/.exec(stdout);
       expect(m, stdout).not.toBeNull();
       expect(m![3], stdout).toBe('0');
@@ -324,11 +333,13 @@ describe('third-party clients', () => {
 });
 
 describe('codegen-mcp mcp with COORDINATOR_ADDR', () => {
-  it('serves the tools over stdio from the remote coordinator', async () => {
+  it('serves the tools over stdio from the remote coordinator, with the credential from CLIENT_TOKEN_FILE', async () => {
+    writeFileSync(path.join(base, 'client-token-copy'), `${clientToken}\n`, { mode: 0o600 });
     const transport = new StdioClientTransport({
       command: process.execPath,
       args: [cli, 'mcp'],
-      env: { ...(process.env as Record<string, string>), COORDINATOR_ADDR: `127.0.0.1:${coordinator.grpcPort}`, LOG_LEVEL: 'warn' },
+      // No CLIENT_TOKEN: the command reads the token file the coordinator made in the shared state folder.
+      env: { ...(process.env as Record<string, string>), COORDINATOR_ADDR: `127.0.0.1:${coordinator.grpcPort}`, LOG_LEVEL: 'warn', CODEGEN_STATE_DIR: path.join(base, 'state'), CLIENT_TOKEN_FILE: path.join(base, 'client-token-copy') },
       stderr: 'pipe',
     });
     const client = new Client({ name: 'remote-stdio', version: '1' });

@@ -29,9 +29,9 @@ beforeAll(async () => {
   buildWheel(wheels, 'mcpwheel', '1.2.3');
   process.env['PIP_FIND_LINKS'] = wheels;
   process.env['PIP_NO_INDEX'] = '1';
-  coordinator = await startCoordinator(coordinatorConfig({ GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_ENABLED: 'false', LOG_LEVEL: 'silent', RECOVERY_GRACE_SECONDS: '0' }), silentLogger());
+  coordinator = await startCoordinator(coordinatorConfig({ GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_ENABLED: 'false', LOG_LEVEL: 'silent', RECOVERY_GRACE_SECONDS: '0', CODEGEN_STATE_DIR: path.join(base, 'state') }), silentLogger());
   worker = await startWorker(
-    workerConfig({ COORDINATOR_ADDR: `127.0.0.1:${coordinator.grpcPort}`, WORKER_ID: 'inproc-worker', BASE_WORKSPACE: path.join(base, 'ws'), VENV_POOL_SIZE: '2', LOG_LEVEL: 'silent' }),
+    workerConfig({ COORDINATOR_ADDR: `127.0.0.1:${coordinator.grpcPort}`, WORKER_ID: 'inproc-worker', BASE_WORKSPACE: path.join(base, 'ws'), VENV_POOL_SIZE: '2', LOG_LEVEL: 'silent', CODEGEN_STATE_DIR: path.join(base, 'state') }),
     silentLogger(),
   );
   const online = await eventually(async () => (await coordinator.coordinator.listWorkers()).some((w) => w.state === "online"), 30_000);

@@ -30,6 +30,7 @@ const session = (id: string, over: Partial<StoredSession> = {}): StoredSession =
   sessionId: id,
   workspaceId: id,
   userId: 'user-1',
+  tenant: 'acme',
   config: { env_vars: { TOKEN: 'secret' }, allow_network: false, language: 'python' },
   metadata: { purpose: 'test' },
   metadataVersion: 1,

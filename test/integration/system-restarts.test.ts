@@ -363,14 +363,14 @@ describe('a worker that restarts on the same BASE_WORKSPACE', () => {
       },
     );
 
-    it('refuses a duplicate registration (same worker_id, another instance) with FAILED_PRECONDITION; the real worker keeps its sessions and files', async () => {
+    it('refuses a duplicate registration (same worker_id, another instance) with ALREADY_EXISTS; the real worker keeps its sessions and files', async () => {
       const from = coordinator.lines.length;
       const err = await grpcError(register({ worker_id: 'real-w', instance_id: 'inst-impostor', sessions: [] }));
-      expect(grpc.status[err.code], err.details).toBe('FAILED_PRECONDITION');
+      expect(grpc.status[err.code], err.details).toBe('ALREADY_EXISTS');
       expect(err.details).toContain('worker_id');
       expect(err.details).toContain('already connected');
       const logged = await coordinator.waitForLine((l) => l.msg === 'worker registration refused' && l.workerId === 'real-w', 5_000, from);
-      expect((logged['err'] as Wire)['code']).toBe('FAILED_PRECONDITION');
+      expect((logged['err'] as Wire)['code']).toBe('ALREADY_EXISTS');
       // Accepted, an empty list would have failed the real worker's session; it is untouched, and its worker did not register again.
       await heldIntact();
       expect(coordinator.lines.slice(from).filter((l) => l.msg === 'worker registered')).toEqual([]);

@@ -10,7 +10,7 @@
  *   finishes, then it exits 0.
  * In a terminal the logs are pino-pretty text, parsed with prettyRecords().
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -59,7 +59,7 @@ class TerminalUp {
     this.pty = spawnInPty(command, args, {
       cwd: repoRoot,
       echo: false,
-      env: { ...base, TERM: 'xterm', BASE_WORKSPACE: path.join(this.root, 'ws'), GRPC_PORT: '0', HTTP_PORT: '0', GRPC_HOST: '127.0.0.1', RECOVERY_GRACE_SECONDS: '0', WORKERS: '2', ...env },
+      env: { ...base, TERM: 'xterm', BASE_WORKSPACE: path.join(this.root, 'ws'), CODEGEN_STATE_DIR: path.join(this.root, 'state'), GRPC_PORT: '0', HTTP_PORT: '0', GRPC_HOST: '127.0.0.1', RECOVERY_GRACE_SECONDS: '0', WORKERS: '2', ...env },
     });
     this.tracker.watch(this.pty.runnerPid);
   }
@@ -86,7 +86,9 @@ class TerminalUp {
     const port = Number(up.fields['grpcPort']);
     expect(port).toBeGreaterThan(0);
     for (const w of ['worker-1', 'worker-2']) await this.record((r) => r.name === 'coordinator' && r.msg === 'worker task stream open' && r.fields['workerId'] === w);
-    this.clients = connectCoordinator(`127.0.0.1:${port}`);
+    // The coordinator made its client token at first start, in the state folder the command was given.
+    const token = readFileSync(path.join(this.root, 'state', 'client-token'), 'utf8').trim();
+    this.clients = connectCoordinator(`127.0.0.1:${port}`, {}, { token });
     return this.clients;
   }
 

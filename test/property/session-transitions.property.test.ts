@@ -21,7 +21,7 @@ const TRANSITIONS: readonly (readonly [string, string, string])[] = [
   ['BUSY', 'READY', 'the task ended (also when the user code failed)'],
   ['READY', 'IDLE', 'idle timeout'],
   ['IDLE', 'READY', 'a task (then BUSY at once)'],
-  ['BUSY', 'FAILED', 'the execution machinery broke (INTERNAL, WORKER_LOST, a crashed executor)'],
+  ['BUSY', 'FAILED', 'the execution machinery broke (WORKER_LOST, a crashed executor; never a tool error)'],
   ['READY', 'DRAINING', 'destroy or worker drain'],
   ['FAILED', 'DRAINING', 'destroy or worker drain'],
   ['INITIALIZING', 'FAILED', 'the workspace could not be prepared'],

@@ -83,7 +83,7 @@ describe('coordinator: workers registering', () => {
     c.online('w1', 'reg-1', { instanceId: 'first', sessions: [sessionReport('s1')] });
     c.register('w1', 'reg-2', { instanceId: 'second', sessions: [] });
     expect(c.emitted('worker.refused', COORDINATOR_ID)).toEqual([
-      { type: 'worker.refused', workerId: 'w1', registrationId: 'reg-2', error: expect.objectContaining({ code: 'FAILED_PRECONDITION', message: expect.stringContaining('WORKER_ID') }) },
+      { type: 'worker.refused', workerId: 'w1', registrationId: 'reg-2', error: expect.objectContaining({ code: 'ALREADY_EXISTS', message: expect.stringContaining('WORKER_ID') }) },
     ]);
     expect(c.emitted('worker.registered', COORDINATOR_ID)).toHaveLength(1);
     expect(c.view('s1')).toMatchObject({ state: 'READY', workerId: 'w1', unreachableSinceMs: 0 });

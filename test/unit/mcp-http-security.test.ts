@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { bearerToken, defaultAllowedHosts, HttpSecurity, tokenMatches } from '../../src/mcp/http-security.js';
+import { bearerToken, ClientAuthenticator, tokenMatches } from '../../src/auth/authenticator.js';
+import { defaultAllowedHosts, HttpSecurity } from '../../src/mcp/http-security.js';
 
 describe('MCP HTTP security checks', () => {
   it('allow the loopback names with the port by default', () => {
@@ -33,11 +34,12 @@ describe('MCP HTTP security checks', () => {
     expect(s.check({ host: 'localhost:8080' }).ok).toBe(false);
   });
 
-  it('require the bearer token when one is set, after the host checks', () => {
-    const s = new HttpSecurity({ host: '127.0.0.1', port: 1, token: 'tok' });
+  it('require a good bearer credential when an authenticator is set, after the host checks', () => {
+    const auth = new ClientAuthenticator({ token: 'tok', keysFile: '' });
+    const s = new HttpSecurity({ host: '127.0.0.1', port: 1, authenticate: (h) => auth.authenticate(h) });
     expect(s.check({ host: 'localhost:1' })).toMatchObject({ ok: false, status: 401 });
     expect(s.check({ host: 'localhost:1', authorization: 'Bearer bad' })).toMatchObject({ ok: false, status: 401 });
-    expect(s.check({ host: 'localhost:1', authorization: 'bearer tok' }).ok).toBe(true);
+    expect(s.check({ host: 'localhost:1', authorization: 'bearer tok' })).toEqual({ ok: true, principal: { tenant: 'default', admin: true, credential: 'CLIENT_TOKEN' } });
     expect(s.check({ host: 'evil:1', authorization: 'Bearer tok' })).toMatchObject({ ok: false, status: 403 });
   });
 
@@ -45,7 +47,7 @@ describe('MCP HTTP security checks', () => {
     expect(tokenMatches('a', 'a')).toBe(true);
     expect(tokenMatches('a', 'ab')).toBe(false);
     expect(tokenMatches(undefined, '')).toBe(false);
-    expect(tokenMatches('', '')).toBe(true);
+    expect(tokenMatches('', '')).toBe(false);
     expect(bearerToken('Bearer  x ')).toBe('x');
     expect(bearerToken('Basic x')).toBeUndefined();
   });

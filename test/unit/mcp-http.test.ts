@@ -1,7 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ClientAuthenticator, type Principal } from '../../src/auth/authenticator.js';
+import { addKey } from '../../src/auth/keys-file.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { startMcpHttp, type McpHttpOptions } from '../../src/mcp/http.js';
 import { FakeCoordinatorPort } from '../helpers/fake-coordinator-port.js';
@@ -11,8 +16,7 @@ afterEach(async () => {
   for (const s of stops.splice(0).reverse()) await s();
 });
 
-async function start(extra: Partial<McpHttpOptions> = {}) {
-  const port = new FakeCoordinatorPort();
+async function start(extra: Partial<McpHttpOptions> = {}, port = new FakeCoordinatorPort()) {
   const http = await startMcpHttp({ coordinator: port, logger: silentLogger(), waitLimitMs: 5000, legacyToolNames: false, defaultSessionGraceMs: 0, host: '127.0.0.1', port: 0, ...extra });
   stops.push(http.close);
   return { port, http, url: `http://127.0.0.1:${http.port}/mcp` };
@@ -102,8 +106,22 @@ describe('MCP over Streamable HTTP', () => {
     expect(unknown.status).toBe(404);
   });
 
+  /** Two tenants: CLIENT_TOKEN s3cret (default, admin) and a key file with one key for "acme". */
+  function authed(extra: Partial<McpHttpOptions> = {}) {
+    const dir = mkdtempSync(path.join(tmpdir(), 'mcp-http-keys-'));
+    const keysFile = path.join(dir, 'keys.json');
+    const acme = addKey(keysFile, 'acme', false).key;
+    const auth = new ClientAuthenticator({ token: 's3cret', keysFile });
+    const tenants: string[] = [];
+    const port = new FakeCoordinatorPort();
+    const access = { authenticate: (h: string | undefined) => auth.authenticate(h), portFor: (p: Principal) => (tenants.push(p.tenant), port) };
+    return { acme, tenants, started: start({ access, ...extra }, port), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  }
+
   it('answers 401 without the right bearer token, and serves with it', async () => {
-    const { url } = await start({ token: 's3cret' });
+    const t = authed();
+    const { url } = await t.started;
+    t.cleanup();
     expect((await post(url, initialize)).status).toBe(401);
     const wrong = await post(url, initialize, { Authorization: 'Bearer nope' });
     expect(wrong.status).toBe(401);
@@ -111,6 +129,32 @@ describe('MCP over Streamable HTTP', () => {
     expect((await post(url, initialize, { Authorization: 'Bearer s3cret' })).status).toBe(200);
     const { client } = await connect(url, { Authorization: 'Bearer s3cret' });
     expect((await client.callTool({ name: 'echo', arguments: { message: 'x' } })).isError).toBeFalsy();
+  });
+
+  it("opens each MCP session on its tenant's port, and answers another tenant's session id as unknown (404)", async () => {
+    const t = authed();
+    const { url } = await t.started;
+    const { client, transport } = await connect(url, { Authorization: `Bearer ${t.acme}` });
+    expect((await client.callTool({ name: 'echo', arguments: { message: 'mine' } })).isError).toBeFalsy();
+    expect(t.tenants).toEqual(['acme']);
+    const list = { jsonrpc: '2.0', id: 3, method: 'tools/list', params: {} };
+    const session = { 'Mcp-Session-Id': transport.sessionId!, 'Mcp-Protocol-Version': '2025-06-18' };
+    const stolen = await post(url, list, { ...session, Authorization: 'Bearer s3cret' });
+    expect(stolen.status).toBe(404);
+    const own = await post(url, list, { ...session, Authorization: `Bearer ${t.acme}` });
+    expect(own.status).toBe(200);
+    t.cleanup();
+  });
+
+  it('refuses an initialize beyond MCP_MAX_SESSIONS with 503 naming the cap, and takes one again after a session closes', async () => {
+    const { url } = await start({ maxSessions: 2 });
+    const a = await connect(url);
+    await connect(url);
+    const third = await post(url, initialize);
+    expect(third.status).toBe(503);
+    expect(((await third.json()) as { error: { message: string } }).error.message).toMatch(/MCP_MAX_SESSIONS=2/);
+    await a.transport.terminateSession();
+    expect((await post(url, initialize)).status).toBe(200);
   });
 
   it('takes a 2 MiB fs_write and refuses an over-limit body with a JSON-RPC error', async () => {

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WorkerRegistry } from '../../src/coordinator/worker-registry.js';
 import { CodegenError } from '../../src/domain/errors.js';
 import type { TaskUpdate } from '../../src/domain/tasks.js';
+import { openAccess } from '../../src/grpc/client-access.js';
 import { RemoteCoordinatorPort } from '../../src/grpc/remote-port.js';
 import { startGrpcServer, stopGrpcServer } from '../../src/grpc/server.js';
 import { silentLogger } from '../../src/log/logger.js';
@@ -16,7 +17,7 @@ let address: string;
 
 beforeAll(async () => {
   fake = new FakeCoordinatorPort();
-  const started = await startGrpcServer({ host: '127.0.0.1', port: 0, coordinator: fake, registry: {} as WorkerRegistry, workerToken: '', logger: silentLogger() });
+  const started = await startGrpcServer({ host: '127.0.0.1', port: 0, access: openAccess(fake), registry: {} as WorkerRegistry, workerToken: 'unused', tls: { cert: '', key: '', clientCa: '' }, logger: silentLogger() });
   server = started.server;
   address = `127.0.0.1:${started.port}`;
   remote = new RemoteCoordinatorPort(address);

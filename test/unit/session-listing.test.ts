@@ -21,6 +21,7 @@ const view: fc.Arbitrary<SessionView> = fc.record({
   workerId: text,
   workspaceId: text,
   userId: text,
+  tenant: text,
   workspacePath: text,
   state: fc.constantFrom('INITIALIZING', 'READY', 'BUSY', 'IDLE', 'DRAINING', 'TERMINATED', 'FAILED'),
   createdAtMs: time,
@@ -32,6 +33,7 @@ const view: fc.Arbitrary<SessionView> = fc.record({
   restartedAtMs: time,
   survivalNote: text,
   unreachableSinceMs: time,
+  usage: fc.record({ memoryBytes: time, cpuMillicores: fc.nat({ max: 64_000 }), diskBytes: time }),
 });
 
 describe('ListSessions from pre-encoded entries', () => {

@@ -605,6 +605,7 @@ describe('sessionViewOf', () => {
       workerId: 'w1',
       workspaceId: 's1',
       userId: 'ann',
+      tenant: 'default',
       workspacePath: '/ws/s1',
       state: 'READY',
       createdAtMs: T0,
@@ -616,6 +617,7 @@ describe('sessionViewOf', () => {
       restartedAtMs: 0,
       survivalNote: '',
       unreachableSinceMs: 0,
+      usage: { memoryBytes: 0, cpuMillicores: 0, diskBytes: 0 },
     });
     p.destroy();
     expect(p.view().state).toBe('DRAINING');

@@ -15,7 +15,7 @@ async function into(s: Harness, state: 'INITIALIZING' | 'READY' | 'IDLE' | 'BUSY
   if (state === 'BUSY') s.submit('t-busy');
   if (state === 'FAILED') {
     s.submit('t-fail');
-    s.exec.run('t-fail').finish(failedOutcome('INTERNAL', 'the sandbox broke'));
+    s.exec.run('t-fail').finish(failedOutcome('WORKER_LOST', 'the sandbox broke'));
   }
   expect(s.state()).toBe(state);
 }
@@ -256,7 +256,20 @@ describe('worker session machine', () => {
   });
 
   describe('FAILED', () => {
-    it.each(['INTERNAL', 'WORKER_LOST'] as const)('goes BUSY → FAILED on a %s error outcome, cancelling the queued tasks', async (code) => {
+    it.each(['INTERNAL', 'LIMIT_EXCEEDED', 'INVALID_ARGUMENT'] as const)('stays usable after a tool error %s: the task ends with it, the next task runs', async (code) => {
+      const s = start();
+      await s.ready();
+      s.submit('t1');
+      s.submit('t2');
+      s.exec.run('t1').finish(failedOutcome(code, 'ENAMETOOLONG: name too long'));
+      expect(s.state()).toBe('BUSY');
+      expect(s.outcomes.get('t1')).toEqual([expect.objectContaining({ type: 'error', error: expect.objectContaining({ code }) })]);
+      s.exec.run('t2').finish();
+      expect(s.state()).toBe('READY');
+      expect(s.snapshot().context.failureReason).toBe('');
+    });
+
+    it.each(['WORKER_LOST'] as const)('goes BUSY → FAILED on a %s error outcome, cancelling the queued tasks', async (code) => {
       const s = start();
       await s.ready();
       s.submit('t1');

@@ -169,7 +169,7 @@ describe('worker task machine', () => {
   });
 
   describe('executor failures', () => {
-    it('ends with a retriable INTERNAL error outcome when the executor actor fails while running', () => {
+    it('ends with a retriable INTERNAL error outcome, marked broken, when the executor actor fails while running', () => {
       const t = startTask();
       t.start();
       t.exec.run('t1').crash('sandbox died');
@@ -177,7 +177,7 @@ describe('worker task machine', () => {
       const [outcome] = t.outcomes();
       expect(outcome).toMatchObject({ type: 'error', error: { code: 'INTERNAL', retriable: true } });
       expect(outcome?.type === 'error' && outcome.error.message).toContain('sandbox died');
-      expect(t.ended()).toEqual([{ type: 'task.ended', taskId: 't1', outcome, atMs: 2_000 }]);
+      expect(t.ended()).toEqual([{ type: 'task.ended', taskId: 't1', outcome, atMs: 2_000, broken: true }]);
       expect(t.errors).toEqual([]);
     });
 

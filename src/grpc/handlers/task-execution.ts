@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { invalidArgument } from '../../domain/errors.js';
-import type { CoordinatorPort, TaskHandle } from '../../runtime/port.js';
+import type { TaskHandle } from '../../runtime/port.js';
+import type { ClientAccess } from '../client-access.js';
 import { decodeConstraints, decodeToolRequest, encodeOutcome, encodeTaskStatus, encodeTaskUpdate } from '../../wire/codecs.js';
 import type { StatusRequest__Output, TaskExecutionHandlers, TaskRequest__Output, TaskResponse } from '../../wire/messages.js';
 import { TASK_DUPLICATE_METADATA, TASK_ID_METADATA } from '../../wire/metadata.js';
@@ -11,7 +12,7 @@ import { toServiceError, unaryHandler } from '../../wire/status.js';
  * port. The response headers go out as soon as the task is accepted, so a client knows it was
  * not refused. Whether a client going away cancels the task is the task's actor's call.
  */
-export function taskExecutionHandlers(port: CoordinatorPort): TaskExecutionHandlers {
+export function taskExecutionHandlers(access: ClientAccess): TaskExecutionHandlers {
   const executeTask = (call: grpc.ServerWritableStream<TaskRequest__Output, TaskResponse>) => {
     let ended = false;
     let handle: TaskHandle | undefined;
@@ -25,6 +26,7 @@ export function taskExecutionHandlers(port: CoordinatorPort): TaskExecutionHandl
       handle?.abandon('the client cancelled the ExecuteTask call');
     });
     try {
+      const port = access.portFor(call.metadata);
       const req = call.request;
       const sessionId = typeof req.session_id === 'string' ? req.session_id : '';
       if (!sessionId) throw invalidArgument('session_id', 'is required');
@@ -62,15 +64,15 @@ export function taskExecutionHandlers(port: CoordinatorPort): TaskExecutionHandl
       ended = true;
       detach();
     });
-    port
-      .watchTask(String(call.request.task_id ?? ''), String(call.request.session_id ?? '') || undefined, (update, id) => {
+    Promise.resolve()
+      .then(() => access.portFor(call.metadata).watchTask(String(call.request.task_id ?? ''), String(call.request.session_id ?? '') || undefined, (update, id) => {
         if (ended) return;
         call.write(encodeTaskUpdate(id, update));
         if (update.type === 'outcome') {
           ended = true;
           call.end();
         }
-      })
+      }))
       .then(
         (w) => {
           detach = w.detach;
@@ -88,12 +90,12 @@ export function taskExecutionHandlers(port: CoordinatorPort): TaskExecutionHandl
   return {
     ExecuteTask: executeTask,
     WatchTask: watchTask,
-    CancelTask: unaryHandler(async (req) => {
-      const r = await port.cancelTask(String(req.task_id ?? ''), String(req.reason ?? ''), String(req.session_id ?? '') || undefined);
+    CancelTask: unaryHandler(async (req, call) => {
+      const r = await access.portFor(call.metadata).cancelTask(String(req.task_id ?? ''), String(req.reason ?? ''), String(req.session_id ?? '') || undefined);
       return { cancelled: r.cancelled, state: r.state };
     }),
-    GetTaskStatus: unaryHandler(async (req) => {
-      const t = await port.getTask(String(req.task_id ?? ''), String(req.session_id ?? '') || undefined);
+    GetTaskStatus: unaryHandler(async (req, call) => {
+      const t = await access.portFor(call.metadata).getTask(String(req.task_id ?? ''), String(req.session_id ?? '') || undefined);
       const out = t.outcome ? encodeOutcome(t.outcome) : {};
       return {
         task_id: t.taskId,

@@ -1,5 +1,5 @@
-import { timingSafeEqual } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
+import { tokenMatches } from '../../auth/authenticator.js';
 import { CodegenError, invalidArgument, toErrorInfo } from '../../domain/errors.js';
 import { decodeReport } from '../../wire/worker-codecs.js';
 import type { WorkerLifecyclePort, WorkerStreamLink } from '../../runtime/port.js';
@@ -8,21 +8,52 @@ import type { CoordinatorMessage, WorkerLifecycleHandlers, WorkerMessage__Output
 import { WORKER_TOKEN_METADATA } from '../../wire/metadata.js';
 import { toServiceError, unaryHandler } from '../../wire/status.js';
 
-/** Constant-time comparison of the presented token with the configured one (none configured: open). */
+/** Constant-time comparison of the presented token with the coordinator's (it always has one: configured, or made at first start). */
 export function checkWorkerToken(expected: string, metadata: grpc.Metadata): void {
-  if (!expected) return;
   const presented = metadata.get(WORKER_TOKEN_METADATA)[0];
-  const a = Buffer.from(typeof presented === 'string' ? presented : '');
-  const b = Buffer.from(expected);
-  if (a.length !== b.length || !timingSafeEqual(a, b)) {
-    throw new CodegenError('UNAUTHENTICATED', `missing or wrong worker token: set WORKER_TOKEN on the worker to the coordinator's`);
+  if (typeof presented !== 'string' || presented === '') {
+    throw new CodegenError('UNAUTHENTICATED', `worker token: none was sent; set WORKER_TOKEN on the worker to the coordinator's (or WORKER_TOKEN_FILE to a copy of its worker-token file)`);
   }
+  if (!tokenMatches(presented, expected)) throw new CodegenError('UNAUTHENTICATED', `worker token: the one sent is wrong; set WORKER_TOKEN on the worker to the coordinator's`);
 }
 
-export function workerLifecycleHandlers(workers: WorkerLifecyclePort, opts: { token: string; logger: Logger; firstMessageTimeoutMs?: number }): WorkerLifecycleHandlers {
-  const authed = <Req, Res>(fn: (req: Req) => Res | Promise<Res>) =>
+/** The names a verified client certificate gives its holder: the subject's CN and the DNS names of subjectAltName. */
+export function certificateNames(cert: { subject?: Record<string, string | string[] | undefined>; subjectaltname?: string } | undefined): string[] {
+  if (!cert) return [];
+  const cn = cert.subject?.['CN'];
+  const names = Array.isArray(cn) ? [...cn] : cn ? [cn] : [];
+  for (const part of (cert.subjectaltname ?? '').split(',')) {
+    const m = /^\s*DNS:(.+)$/.exec(part);
+    if (m?.[1]) names.push(m[1].trim());
+  }
+  return names;
+}
+
+/**
+ * With mutual TLS a worker's identity is its certificate: the worker_id it claims must be one of
+ * the certificate's names (grpc-js shows a peer certificate only when the CA verified it).
+ */
+export function checkWorkerCertificate(call: { getAuthContext?: () => { sslPeerCertificate?: unknown } | null }, workerId: string): void {
+  const cert = call.getAuthContext?.()?.sslPeerCertificate as Parameters<typeof certificateNames>[0];
+  if (!cert) throw new CodegenError('UNAUTHENTICATED', 'worker certificate: none (or one not signed by TLS_CLIENT_CA) was presented; give the worker TLS_CERT and TLS_KEY');
+  const names = certificateNames(cert);
+  if (!names.includes(workerId)) throw new CodegenError('PERMISSION_DENIED', `worker_id: ${JSON.stringify(workerId)} is not a name of the worker's certificate (${names.join(', ') || 'none'}); set WORKER_ID to its CN`);
+}
+
+export interface WorkerAuthOptions {
+  token: string;
+  /** Mutual TLS: a worker proves who it is with its certificate instead of the token. */
+  mutualTls: boolean;
+}
+
+export function workerLifecycleHandlers(workers: WorkerLifecyclePort, opts: WorkerAuthOptions & { logger: Logger; firstMessageTimeoutMs?: number }): WorkerLifecycleHandlers {
+  const check = (call: Parameters<typeof checkWorkerCertificate>[0] & { metadata: grpc.Metadata }, workerId: string | undefined) => {
+    if (!opts.mutualTls) checkWorkerToken(opts.token, call.metadata);
+    else if (workerId !== undefined) checkWorkerCertificate(call, workerId);
+  };
+  const authed = <Req extends { worker_id?: string }, Res>(fn: (req: Req) => Res | Promise<Res>) =>
     unaryHandler<Req, Res>((req, call) => {
-      checkWorkerToken(opts.token, call.metadata);
+      check(call, String(req.worker_id ?? ''));
       return fn(req);
     });
 
@@ -37,7 +68,7 @@ export function workerLifecycleHandlers(workers: WorkerLifecyclePort, opts: { to
     };
     const timer = setTimeout(() => fail(invalidArgument('hello', 'the first message of the task stream must name the worker (WorkerHello)')), opts.firstMessageTimeoutMs ?? 10_000);
     try {
-      checkWorkerToken(opts.token, call.metadata);
+      check(call, undefined);
     } catch (err) {
       fail(err);
       return;
@@ -53,6 +84,7 @@ export function workerLifecycleHandlers(workers: WorkerLifecyclePort, opts: { to
         if (msg.body !== 'hello') throw invalidArgument('hello', 'the first message of the task stream must be a WorkerHello');
         const workerId = String(msg.hello?.worker_id ?? '');
         const registrationId = String(msg.hello?.registration_id ?? '');
+        if (opts.mutualTls) checkWorkerCertificate(call, workerId);
         link = workers.openStream(workerId, registrationId, call);
         opts.logger.info({ workerId, registrationId }, 'worker task stream open');
       } catch (err) {

@@ -39,7 +39,17 @@ export function sandboxFor(ctx: ToolContext, allowNetwork: boolean, readOnly: st
     maxProcesses: ctx.sandboxLimits?.maxProcesses,
     maxFileBytes: ctx.sandboxLimits?.maxFileBytes,
     cpuSeconds: ctx.sandboxLimits?.cpuSeconds,
+    // The session's cgroup: every process of the session counts against its limits together.
+    sessionId: ctx.sessionId,
+    ...(ctx.sessionLimits ? { limits: ctx.sessionLimits } : {}),
   };
+}
+
+/** A program the kernel stopped at one of the session's limits: the task ends LIMIT_EXCEEDED, naming it. */
+export function throwIfLimitExceeded(result: LaunchResult): void {
+  if (!result.limitExceeded) return;
+  const tail = (s: string) => s.slice(-2_000);
+  throw new CodegenError('LIMIT_EXCEEDED', result.limitExceeded.message, { details: [tail(result.stdout), tail(result.stderr)].filter(Boolean).join('\n') });
 }
 
 /** Send a log line without letting a listener's failure break the tool. */

@@ -1,11 +1,11 @@
-import { existsSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { invalidArgument } from '../../domain/errors.js';
+import { CodegenError, invalidArgument } from '../../domain/errors.js';
 import type { PackageInfo, PkgInstallInput } from '../../domain/tools.js';
 import { launch, type LaunchResult } from '../../sandbox/launch.js';
 import { resolveBasePython } from '../venv-pool.js';
-import { baseEnv, emitLog, emitProgress, outputCapOf, sandboxFor, statusOf, timeoutMsOf } from './common.js';
+import { baseEnv, emitLog, emitProgress, outputCapOf, sandboxFor, statusOf, throwIfLimitExceeded, timeoutMsOf } from './common.js';
 import type { ToolContext, ToolExecution } from './types.js';
 
 /**
@@ -84,6 +84,42 @@ function localFindLinks(env: Record<string, string>, indexUrl: string): string[]
   return out;
 }
 
+/**
+ * A client-chosen index_url never widens what the session may reach: over http(s) it needs a
+ * session with network, and a file:// one must lie inside the workspace (it is bound into pip's
+ * sandbox, so it must not name the worker's own folders).
+ */
+function checkIndexUrl(ctx: ToolContext, indexUrl: string): void {
+  if (indexUrl === '') return;
+  if (/^https?:/i.test(indexUrl)) {
+    if (!ctx.allowNetwork) {
+      throw new CodegenError('PERMISSION_DENIED', "index_url: this session has no network (allow_network false), so pkg_install may use only the package indexes the worker's operator configured (PIP_INDEX_URL, PIP_FIND_LINKS); create a session with allow_network to choose an index");
+    }
+    return;
+  }
+  let p: string;
+  try {
+    p = fileURLToPath(indexUrl);
+  } catch {
+    throw invalidArgument('index_url', 'is not a valid file:// URL');
+  }
+  const inside = path.relative(realpathOrSelf(ctx.workspace), realpathOrSelf(p));
+  if (inside.startsWith('..') || path.isAbsolute(inside)) throw new CodegenError('PATH_VIOLATION', 'index_url: a file:// index must be a folder inside the session workspace');
+}
+
+const realpathOrSelf = (p: string): string => {
+  try {
+    return realpathSync(p);
+  } catch {
+    return path.resolve(p);
+  }
+};
+
+/** Network only for the operator's indexes: pip then installs wheels only, so no package's build code runs with it. */
+function operatorOnlyNetwork(ctx: ToolContext, env: Record<string, string>, indexUrl: string): boolean {
+  return !ctx.allowNetwork && wantsNetwork(ctx, env, indexUrl);
+}
+
 function wantsNetwork(ctx: ToolContext, env: Record<string, string>, indexUrl: string): boolean {
   if (ctx.allowNetwork) return true;
   if (/^https?:/i.test(indexUrl)) return true;
@@ -134,6 +170,7 @@ export async function runPkgInstall(input: PkgInstallInput, ctx: ToolContext): P
   if (indexUrl !== '' && (/[\s\0]/.test(indexUrl) || !/^(https?|file):\/\//i.test(indexUrl))) {
     throw invalidArgument('index_url', 'must be an http(s):// or file:// URL without spaces');
   }
+  checkIndexUrl(ctx, indexUrl);
   const startedAt = Date.now();
   const basePython = ctx.basePython ?? (await resolveBasePython());
   const pipEnv = pipEnvironment(ctx);
@@ -148,6 +185,7 @@ export async function runPkgInstall(input: PkgInstallInput, ctx: ToolContext): P
   const args = ['-m', 'pip', '--python', ctx.venvPython, 'install', '--disable-pip-version-check', '--no-input', '--progress-bar', 'off', '--root-user-action', 'ignore'];
   if (input.upgrade) args.push('--upgrade');
   if (input.no_deps) args.push('--no-deps');
+  if (operatorOnlyNetwork(ctx, pipEnv, indexUrl)) args.push('--only-binary', ':all:');
   if (indexUrl !== '') args.push('--index-url', indexUrl);
   args.push(...specs);
 
@@ -174,6 +212,7 @@ export async function runPkgInstall(input: PkgInstallInput, ctx: ToolContext): P
     },
     sandbox: sandboxFor(ctx, wantsNetwork(ctx, pipEnv, indexUrl), localFindLinks(pipEnv, indexUrl)),
   });
+  throwIfLimitExceeded(result);
   if (outputDropped > 0) lines.push(`[output truncated: ${outputDropped} bytes dropped]`);
 
   const after = await queryInstalled(ctx, known);

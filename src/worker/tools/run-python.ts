@@ -14,6 +14,7 @@ import {
   sandboxFor,
   snapshotArtifacts,
   statusOf,
+  throwIfLimitExceeded,
   timeoutMsOf,
 } from './common.js';
 import type { ToolContext, ToolExecution } from './types.js';
@@ -66,6 +67,8 @@ export async function runRunPython(input: RunPythonInput, ctx: ToolContext): Pro
         workspace: ctx.workspace,
         view: { workspace: sandbox.workspace, hide: sandbox.hide, readOnly: sandbox.readOnly ?? [], allowNetwork: sandbox.allowNetwork },
         env: baseEnv(ctx),
+        sessionId: ctx.sessionId,
+        ...(ctx.sessionLimits ? { limits: ctx.sessionLimits } : {}),
       },
       {
         argv: scriptArgs,
@@ -92,6 +95,7 @@ export async function runRunPython(input: RunPythonInput, ctx: ToolContext): Pro
     onLine,
     sandbox,
   });
+  throwIfLimitExceeded(result);
   const artifacts = changedArtifacts(before, await snapshotArtifacts(ctx.workspace));
   return {
     status: statusOf(result, ctx),

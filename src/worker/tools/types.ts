@@ -1,5 +1,6 @@
 import type { TaskConstraints, TaskLog, TaskProgress, TaskStatus } from '../../domain/tasks.js';
 import type { ToolCall, ToolReply } from '../../domain/tools.js';
+import type { SessionLimits } from '../../sandbox/enforcement.js';
 import type { WarmPython } from '../../sandbox/warm/sessions.js';
 
 /** Everything a tool needs to run inside one session's workspace. */
@@ -26,6 +27,8 @@ export interface ToolContext {
   hidePaths?: string[];
   /** Optional. Limits beyond ctx.constraints.max_memory_bytes, applied with prlimit. */
   sandboxLimits?: { maxProcesses?: number; maxFileBytes?: number; cpuSeconds?: number };
+  /** Optional. The session's limits (memory, processes, CPU), enforced on all of its processes together; absent: the defaults. */
+  sessionLimits?: Partial<SessionLimits>;
   /** Optional. The base interpreter pip runs with; default: the one behind `python3` on the worker's PATH. */
   basePython?: string;
   /**

@@ -12,6 +12,7 @@ export interface CreateSessionCommand {
   'metadata'?: ({[key: string]: string});
   'idle_timeout_ms'?: (number | string | Long);
   'created_at_ms'?: (number | string | Long);
+  'tenant'?: (string);
 }
 
 export interface CreateSessionCommand__Output {
@@ -22,4 +23,5 @@ export interface CreateSessionCommand__Output {
   'metadata': ({[key: string]: string});
   'idle_timeout_ms': (string);
   'created_at_ms': (string);
+  'tenant': (string);
 }

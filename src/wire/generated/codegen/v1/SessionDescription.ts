@@ -3,6 +3,7 @@
 
 import type { SessionConfig as _codegen_v1_SessionConfig, SessionConfig__Output as _codegen_v1_SessionConfig__Output } from '../../codegen/v1/SessionConfig.js';
 import type { SessionState as _codegen_v1_SessionState, SessionState__Output as _codegen_v1_SessionState__Output } from '../../codegen/v1/SessionState.js';
+import type { ResourceUsage as _codegen_v1_ResourceUsage, ResourceUsage__Output as _codegen_v1_ResourceUsage__Output } from '../../codegen/v1/ResourceUsage.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface SessionDescription {
@@ -21,6 +22,8 @@ export interface SessionDescription {
   'metadata_version'?: (number | string | Long);
   'idle_timeout_ms'?: (number | string | Long);
   'incarnation'?: (string);
+  'tenant'?: (string);
+  'usage'?: (_codegen_v1_ResourceUsage | null);
 }
 
 export interface SessionDescription__Output {
@@ -39,4 +42,6 @@ export interface SessionDescription__Output {
   'metadata_version': (string);
   'idle_timeout_ms': (string);
   'incarnation': (string);
+  'tenant': (string);
+  'usage': (_codegen_v1_ResourceUsage__Output | null);
 }

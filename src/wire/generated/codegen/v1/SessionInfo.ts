@@ -18,6 +18,7 @@ export interface SessionInfo {
   'worker_unreachable_since_ms'?: (number | string | Long);
   'user_id'?: (string);
   'failure_reason'?: (string);
+  'tenant'?: (string);
 }
 
 export interface SessionInfo__Output {
@@ -33,4 +34,5 @@ export interface SessionInfo__Output {
   'worker_unreachable_since_ms': (string);
   'user_id': (string);
   'failure_reason': (string);
+  'tenant': (string);
 }
