@@ -6,14 +6,18 @@ import { WRITE_FLAGS, relativeToWorkspace, resolveInWorkspace, workspaceRealPath
 import { MAX_FILE_BYTES } from './common.js';
 import type { ToolContext, ToolExecution } from './types.js';
 
-const base64Pattern = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$/;
+// Linear patterns: a pattern of repeated 4-character groups overflows the regex engine's stack on large inputs.
+const base64Alphabet = /^[A-Za-z0-9+/]*={0,2}$/;
 const base64UrlPattern = /^[A-Za-z0-9_-]*={0,2}$/;
 
 /** Strict base64 (standard or URL-safe alphabet, whitespace ignored): bad input is an error, not silently dropped bytes. */
 export function decodeBase64(text: string): Buffer | null {
   const compact = text.replace(/\s+/g, '');
-  if (base64Pattern.test(compact)) return Buffer.from(compact, 'base64');
-  if (base64UrlPattern.test(compact) && compact.replace(/=+$/, '').length % 4 !== 1) return Buffer.from(compact, 'base64url');
+  const body = compact.replace(/=+$/, '');
+  // Unpadded: any length but 4n+1; padded: whole groups of four.
+  const wellFormed = compact.length === body.length ? body.length % 4 !== 1 : compact.length % 4 === 0;
+  if (base64Alphabet.test(compact) && wellFormed) return Buffer.from(compact, 'base64');
+  if (base64UrlPattern.test(compact) && body.length % 4 !== 1) return Buffer.from(compact, 'base64url');
   return null;
 }
 
