@@ -8,6 +8,9 @@ rm -f "$report"
 # Development builds of xstate report bad snapshots and misuse (design.md).
 NODE_OPTIONS="${NODE_OPTIONS:-} --conditions=development" npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@"
 code=$?
+# A test that failed half-way may leave a session's filesystem (disk quota) mounted under the temp folder.
+tmp_root="${TMPDIR:-/tmp}"
+grep -o " ${tmp_root}/codegen-[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 if [ -f "$report" ]; then
   node -e '
     const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));

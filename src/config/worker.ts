@@ -37,6 +37,8 @@ export const WorkerEnv = z.object({
   MAX_MEMORY_PER_SESSION: bytes(1024 ** 3),
   MAX_PROCESSES_PER_SESSION: z.coerce.number().int().min(0).default(256),
   MAX_CPU_SECONDS_PER_TASK: z.coerce.number().int().min(0).default(600),
+  /** Each session's workspace is a filesystem of this size (a loop-mounted image) where the host allows it; 0: no quota. */
+  MAX_DISK_PER_SESSION: bytes(1024 ** 3),
   DRAIN_TIMEOUT_SECONDS: seconds(10),
   RECONNECT_MAX_SECONDS: z.coerce.number().positive().default(30),
   /** Test hook: SIGUSR2 crashes every session actor (to show they are restarted from their descriptions). Never in production. */
@@ -61,6 +63,7 @@ export interface WorkerConfig {
   warmPython: boolean;
   taskTimeoutSeconds: number;
   limits: { memoryBytes: number; maxProcesses: number; cpuSecondsPerTask: number };
+  maxDiskPerSession: number;
   drainTimeoutMs: number;
   reconnectMaxMs: number;
   testFaults: boolean;
@@ -89,6 +92,7 @@ export function workerConfig(env: Record<string, string | undefined>): WorkerCon
     warmPython: e.WARM_PYTHON,
     taskTimeoutSeconds: e.TASK_TIMEOUT_SECONDS,
     limits: { memoryBytes: e.MAX_MEMORY_PER_SESSION, maxProcesses: e.MAX_PROCESSES_PER_SESSION, cpuSecondsPerTask: e.MAX_CPU_SECONDS_PER_TASK },
+    maxDiskPerSession: e.MAX_DISK_PER_SESSION,
     drainTimeoutMs: Math.round(e.DRAIN_TIMEOUT_SECONDS * 1000),
     reconnectMaxMs: Math.round(e.RECONNECT_MAX_SECONDS * 1000),
     testFaults: e.CODEGEN_TEST_FAULTS,

@@ -26,6 +26,7 @@ import { SessionLocks } from './session-locks.js';
 import { SessionStore } from './session-store.js';
 import { Uplink } from './uplink.js';
 import { UsageMeter } from './usage.js';
+import { detectDiskQuota } from './disk-quota.js';
 import { VenvPool, resolveBasePython } from './venv-pool.js';
 
 export interface RunningWorker {
@@ -98,6 +99,8 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
     `what the sandbox allows and enforces:\n${enforcement.describe()}`,
   );
   await mkdir(config.baseWorkspace, { recursive: true });
+  const diskQuota = await detectDiskQuota(config.baseWorkspace, config.maxDiskPerSession);
+  logger.info({ diskQuota: { mode: diskQuota.mode, bytes: diskQuota.bytes, reason: diskQuota.reason } }, diskQuota.mode === 'loop' ? `disk quota: ${diskQuota.bytes} bytes per session, ${diskQuota.reason}` : `disk quota: none (${diskQuota.reason})`);
   const store = new SessionStore(config.baseWorkspace);
   let onLocksLost: (reason: string) => void = () => {};
   const locks = new SessionLocks({ dir: store.dir, python: basePython, onLost: (reason) => onLocksLost(reason) });
@@ -139,6 +142,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
     checkpointDir: config.checkpointDir,
     secretDirs: [config.stateDir],
     sessionLimits: config.limits,
+    diskQuota,
     pool,
     store,
     locks,
@@ -186,7 +190,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
   });
   const actor = root;
   actor.on('coordinator.reply', (e) => uplink.reply(e.reply));
-  const usage = new UsageMeter();
+  const usage = new UsageMeter(undefined, (id) => diskQuota.usedBytes(path.join(config.baseWorkspace, id)));
   actor.on('session.report', (e) => {
     const id = e.report.description.sessionId;
     if (e.report.gone) usage.forget(id);

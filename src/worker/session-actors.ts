@@ -1,3 +1,4 @@
+import type { DiskQuota } from './disk-quota.js';
 import { releaseAllSessionLimits, releaseSessionLimits, sessionLimitsOf, type SessionLimits } from '../sandbox/enforcement.js';
 import path from 'node:path';
 import { fromCallback, fromPromise } from 'xstate';
@@ -24,6 +25,8 @@ export interface SessionEffectsOptions {
   secretDirs?: string[];
   /** The worker's limits for every session (absent: the sandbox's defaults). */
   sessionLimits?: Partial<SessionLimits>;
+  /** Each session's workspace as a filesystem of its own (absent: none). */
+  diskQuota?: DiskQuota;
   pool: VenvSource;
   /** Each session's description, beside the workspaces. */
   store: SessionStore;
@@ -119,6 +122,8 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
     let description = input.description;
     if (onDisk) description = fromStored(onDisk);
     else await writer.save(description);
+    // The session's own filesystem first, so its venv and files are inside the quota.
+    await opts.diskQuota?.attach(id, path.join(opts.baseWorkspace, id));
     const workspacePath = await createWorkspace(opts.baseWorkspace, id, opts.pool);
     return { workspacePath, description, atMs: Date.now() };
   });
@@ -126,6 +131,7 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
   // A destroy removes the files, the description and the lock.
   async function removeSession(sessionId: string): Promise<void> {
     await writer.close(sessionId);
+    await opts.diskQuota?.remove(sessionId, path.join(opts.baseWorkspace, sessionId));
     await removeWorkspace(opts.baseWorkspace, sessionId);
     await opts.store.remove(sessionId);
     await opts.locks.unlock(sessionId, { removeFile: true });
@@ -135,6 +141,7 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
   const releaseWorkspace = fromPromise<void, { sessionId: string; remove: boolean }>(async ({ input }) => {
     await warm?.release(input.sessionId);
     await releaseSessionLimits(input.sessionId);
+    // A drain leaves the session's filesystem mounted: its files stay where they were, for people and the next start.
     if (input.remove) await removeSession(input.sessionId);
   });
 

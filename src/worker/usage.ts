@@ -4,14 +4,26 @@ import type { ResourceUsageView } from '../domain/sessions.js';
 /**
  * What a session's processes use, for its reports: memory now (from its cgroup), and CPU in
  * millicores averaged since the previous report (a report goes out at each task's start and
- * end, so this is the last task's average). Disk is not measured yet (0).
+ * end, so this is the last task's average), and the disk its files take (its filesystem's use,
+ * with a disk quota; 0 without one).
  */
 export class UsageMeter {
   private readonly last = new Map<string, { cpuTimeMs: number; atMs: number }>();
+  /** Disk use is read asynchronously (statfs) and shown from the previous reading, so reports keep their order. */
+  private readonly disk = new Map<string, number>();
 
-  constructor(private readonly read: typeof sessionUsage = sessionUsage) {}
+  constructor(
+    private readonly read: typeof sessionUsage = sessionUsage,
+    private readonly diskOf?: (sessionId: string) => Promise<number | undefined>,
+  ) {}
 
   usageOf(sessionId: string, nowMs: number = Date.now()): ResourceUsageView | undefined {
+    if (this.diskOf) {
+      void this.diskOf(sessionId).then(
+        (b) => (b === undefined ? this.disk.delete(sessionId) : this.disk.set(sessionId, b)),
+        () => {},
+      );
+    }
     const u = this.read(sessionId);
     if (!u) return undefined;
     const cpu = u.cpuTimeMs ?? 0;
@@ -19,10 +31,11 @@ export class UsageMeter {
     this.last.set(sessionId, { cpuTimeMs: cpu, atMs: nowMs });
     const elapsed = before ? nowMs - before.atMs : 0;
     const cpuMillicores = before && elapsed > 0 ? Math.max(0, Math.round(((cpu - before.cpuTimeMs) / elapsed) * 1000)) : 0;
-    return { memoryBytes: u.memoryBytes ?? 0, cpuMillicores, diskBytes: 0 };
+    return { memoryBytes: u.memoryBytes ?? 0, cpuMillicores, diskBytes: this.disk.get(sessionId) ?? 0 };
   }
 
   forget(sessionId: string): void {
     this.last.delete(sessionId);
+    this.disk.delete(sessionId);
   }
 }

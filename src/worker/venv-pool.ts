@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, readdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, cp, lstat, mkdir, readdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { CodegenError } from '../domain/errors.js';
@@ -166,9 +166,14 @@ export class VenvPool {
         await rename(candidate, target);
         from = candidate;
       } catch (err) {
+        // EXDEV: the workspace is another filesystem (its disk quota): copy the ready venv over (a few ms).
+        if ((err as NodeJS.ErrnoException).code === 'EXDEV') {
+          from = await cp(candidate, target, { recursive: true, verbatimSymlinks: true }).then(
+            () => candidate,
+            async () => (await rm(target, { recursive: true, force: true }).catch(() => {}), null),
+          );
+        } else this.onError(err);
         await rm(candidate, { recursive: true, force: true }).catch(() => {});
-        // EXDEV: the pool sits on another filesystem than the workspaces; make venvs in place then.
-        if ((err as NodeJS.ErrnoException).code !== 'EXDEV') this.onError(err);
       }
     }
     if (from === null) {

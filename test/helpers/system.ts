@@ -23,6 +23,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { connectCoordinator, unary, type CoordinatorClients } from '../../src/wire/client.js';
 import { eventually, isAlive, pidsWithToken } from './processes.js';
+import { mountsUnder, unmount } from '../../src/worker/disk-quota.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const cliPath = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
@@ -454,6 +455,8 @@ export class TestSystem {
     this.killAll();
     this.tracker.close();
     process.removeListener('exit', this.exitGuard);
+    // Sessions' filesystems (disk quotas) a killed worker left mounted: a graceful stop unmounts its own.
+    for (const m of mountsUnder(this.root)) await unmount(m);
     if (left.length === 0) rmSync(this.root, { recursive: true, force: true });
     if (left.length > 0) throw new Error(`processes outlived the system (killed now):\n${left.join('\n')}`);
   }

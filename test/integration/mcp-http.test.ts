@@ -19,6 +19,7 @@ import { silentLogger } from '../../src/log/logger.js';
 import { startMcpHttp } from '../../src/mcp/http.js';
 import { buildWheel } from '../helpers/wheels.js';
 import { eventually, pidsWithToken, uniqueToken } from '../helpers/processes.js';
+import { mountsUnder, unmount } from '../../src/worker/disk-quota.js';
 
 const run = promisify(execFile);
 const root = path.resolve(import.meta.dirname, '../..');
@@ -89,6 +90,8 @@ afterAll(async () => {
   );
   await coordinator?.stop();
   expect(await eventually(() => pidsWithToken(token).length === 0, 10_000)).toBe(true);
+  // Sessions' filesystems (disk quotas) stay mounted after their worker stops.
+  for (const m of mountsUnder(base)) await unmount(m);
   rmSync(base, { recursive: true, force: true });
 }, 60_000);
 

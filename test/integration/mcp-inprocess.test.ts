@@ -17,6 +17,7 @@ import { createMcpServer, type McpOptions } from '../../src/mcp/server.js';
 import { startWorker, type RunningWorker } from '../../src/worker/main.js';
 import { buildWheel } from '../helpers/wheels.js';
 import { eventually, pidsWithToken, uniqueToken } from '../helpers/processes.js';
+import { mountsUnder, unmount } from '../../src/worker/disk-quota.js';
 
 const token = uniqueToken('mcp-inproc');
 let base: string;
@@ -41,6 +42,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await worker?.stop();
   await coordinator?.stop();
+  // Sessions' filesystems (disk quotas) stay mounted after their worker stops.
+  for (const m of mountsUnder(base)) await unmount(m);
   rmSync(base, { recursive: true, force: true });
 }, 60_000);
 

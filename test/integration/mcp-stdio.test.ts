@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { eventually, pidsWithToken, uniqueToken } from '../helpers/processes.js';
+import { mountsUnder, unmount } from '../../src/worker/disk-quota.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const cli = path.join(root, 'dist/src/cli/main.js');
@@ -21,7 +22,9 @@ beforeAll(() => {
   if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build first`);
   base = mkdtempSync(path.join(tmpdir(), `${token}-`));
 });
-afterAll(() => {
+afterAll(async () => {
+  // Sessions' filesystems (disk quotas) stay mounted after their worker stops.
+  for (const m of mountsUnder(base)) await unmount(m);
   rmSync(base, { recursive: true, force: true });
 });
 

@@ -19,6 +19,7 @@ import { connectCoordinator, type CoordinatorClients } from '../../src/wire/clie
 import { eventually, pidsWithToken, uniqueToken } from '../helpers/processes.js';
 import { sessionPids, spawnInPty, type PtyProcess } from '../helpers/pty.js';
 import { cliPath, commandLine, grpc, grpcError, prettyRecords, ProcessTracker, python, replyOf, startTask, TestSystem, unary, runTask, type PrettyRecord, type SystemProcess, type TaskRun } from '../helpers/system.js';
+import { mountsUnder, unmount } from '../../src/worker/disk-quota.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const stubbornCode = `import os, signal, subprocess, sys, time
@@ -108,6 +109,8 @@ class TerminalUp {
     const left = gone ? [] : [...new Set([...this.tracker.leftovers(), ...(sid ? sessionPids(sid) : [])])].map((pid) => `${pid}: ${commandLine(pid)}`);
     await this.pty.kill();
     this.tracker.close();
+    // Sessions' filesystems (disk quotas) stay mounted after their worker stops.
+    for (const m of mountsUnder(this.root)) await unmount(m);
     if (!left.length) rmSync(this.root, { recursive: true, force: true });
     expect(left, 'processes outlived the command').toEqual([]);
   }
