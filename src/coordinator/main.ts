@@ -90,6 +90,13 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       access: { authenticate: (header) => auth.authenticate(header), portFor: (principal) => tenancy.portFor(principal) },
       tls: config.tls.cert ? { cert: config.tls.cert, key: config.tls.key } : undefined,
       maxSessions: config.http.maxSessions,
+      readiness: async () => {
+        const snap = root.getSnapshot();
+        if (snap.matches('draining')) return { ready: false, reason: 'the coordinator is shutting down' };
+        if (snap.matches('recovering')) return { ready: false, reason: "the coordinator is recovering its sessions from the workers' reports" };
+        const online = (await coordinator.listWorkers()).filter((w) => w.state === 'online').length;
+        return online > 0 ? { ready: true, reason: `${online} worker(s) online` } : { ready: false, reason: 'no worker is online' };
+      },
       sessionIdleMs: config.http.sessionIdleMs,
       allowedHosts: config.http.allowedHosts.length ? config.http.allowedHosts : undefined,
       allowedOrigins: config.http.allowedOrigins.length ? config.http.allowedOrigins : undefined,

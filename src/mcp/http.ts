@@ -31,6 +31,8 @@ export interface McpHttpOptions extends McpOptions {
   tls?: { cert: string; key: string } | undefined;
   /** MCP sessions held at once; an initialize beyond it answers 503. Default 1000. */
   maxSessions?: number;
+  /** GET /readyz: whether the system can take work now (absent: always). */
+  readiness?: () => Promise<{ ready: boolean; reason: string }>;
   /** Host header values accepted ("name" or "name:port"). Default: localhost, 127.0.0.1, [::1] with the port. */
   allowedHosts?: string[];
   /** Origin header values accepted (requests without Origin pass). Default: the allowed hosts over http/https. */
@@ -51,6 +53,7 @@ export const defaultMcpHttpOptions = {
 
 export const MCP_PATH = '/mcp';
 export const HEALTH_PATH = '/healthz';
+export const READY_PATH = '/readyz';
 
 interface HttpSession {
   transport: StreamableHTTPServerTransport;
@@ -229,6 +232,12 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
     const path = (req.url ?? '/').split('?')[0];
     if (path === HEALTH_PATH && (req.method === 'GET' || req.method === 'HEAD')) {
       sendJson(res, 200, { status: 'ok', mcp_sessions: sessions.size });
+      return;
+    }
+    // Open like /healthz: for load balancers and orchestrators, it says only whether work can be taken.
+    if (path === READY_PATH && (req.method === 'GET' || req.method === 'HEAD')) {
+      const r = opts.readiness ? await opts.readiness() : { ready: true, reason: 'ready' };
+      sendJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', reason: r.reason });
       return;
     }
     if (path !== MCP_PATH) {

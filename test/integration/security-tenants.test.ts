@@ -89,6 +89,9 @@ describe('client credentials', () => {
       expect(b.details, name).toMatch(/API key 0123456789ab is not valid/);
     }
     expect(await sys.health()).toBe('SERVING');
+    const ready = await fetch(`http://127.0.0.1:${sys.httpPort}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toEqual({ status: 'ready', reason: '1 worker(s) online' });
     // Nothing was made by the refused calls.
     expect((await unary(admin.sessions, 'ListSessions', {})).sessions).toEqual([]);
   });

@@ -146,6 +146,19 @@ describe('MCP over Streamable HTTP', () => {
     t.cleanup();
   });
 
+  it('answers /readyz without credentials: 200 when ready, 503 with the reason when not', async () => {
+    let state = { ready: false, reason: 'no worker is online' };
+    const t = authed({ readiness: async () => state });
+    const { url } = await t.started;
+    t.cleanup();
+    const readyz = url.replace(/\/mcp$/, '/readyz');
+    const down = await fetch(readyz);
+    expect(down.status).toBe(503);
+    expect(await down.json()).toEqual({ status: 'not ready', reason: 'no worker is online' });
+    state = { ready: true, reason: '1 worker(s) online' };
+    expect((await fetch(readyz)).status).toBe(200);
+  });
+
   it('refuses an initialize beyond MCP_MAX_SESSIONS with 503 naming the cap, and takes one again after a session closes', async () => {
     const { url } = await start({ maxSessions: 2 });
     const a = await connect(url);
