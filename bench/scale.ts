@@ -50,6 +50,10 @@ import { loadProtos } from '../src/wire/protos.js';
 import { sessionProxyIdOf, type SessionProxyActor } from '../machines/coordinator/session-proxy.machine.js';
 import { answerCommand, asReceivedCommand, asReceivedWorkerMessage, heldSession, SyntheticWorker, workerLifecycleClient } from './synthetic-worker.js';
 
+/** The bench coordinator's credentials (given, so nothing is written to the state folder). */
+const BENCH_CLIENT_TOKEN = `bench-client-${process.pid}`;
+const BENCH_WORKER_TOKEN = `bench-worker-${process.pid}`;
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 const cli = path.join(here, '..', 'src', 'cli', 'main.js');
 const SESSIONS = 10_000;
@@ -384,7 +388,7 @@ class CoordinatorProcess {
   /** LOG_LEVEL=info: the info lines are only the listen line and one per registration and stream; nothing per session. */
   static async start(nodeArgs: string[]): Promise<CoordinatorProcess> {
     const proc = spawn(process.execPath, [...nodeArgs, cli, 'coordinator'], {
-      env: { ...process.env, GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_ENABLED: 'false', LOG_LEVEL: 'info', RECOVERY_GRACE_SECONDS: '0' },
+      env: { ...process.env, GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_ENABLED: 'false', LOG_LEVEL: 'info', RECOVERY_GRACE_SECONDS: '0', CLIENT_TOKEN: BENCH_CLIENT_TOKEN, WORKER_TOKEN: BENCH_WORKER_TOKEN, TENANT_MAX_SESSIONS: '0', TENANT_MAX_CONCURRENT_TASKS: '0' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     const c = new CoordinatorProcess(proc);
@@ -542,9 +546,9 @@ interface GrpcFigures {
 async function grpcShape(workerCount: number, maxSessions: number, nodeArgs: string[]): Promise<GrpcFigures> {
   const coord = await CoordinatorProcess.start(nodeArgs);
   // The workers' connections: one shared by all by default (SCALE_WORKER_CHANNELS to spread them).
-  const wclients = Array.from({ length: Math.max(1, Number(process.env['SCALE_WORKER_CHANNELS'] ?? 1) || 1) }, () => workerLifecycleClient(coord.address));
+  const wclients = Array.from({ length: Math.max(1, Number(process.env['SCALE_WORKER_CHANNELS'] ?? 1) || 1) }, () => workerLifecycleClient(coord.address, BENCH_WORKER_TOKEN));
   const wclient = wclients[0]!;
-  const api = connectCoordinator(coord.address, { 'grpc.max_receive_message_length': -1, 'grpc.use_local_subchannel_pool': 1 });
+  const api = connectCoordinator(coord.address, { 'grpc.max_receive_message_length': -1, 'grpc.use_local_subchannel_pool': 1 }, { token: BENCH_CLIENT_TOKEN });
   const health = healthClient(api);
   let workers: SyntheticWorker[] = [];
   try {

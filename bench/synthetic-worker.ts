@@ -13,6 +13,8 @@
  * Many of them share one process and one grpc-js client (one channel, one HTTP/2 connection):
  * each worker has its own TaskStream call on it, as the protocol needs.
  */
+import { metadataInterceptor } from '../src/wire/client.js';
+import { WORKER_TOKEN_METADATA } from '../src/wire/metadata.js';
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { errorInfo } from '../src/domain/errors.js';
@@ -87,10 +89,11 @@ export function asReceivedWorkerMessage(msg: WorkerMessage): WorkerMessage__Outp
 }
 
 /** One grpc-js WorkerLifecycle client (its own channel and connection) for many synthetic workers. */
-export function workerLifecycleClient(address: string): WorkerLifecycleClient {
+export function workerLifecycleClient(address: string, workerToken: string): WorkerLifecycleClient {
   const { services } = loadProtos();
   // Its own subchannel pool: the workers' HTTP/2 connection is not the API client's.
   return new services.WorkerLifecycle(address, grpc.credentials.createInsecure(), {
+    interceptors: [metadataInterceptor({ [WORKER_TOKEN_METADATA]: workerToken })],
     'grpc.use_local_subchannel_pool': 1,
     'grpc.max_send_message_length': -1,
     'grpc.max_receive_message_length': -1,

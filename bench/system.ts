@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -7,6 +8,8 @@ import { fileURLToPath } from 'node:url';
 
 export interface BenchSystem {
   grpcAddr: string;
+  /** The client token the bench gives the coordinator (clients send it as their bearer credential). */
+  token: string;
   httpUrl: string;
   proc: ChildProcess;
   stop(): Promise<void>;
@@ -17,8 +20,9 @@ const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'src',
 /** `codegen-mcp up` on 127.0.0.1 with ephemeral ports; ready when every worker has registered. */
 export async function startSystem(workers: number, env: Record<string, string> = {}): Promise<BenchSystem> {
   const base = mkdtempSync(path.join(tmpdir(), 'codegen-bench-'));
+  const token = `bench-${randomBytes(16).toString('hex')}`;
   const proc = spawn(process.execPath, [cli, 'up', '--workers', String(workers)], {
-    env: { ...process.env, GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_PORT: '0', BASE_WORKSPACE: base, LOG_LEVEL: 'info', ...env },
+    env: { ...process.env, GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_PORT: '0', BASE_WORKSPACE: path.join(base, 'ws'), CODEGEN_STATE_DIR: path.join(base, 'state'), CLIENT_TOKEN: token, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let grpcPort = 0;
@@ -46,6 +50,7 @@ export async function startSystem(workers: number, env: Record<string, string> =
   });
   return {
     grpcAddr: `127.0.0.1:${grpcPort}`,
+    token,
     httpUrl: `http://127.0.0.1:${httpPort}/mcp`,
     proc,
     stop: async () => {
