@@ -39,7 +39,8 @@ bench: install build ## benchmark figures (see BENCHMARKS.md)
 typecheck: $(NPM_STAMP) ## tsc --noEmit
 	npx tsc -p tsconfig.json --noEmit
 
-clean: ## remove build output and local workspaces
+clean: ## remove build output and local workspaces (unmounting the sessions' filesystems first)
+	@grep -o " $(CURDIR)/tmp/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$$m" || true; done
 	rm -rf dist tmp
 
 include mk/docker.mk
