@@ -93,9 +93,11 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       readiness: async () => {
         const snap = root.getSnapshot();
         if (snap.matches('draining')) return { ready: false, reason: 'the coordinator is shutting down' };
-        if (snap.matches('recovering')) return { ready: false, reason: "the coordinator is recovering its sessions from the workers' reports" };
         const online = (await coordinator.listWorkers()).filter((w) => w.state === 'online').length;
-        return online > 0 ? { ready: true, reason: `${online} worker(s) online` } : { ready: false, reason: 'no worker is online' };
+        if (online === 0) return { ready: false, reason: 'no worker is online' };
+        // Recovering still takes new sessions and tasks; only ids not reported yet answer UNAVAILABLE.
+        const recovering = snap.matches('recovering') ? "; recovering: sessions not reported again yet answer UNAVAILABLE" : '';
+        return { ready: true, reason: `${online} worker(s) online${recovering}` };
       },
       sessionIdleMs: config.http.sessionIdleMs,
       allowedHosts: config.http.allowedHosts.length ? config.http.allowedHosts : undefined,
