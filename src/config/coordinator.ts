@@ -33,6 +33,8 @@ export const CoordinatorEnv = z.object({
   TENANT_MAX_CONCURRENT_TASKS: z.coerce.number().int().min(0).default(64),
   /** MCP HTTP sessions held at once; an initialize beyond it answers 503. */
   MCP_MAX_SESSIONS: positiveInt(1000),
+  /** MCP HTTP sessions one tenant may hold at once; an initialize beyond it answers 429. */
+  MCP_MAX_SESSIONS_PER_TENANT: positiveInt(100),
   /** An MCP HTTP session with no open request for this long is closed (0: never). */
   MCP_SESSION_IDLE_SECONDS: seconds(1800),
   /** TLS for gRPC and MCP HTTP: the server's certificate chain and key (PEM files). */
@@ -59,7 +61,7 @@ export type CoordinatorEnv = z.infer<typeof CoordinatorEnv>;
 export interface CoordinatorConfig {
   grpcHost: string;
   grpcPort: number;
-  http: { enabled: boolean; host: string; port: number; allowedHosts: string[]; allowedOrigins: string[]; waitLimitMs: number; legacyToolNames: boolean; maxSessions: number; sessionIdleMs: number };
+  http: { enabled: boolean; host: string; port: number; allowedHosts: string[]; allowedOrigins: string[]; waitLimitMs: number; legacyToolNames: boolean; maxSessions: number; maxSessionsPerTenant: number; sessionIdleMs: number };
   logLevel: CoordinatorEnv['LOG_LEVEL'];
   stateDir: string;
   /** '' until resolved at start (auth/secrets.ts): then the configured or generated token. */
@@ -94,6 +96,7 @@ export function coordinatorConfig(env: Record<string, string | undefined>): Coor
       waitLimitMs: Math.round(e.MCP_WAIT_LIMIT_SECONDS * 1000),
       legacyToolNames: e.LEGACY_TOOL_NAMES,
       maxSessions: e.MCP_MAX_SESSIONS,
+      maxSessionsPerTenant: e.MCP_MAX_SESSIONS_PER_TENANT,
       sessionIdleMs: Math.round(e.MCP_SESSION_IDLE_SECONDS * 1000),
     },
     logLevel: e.LOG_LEVEL,

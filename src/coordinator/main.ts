@@ -90,6 +90,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       access: { authenticate: (header) => auth.authenticate(header), portFor: (principal) => tenancy.portFor(principal) },
       tls: config.tls.cert ? { cert: config.tls.cert, key: config.tls.key } : undefined,
       maxSessions: config.http.maxSessions,
+      maxSessionsPerTenant: config.http.maxSessionsPerTenant,
       readiness: async () => {
         const snap = root.getSnapshot();
         if (snap.matches('draining')) return { ready: false, reason: 'the coordinator is shutting down' };

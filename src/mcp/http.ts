@@ -31,6 +31,8 @@ export interface McpHttpOptions extends McpOptions {
   tls?: { cert: string; key: string } | undefined;
   /** MCP sessions held at once; an initialize beyond it answers 503. Default 1000. */
   maxSessions?: number;
+  /** MCP sessions one tenant may hold at once, so one tenant cannot take them all; beyond it 429. Default 100. */
+  maxSessionsPerTenant?: number;
   /** GET /readyz: whether the system can take work now (absent: always). */
   readiness?: () => Promise<{ ready: boolean; reason: string }>;
   /** Host header values accepted ("name" or "name:port"). Default: localhost, 127.0.0.1, [::1] with the port. */
@@ -49,6 +51,7 @@ export const defaultMcpHttpOptions = {
   maxBodyBytes: 32 * 1024 * 1024,
   sessionIdleMs: 30 * 60 * 1000,
   maxSessions: 1000,
+  maxSessionsPerTenant: 100,
 } as const;
 
 export const MCP_PATH = '/mcp';
@@ -111,6 +114,14 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
   const maxBody = opts.maxBodyBytes ?? defaultMcpHttpOptions.maxBodyBytes;
   const idleMs = opts.sessionIdleMs ?? defaultMcpHttpOptions.sessionIdleMs;
   const maxSessions = opts.maxSessions ?? defaultMcpHttpOptions.maxSessions;
+  const perTenant = opts.maxSessionsPerTenant ?? defaultMcpHttpOptions.maxSessionsPerTenant;
+  /** Open and opening MCP sessions per tenant ('' without credentials). */
+  const held = new Map<string, number>();
+  const hold = (tenant: string, delta: number) => {
+    const n = (held.get(tenant) ?? 0) + delta;
+    if (n > 0) held.set(tenant, n);
+    else held.delete(tenant);
+  };
   /** Sessions being opened count against the cap too, so a burst of initialize calls cannot pass it. */
   let opening = 0;
   const logger = opts.logger.child({ component: 'mcp-http' });
@@ -136,7 +147,21 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
         logger.info({ mcpSession: id, connection: connectionId, tenant: principal?.tenant, credential: principal?.credential }, 'MCP session opened');
       },
     });
-    const session: HttpSession = { transport, connection: mcp.connection, tenant: principal?.tenant, close: mcp.close };
+    hold(principal?.tenant ?? '', 1);
+    let released = false;
+    const release = () => {
+      if (!released) hold(principal?.tenant ?? '', -1);
+      released = true;
+    };
+    const session: HttpSession = {
+      transport,
+      connection: mcp.connection,
+      tenant: principal?.tenant,
+      close: async () => {
+        release();
+        await mcp.close();
+      },
+    };
     mcp.connection.sessions.actor.on('connection.idle', () => {
       logger.info({ mcpSession: transport.sessionId, connection: connectionId }, 'closing idle MCP session');
       void transport.close();
@@ -147,7 +172,7 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
         sessions.delete(id);
         logger.info({ mcpSession: id, connection: connectionId }, 'MCP session closed');
       }
-      void mcp.close();
+      void session.close();
     };
     await mcp.server.connect(transport);
     return session;
@@ -206,6 +231,12 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
       }
       if (closing) {
         sendJson(res, 503, rpcError(-32000, 'Service Unavailable: the server is shutting down'));
+        return;
+      }
+      const tenant = principal?.tenant ?? '';
+      if (principal && (held.get(tenant) ?? 0) >= perTenant) {
+        logger.warn({ tenant, held: held.get(tenant), perTenant }, 'MCP session refused: MCP_MAX_SESSIONS_PER_TENANT reached');
+        sendJson(res, 429, rpcError(-32000, `Too Many Requests: tenant ${JSON.stringify(tenant)} has ${held.get(tenant)} MCP sessions open, the most MCP_MAX_SESSIONS_PER_TENANT=${perTenant} allows; close one (DELETE /mcp) or retry once idle ones are reaped`), { 'Retry-After': '30' });
         return;
       }
       if (sessions.size + opening >= maxSessions) {

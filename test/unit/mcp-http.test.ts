@@ -146,6 +146,19 @@ describe('MCP over Streamable HTTP', () => {
     t.cleanup();
   });
 
+  it("refuses a tenant's MCP session beyond MCP_MAX_SESSIONS_PER_TENANT with 429, while another tenant still gets one", async () => {
+    const t = authed({ maxSessionsPerTenant: 1 });
+    const { url } = await t.started;
+    const first = await connect(url, { Authorization: `Bearer ${t.acme}` });
+    const second = await post(url, initialize, { Authorization: `Bearer ${t.acme}` });
+    expect(second.status).toBe(429);
+    expect(((await second.json()) as { error: { message: string } }).error.message).toMatch(/tenant "acme" has 1 MCP sessions open, the most MCP_MAX_SESSIONS_PER_TENANT=1 allows/);
+    expect((await post(url, initialize, { Authorization: 'Bearer s3cret' })).status).toBe(200);
+    await first.transport.terminateSession();
+    expect((await post(url, initialize, { Authorization: `Bearer ${t.acme}` })).status).toBe(200);
+    t.cleanup();
+  });
+
   it('answers /readyz without credentials: 200 when ready, 503 with the reason when not', async () => {
     let state = { ready: false, reason: 'no worker is online' };
     const t = authed({ readiness: async () => state });
