@@ -331,13 +331,17 @@ export const sessionProxyMachine = setup({
           { guard: { type: 'isGone', params: ({ event }) => event }, target: 'ending', actions: { type: 'loseTasks', params: ({ event }) => ({ reason: 'the worker no longer holds the session', atMs: event.atMs }) } },
           { actions: [{ type: 'loseTasksOfRestart', params: ({ event }) => event }, { type: 'mirror', params: ({ event }) => event }] },
         ],
-        'session.unreported': {
-          actions: [
-            { type: 'loseTasks', params: ({ event }) => ({ reason: event.reason, atMs: event.atMs }) },
-            { type: 'failMetadataAsks', params: ({ context }) => ({ error: errorInfo('UNAVAILABLE', `worker ${context.workerId} no longer holds session ${context.sessionId}`) }) },
-            assign({ report: ({ context, event }) => ({ ...context.report, state: 'FAILED' as const, failureReason: event.reason }) }),
-          ],
-        },
+        'session.unreported': [
+          // It was being destroyed: the destroy finished while its last report (gone) could not reach us.
+          { guard: ({ context }) => context.report.removing === true, target: 'ending', actions: { type: 'loseTasks', params: ({ event }) => ({ reason: 'the session was destroyed', atMs: event.atMs }) } },
+          {
+            actions: [
+              { type: 'loseTasks', params: ({ event }) => ({ reason: event.reason, atMs: event.atMs }) },
+              { type: 'failMetadataAsks', params: ({ context }) => ({ error: errorInfo('UNAVAILABLE', `worker ${context.workerId} no longer holds session ${context.sessionId}`) }) },
+              assign({ report: ({ context, event }) => ({ ...context.report, state: 'FAILED' as const, failureReason: event.reason }) }),
+            ],
+          },
+        ],
         'worker.lost': { actions: [{ type: 'markLost', params: ({ event }) => event }, { type: 'loseTasks', params: ({ context, event }) => ({ reason: `worker ${context.workerId}: ${event.reason}`, atMs: event.atMs }) }] },
         'worker.online': { actions: 'markOnline' },
         'task.submit': [
@@ -466,6 +470,7 @@ export function sessionViewOf(snap: SessionProxySnapshot): SessionView {
     survivalNote: d.survivalNote,
     unreachableSinceMs: c.unreachableSinceMs,
     usage: c.report.usage ?? { memoryBytes: 0, cpuMillicores: 0, diskBytes: 0 },
+    limits: c.report.limits ?? { memoryBytes: 0, maxProcesses: 0, cpuSecondsPerTask: 0, cpuMillicores: 0, diskBytes: 0 },
   };
 }
 

@@ -53,8 +53,24 @@ export interface SessionReport {
    * a new one means the previous run, and every task it had, are gone. '' when unknown.
    */
   incarnation: string;
+  /**
+   * The worker is destroying the session (DRAINING on its way to removal): when a later
+   * registration does not list it, the destroy finished, and its last report may have been lost.
+   */
+  removing?: boolean;
   /** What the session's processes used, as of this report (the worker adds it as it sends the report). */
   usage?: ResourceUsageView;
+  /** The limits its worker enforces on it (0: none), as of this report. */
+  limits?: SessionLimitsView;
+}
+
+/** SessionInfo.limits: what is enforced on the session (0: not enforced here). */
+export interface SessionLimitsView {
+  memoryBytes: number;
+  maxProcesses: number;
+  cpuSecondsPerTask: number;
+  cpuMillicores: number;
+  diskBytes: number;
 }
 
 /** SessionInfo.usage: memory in use now, CPU in millicores averaged since the previous report, disk (0: not measured). */
@@ -85,6 +101,7 @@ export interface SessionView {
   /** Since when its worker has been unreachable; 0 while it is connected. */
   unreachableSinceMs: number;
   usage: ResourceUsageView;
+  limits: SessionLimitsView;
 }
 
 export interface WorkerView {

@@ -134,6 +134,7 @@ const reportOf = (ctx: SessionContext, state: SessionState, gone = false): Sessi
   failureReason: ctx.failureReason,
   gone,
   incarnation: ctx.incarnation,
+  ...(state === 'DRAINING' && ctx.removeWorkspace ? { removing: true } : {}),
 });
 
 const liveTaskIds = (ctx: SessionContext): string[] => (ctx.current ? [ctx.current, ...ctx.queue] : [...ctx.queue]);

@@ -17,7 +17,7 @@ import { taskStates, type TaskOutcome, type TaskState, type TaskUpdate } from '.
 import type { CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../runtime/port.js';
 import { waitForOutcome } from '../runtime/wait-task.js';
 import { connectCoordinator, unary, type ConnectOptions, type CoordinatorClients, type RequestOf, type ResponseOf, type UnaryMethod } from '../wire/client.js';
-import { decodeError, decodeSessionState, decodeTaskUpdate, encodeToolRequest, num } from '../wire/codecs.js';
+import { decodeError, decodeLimits, decodeSessionState, decodeTaskUpdate, encodeToolRequest, num } from '../wire/codecs.js';
 import type { GetSessionStatusResponse__Output, TaskRequest, TaskResponse__Output } from '../wire/messages.js';
 import { TASK_DUPLICATE_METADATA, TASK_ID_METADATA } from '../wire/metadata.js';
 import { remoteError } from '../wire/status.js';
@@ -41,6 +41,7 @@ export function sessionViewFromStatus(status: GetSessionStatusResponse__Output):
     userId: String(info?.user_id ?? ''),
     tenant: String(info?.tenant ?? ''),
     usage: { memoryBytes: num(info?.usage?.memory_bytes), cpuMillicores: num(info?.usage?.cpu_millicores), diskBytes: num(info?.usage?.disk_bytes) },
+    limits: decodeLimits(info?.limits),
     workspacePath: '',
     state: decodeSessionState(status.state) ?? decodeSessionState(info?.state) ?? 'READY',
     createdAtMs: num(info?.created_at_ms),

@@ -6,7 +6,7 @@
  * naming the field.
  */
 import { CodegenError, invalidArgument, isErrorCode, type ErrorInfo } from '../domain/errors.js';
-import { sessionStates, type SessionState, type SessionView } from '../domain/sessions.js';
+import { sessionStates, type SessionLimitsView, type SessionState, type SessionView } from '../domain/sessions.js';
 import type { TaskConstraints, TaskOutcome, TaskSpec, TaskStatus, TaskUpdate } from '../domain/tasks.js';
 import { checkTimeout, requireString, toolCallFrom } from '../domain/tool-calls.js';
 import { toolNames, type ToolCall, type ToolName, type ToolReply } from '../domain/tools.js';
@@ -243,6 +243,7 @@ export function encodeSessionStatus(v: SessionView): GetSessionStatusResponse {
       last_activity_ms: v.lastActivityMs,
       state: encodeSessionState(v.state),
       usage: { memory_bytes: v.usage.memoryBytes, cpu_millicores: v.usage.cpuMillicores, disk_bytes: v.usage.diskBytes },
+      limits: encodeLimits(v.limits),
       active_tasks: v.activeTasks,
       restarted_at_ms: v.restartedAtMs,
       survival_note: v.survivalNote,
@@ -255,4 +256,14 @@ export function encodeSessionStatus(v: SessionView): GetSessionStatusResponse {
     last_checkpoint_id: '',
     metadata: v.metadata,
   };
+}
+
+/** SessionInfo.limits / a report's limits, on the wire. */
+export function encodeLimits(l: SessionLimitsView) {
+  return { max_memory_bytes: l.memoryBytes, max_cpu_millicores: l.cpuMillicores, max_disk_bytes: l.diskBytes, max_processes: l.maxProcesses, max_cpu_seconds_per_task: l.cpuSecondsPerTask };
+}
+
+export function decodeLimits(w: { max_memory_bytes?: unknown; max_cpu_millicores?: unknown; max_disk_bytes?: unknown; max_processes?: unknown; max_cpu_seconds_per_task?: unknown } | null | undefined): SessionLimitsView {
+  const n = (v: unknown) => Math.max(0, num(v));
+  return { memoryBytes: n(w?.max_memory_bytes), cpuMillicores: n(w?.max_cpu_millicores), diskBytes: n(w?.max_disk_bytes), maxProcesses: n(w?.max_processes), cpuSecondsPerTask: n(w?.max_cpu_seconds_per_task) };
 }

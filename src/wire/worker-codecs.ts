@@ -10,7 +10,7 @@ import type { SessionConfig, SessionDescription, SessionLimitsRequest, SessionRe
 import type { TaskUpdate } from '../domain/tasks.js';
 import type { WorkerCommandMessage } from '../../machines/coordinator/worker-connection.machine.js';
 import type { CommandReply, WorkerCommand } from '../../machines/worker/worker.machine.js';
-import { decodeError, decodeSessionState, decodeTaskSpec, decodeTaskUpdate, encodeError, encodeSessionState, encodeTaskSpec, encodeTaskUpdate, num } from './codecs.js';
+import { decodeError, decodeLimits, decodeSessionState, decodeTaskSpec, decodeTaskUpdate, encodeError, encodeLimits, encodeSessionState, encodeTaskSpec, encodeTaskUpdate, num } from './codecs.js';
 import type { CoordinatorMessage, CoordinatorMessage__Output, SessionConfig__Output, WorkerMessage, WorkerMessage__Output } from './messages.js';
 import type { SessionDescription as WireDescription, SessionDescription__Output as WireDescription__Output } from './generated/codegen/v1/SessionDescription.js';
 
@@ -82,6 +82,8 @@ export function encodeReport(r: SessionReport): WireDescription {
     failure_reason: r.failureReason,
     incarnation: r.incarnation,
     ...(r.usage ? { usage: { memory_bytes: r.usage.memoryBytes, cpu_millicores: r.usage.cpuMillicores, disk_bytes: r.usage.diskBytes } } : {}),
+    ...(r.limits ? { limits: encodeLimits(r.limits) } : {}),
+    ...(r.removing ? { removing: true } : {}),
   };
 }
 
@@ -114,7 +116,8 @@ export function decodeReport(wire: WireDescription__Output | null | undefined, f
   if (!state) throw invalidArgument(`${field}.state`, `${JSON.stringify(str(wire?.state))} is not a session state`);
   const u = wire?.usage;
   const usage = u ? { memoryBytes: Math.max(0, num(u.memory_bytes)), cpuMillicores: Math.max(0, num(u.cpu_millicores)), diskBytes: Math.max(0, num(u.disk_bytes)) } : undefined;
-  return { description, state, workspacePath: str(wire?.workspace_path), failureReason: str(wire?.failure_reason), gone, incarnation: str(wire?.incarnation), ...(usage ? { usage } : {}) };
+  const limits = wire?.limits ? decodeLimits(wire.limits) : undefined;
+  return { description, state, workspacePath: str(wire?.workspace_path), failureReason: str(wire?.failure_reason), gone, incarnation: str(wire?.incarnation), ...(usage ? { usage } : {}), ...(limits ? { limits } : {}), ...(wire?.removing ? { removing: true } : {}) };
 }
 
 // ---- coordinator → worker -------------------------------------------------------------------

@@ -4,11 +4,11 @@ import path from 'node:path';
 import { createActor, waitFor } from 'xstate';
 import { packageVersion } from '../config/package-info.js';
 import type { WorkerConfig } from '../config/worker.js';
-import type { SessionDescription } from '../domain/sessions.js';
+import type { SessionDescription, SessionLimitsView } from '../domain/sessions.js';
 import { inspectionLogger } from '../log/inspection.js';
 import type { Logger } from '../log/logger.js';
 import { namespaceProfile } from '../sandbox/isolation.js';
-import { detectEnforcement } from '../sandbox/enforcement.js';
+import { detectEnforcement, type SessionLimits } from '../sandbox/enforcement.js';
 import { detectIsolation, setIsolation } from '../sandbox/launch.js';
 import { readTokenFile } from '../auth/secrets.js';
 import { ConfigError } from '../config/load.js';
@@ -21,7 +21,7 @@ import { workerMachine, type WorkerActor } from '../../machines/worker/worker.ma
 import { supervisorMachine } from '../../machines/supervisor.machine.js';
 import { linkActors } from './link-actors.js';
 import { venvPoolActor } from './pool-actor.js';
-import { fromStored, workerSessionActors } from './session-actors.js';
+import { fromStored, limitsFor, workerSessionActors } from './session-actors.js';
 import { SessionLocks } from './session-locks.js';
 import { SessionStore } from './session-store.js';
 import { Uplink } from './uplink.js';
@@ -190,12 +190,27 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
   });
   const actor = root;
   actor.on('coordinator.reply', (e) => uplink.reply(e.reply));
+  /** What is really enforced on a session here: a limit this host cannot enforce shows 0. */
+  const enforcedLimits = (l: Partial<SessionLimits>): SessionLimitsView => {
+    const on = (m: { mode: string }, v: number | undefined) => (m.mode === 'none' ? 0 : (v ?? 0));
+    return {
+      memoryBytes: on(enforcement.memory, l.memoryBytes),
+      maxProcesses: on(enforcement.processes, l.maxProcesses),
+      cpuSecondsPerTask: on(enforcement.cpuTime, l.cpuSecondsPerTask),
+      cpuMillicores: on(enforcement.cpuShare, l.cpuMillicores),
+      diskBytes: diskQuota.mode === 'loop' ? diskQuota.bytes : 0,
+    };
+  };
   const usage = new UsageMeter(undefined, (id) => diskQuota.usedBytes(path.join(config.baseWorkspace, id)));
   actor.on('session.report', (e) => {
     const id = e.report.description.sessionId;
     if (e.report.gone) usage.forget(id);
-    const now = e.report.gone ? undefined : usage.usageOf(id);
-    uplink.report(now ? { ...e.report, usage: now } : e.report);
+    if (e.report.gone) {
+      uplink.report(e.report);
+      return;
+    }
+    const now = usage.usageOf(id);
+    uplink.report({ ...e.report, ...(now ? { usage: now } : {}), limits: enforcedLimits(limitsFor(config.limits, e.report.description.config.limits)) });
   });
   actor.on('task.error', (e) => uplink.taskError(e.sessionId, e.taskId, e.error));
   actor.on('worker.warning', (e) => logger.warn(e.details, e.message));

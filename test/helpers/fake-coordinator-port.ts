@@ -243,6 +243,7 @@ export class FakeCoordinatorPort implements CoordinatorPort {
       survivalNote: '',
       unreachableSinceMs: 0,
       usage: { memoryBytes: 0, cpuMillicores: 0, diskBytes: 0 },
+      limits: { memoryBytes: 0, maxProcesses: 0, cpuSecondsPerTask: 0, cpuMillicores: 0, diskBytes: 0 },
     };
     this.sessions.set(sessionId, { view, env: { ...(input.config?.env_vars ?? {}) }, files: new Map(), queue: Promise.resolve() });
     return { ...view };

@@ -58,6 +58,7 @@ describe('a disk quota per session', () => {
     expect((await write(id, 'small.bin', 1 * MiB)).result?.status).toBe('STATUS_SUCCESS');
     const info = (await unary(sys.clients.sessions, 'GetSessionStatus', { session_id: id })).info as Wire;
     expect(info.state).toBe('SESSION_STATE_READY');
+    expect(Number(info.limits.max_disk_bytes)).toBe(64 * MiB);
     await unary(sys.clients.sessions, 'DestroySession', { session_id: id });
     expect(isMountPoint(workspaceOf(id))).toBe(false);
     expect(existsSync(path.join(sys.root, 'ws', 'disk-worker', '.disks', `${id}.img`))).toBe(false);

@@ -87,6 +87,10 @@ describe('limits on every session', () => {
     expect(info.state).toBe('SESSION_STATE_READY');
     expect(Number(info.usage.memory_bytes)).toBeGreaterThan(0);
     expect(Number(info.usage.memory_bytes)).toBeLessThanOrEqual(128 * 1024 * 1024);
+    // The limits in force: what the session asked (below the worker's), the worker's own for the rest.
+    expect(Number(info.limits.max_memory_bytes)).toBe(128 * 1024 * 1024);
+    expect(info.limits.max_processes).toBe(256);
+    expect(Number(info.limits.max_cpu_seconds_per_task)).toBe(600);
     expect(sys.allLines().some((l) => typeof l.msg === 'string' && l.msg.startsWith('what the sandbox allows and enforces'))).toBe(true);
     await unary(sys.clients.sessions, 'DestroySession', { session_id: limited });
   }, 90_000);

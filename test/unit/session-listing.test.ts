@@ -34,6 +34,7 @@ const view: fc.Arbitrary<SessionView> = fc.record({
   survivalNote: text,
   unreachableSinceMs: time,
   usage: fc.record({ memoryBytes: time, cpuMillicores: fc.nat({ max: 64_000 }), diskBytes: time }),
+  limits: fc.record({ memoryBytes: time, maxProcesses: fc.nat({ max: 100_000 }), cpuSecondsPerTask: fc.nat({ max: 100_000 }), cpuMillicores: fc.nat({ max: 64_000 }), diskBytes: time }),
 });
 
 describe('ListSessions from pre-encoded entries', () => {

@@ -379,6 +379,14 @@ describe('session proxy: its worker away and back', () => {
     expect(p.rejected('t2').error.code).toBe('FAILED_PRECONDITION');
   });
 
+  it('ends (gone, not FAILED) when its worker was destroying it and registers without it: the destroy finished, its last report was lost', () => {
+    const t = startProxies();
+    const p = t.spawn();
+    t.worker().report(sessionReport('s1', { state: 'DRAINING', removing: true }));
+    p.ref().send({ type: 'session.unreported', reason: 'not listed', atMs: t.clock.now() });
+    expect(p.ref().getSnapshot().status).toBe('done');
+  });
+
   it('mirrors its worker\'s reports', () => {
     const t = startProxies();
     const p = t.spawn();
@@ -618,6 +626,7 @@ describe('sessionViewOf', () => {
       survivalNote: '',
       unreachableSinceMs: 0,
       usage: { memoryBytes: 0, cpuMillicores: 0, diskBytes: 0 },
+      limits: { memoryBytes: 0, maxProcesses: 0, cpuSecondsPerTask: 0, cpuMillicores: 0, diskBytes: 0 },
     });
     p.destroy();
     expect(p.view().state).toBe('DRAINING');

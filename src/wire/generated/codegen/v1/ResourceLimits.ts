@@ -10,6 +10,8 @@ export interface ResourceLimits {
   'max_concurrent_tasks'?: (number);
   'max_memory_per_session'?: (number | string | Long);
   'max_disk_per_session'?: (number | string | Long);
+  'max_processes'?: (number);
+  'max_cpu_seconds_per_task'?: (number | string | Long);
 }
 
 export interface ResourceLimits__Output {
@@ -19,4 +21,6 @@ export interface ResourceLimits__Output {
   'max_concurrent_tasks': (number);
   'max_memory_per_session': (string);
   'max_disk_per_session': (string);
+  'max_processes': (number);
+  'max_cpu_seconds_per_task': (string);
 }

@@ -4,6 +4,7 @@
 import type { SessionConfig as _codegen_v1_SessionConfig, SessionConfig__Output as _codegen_v1_SessionConfig__Output } from '../../codegen/v1/SessionConfig.js';
 import type { SessionState as _codegen_v1_SessionState, SessionState__Output as _codegen_v1_SessionState__Output } from '../../codegen/v1/SessionState.js';
 import type { ResourceUsage as _codegen_v1_ResourceUsage, ResourceUsage__Output as _codegen_v1_ResourceUsage__Output } from '../../codegen/v1/ResourceUsage.js';
+import type { ResourceLimits as _codegen_v1_ResourceLimits, ResourceLimits__Output as _codegen_v1_ResourceLimits__Output } from '../../codegen/v1/ResourceLimits.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface SessionDescription {
@@ -24,6 +25,8 @@ export interface SessionDescription {
   'incarnation'?: (string);
   'tenant'?: (string);
   'usage'?: (_codegen_v1_ResourceUsage | null);
+  'limits'?: (_codegen_v1_ResourceLimits | null);
+  'removing'?: (boolean);
 }
 
 export interface SessionDescription__Output {
@@ -44,4 +47,6 @@ export interface SessionDescription__Output {
   'incarnation': (string);
   'tenant': (string);
   'usage': (_codegen_v1_ResourceUsage__Output | null);
+  'limits': (_codegen_v1_ResourceLimits__Output | null);
+  'removing': (boolean);
 }

@@ -3,6 +3,7 @@
 
 import type { SessionState as _codegen_v1_SessionState, SessionState__Output as _codegen_v1_SessionState__Output } from '../../codegen/v1/SessionState.js';
 import type { ResourceUsage as _codegen_v1_ResourceUsage, ResourceUsage__Output as _codegen_v1_ResourceUsage__Output } from '../../codegen/v1/ResourceUsage.js';
+import type { ResourceLimits as _codegen_v1_ResourceLimits, ResourceLimits__Output as _codegen_v1_ResourceLimits__Output } from '../../codegen/v1/ResourceLimits.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface SessionInfo {
@@ -19,6 +20,7 @@ export interface SessionInfo {
   'user_id'?: (string);
   'failure_reason'?: (string);
   'tenant'?: (string);
+  'limits'?: (_codegen_v1_ResourceLimits | null);
 }
 
 export interface SessionInfo__Output {
@@ -35,4 +37,5 @@ export interface SessionInfo__Output {
   'user_id': (string);
   'failure_reason': (string);
   'tenant': (string);
+  'limits': (_codegen_v1_ResourceLimits__Output | null);
 }
