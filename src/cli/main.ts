@@ -8,6 +8,8 @@ import { localOperator } from '../auth/authenticator.js';
 import { clientTokenFileIn, defaultStateDir, readTokenFile } from '../auth/secrets.js';
 import { checkHealth } from './health.js';
 import { runKeys } from './keys.js';
+import { commandHelp, type CommandHelp } from './help.js';
+import { packageVersion } from '../config/package-info.js';
 import { onShutdown } from './signals.js';
 import { z } from 'zod';
 
@@ -23,6 +25,9 @@ Commands:
                 without it an embedded coordinator and worker
   health        check a coordinator's gRPC health (--addr host:port, default localhost:50051; TLS_CA for TLS)
   keys          manage tenants' API keys: keys add TENANT [--admin] | keys ls | keys rm KEY_ID
+  --version     print the version
+
+\`codegen-mcp <command> --help\` lists a command's variables with their defaults.
 
 Every option mirrors an environment variable: --max-sessions 3 is MAX_SESSIONS=3.
 Coordinator: ${Object.keys(CoordinatorEnv.shape).join(', ')}
@@ -45,6 +50,16 @@ const McpEnv = z.object({
   BASE_WORKSPACE: z.string().default('./tmp/workspaces'),
 });
 
+const HealthEnv = z.object({ ADDR: z.string().default('localhost:50051'), SERVICE: z.string().default(''), TLS_CA: z.string().default(''), TLS_SERVER_NAME: z.string().default('') });
+
+const commandHelps: Record<string, CommandHelp> = {
+  coordinator: { usage: 'Usage: codegen-mcp coordinator [--option value ...]', summary: 'Serves gRPC (the codegen.v1 services, health, reflection) and MCP over Streamable HTTP at /mcp; workers dial it.', schemas: [CoordinatorEnv] },
+  worker: { usage: 'Usage: codegen-mcp worker [--option value ...]', summary: "Dials the coordinator (COORDINATOR_ADDR) and runs sessions in BASE_WORKSPACE, each task in the sandbox.", schemas: [WorkerEnv] },
+  up: { usage: 'Usage: codegen-mcp up [--workers N] [--option value ...]', summary: 'A coordinator and N workers as supervised child processes; Ctrl-C drains and stops them in order. Takes every coordinator and worker variable too.', schemas: [UpEnv, CoordinatorEnv, WorkerEnv] },
+  mcp: { usage: 'Usage: codegen-mcp mcp [--option value ...]', summary: 'An MCP server on stdio: with COORDINATOR_ADDR it uses that coordinator (sending CLIENT_TOKEN, or the token file), else an embedded coordinator and worker.', schemas: [McpEnv] },
+  health: { usage: 'Usage: codegen-mcp health [--addr host:port] [--service NAME]', summary: "Asks a coordinator's grpc.health.v1; prints its status and exits 0 when it is SERVING.", schemas: [HealthEnv] },
+};
+
 /** Under `codegen-mcp up` (it sets this in its children's environment). */
 const supervised = (): boolean => process.env['CODEGEN_SUPERVISED'] === '1';
 
@@ -63,8 +78,13 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return command ? 0 : 2;
   }
+  if (command === '--version' || command === '-V' || command === 'version') {
+    process.stdout.write(`codegen-mcp ${packageVersion()}\n`);
+    return 0;
+  }
   if (command !== 'keys' && (rest.includes('--help') || rest.includes('-h'))) {
-    process.stdout.write(HELP);
+    const help = commandHelps[command];
+    process.stdout.write(help ? commandHelp(command, help) : HELP);
     return 0;
   }
   switch (command) {
