@@ -5,6 +5,22 @@ import type { RegisterWorkerInput, WorkerLifecyclePort, WorkerStream, WorkerStre
 import type { CoordinatorActor, CoordinatorEmitted, CoordinatorEvent } from '../../machines/coordinator/coordinator.machine.js';
 import type { StreamTable } from './streams.js';
 
+export type KnownWorkerEvent = Extract<CoordinatorEvent, { workerId: string; registrationId: string }>;
+
+/** Sends an event that names a registration to the root; true when it answered that it does not know it (`worker.unknown`). */
+export function sendToKnownWorker(root: CoordinatorActor, event: KnownWorkerEvent): boolean {
+  let unknown = false;
+  const sub = root.on('worker.unknown', (e) => {
+    if (e.workerId === event.workerId && e.registrationId === event.registrationId) unknown = true;
+  });
+  try {
+    root.send(event);
+  } finally {
+    sub.unsubscribe();
+  }
+  return unknown;
+}
+
 /** The WorkerLifecycle front door's port: events into the coordinator's root, answers from what it emits. */
 export class WorkerRegistry implements WorkerLifecyclePort {
   constructor(
@@ -57,16 +73,8 @@ export class WorkerRegistry implements WorkerLifecyclePort {
   }
 
   /** Sends, and turns the root's `worker.unknown` answer into NOT_FOUND (the worker then registers again). */
-  private sendKnown(event: Extract<CoordinatorEvent, { workerId: string; registrationId: string }>): void {
-    let unknown = false;
-    const sub = this.root.on('worker.unknown', (e) => {
-      if (e.workerId === event.workerId && e.registrationId === event.registrationId) unknown = true;
-    });
-    try {
-      this.root.send(event);
-    } finally {
-      sub.unsubscribe();
-    }
+  private sendKnown(event: KnownWorkerEvent): void {
+    const unknown = sendToKnownWorker(this.root, event);
     if (unknown) throw new CodegenError('NOT_FOUND', `worker ${event.workerId} with registration ${event.registrationId} is not registered; register again`);
   }
 }

@@ -50,6 +50,7 @@ import type { CoordinatorMessage, CoordinatorMessage__Output, WorkerMessage, Wor
 import { loadProtos } from '../../src/wire/protos.js';
 import { decodeCommand, decodeReport, decodeWorkerMessage, encodeCommand, encodeReply, encodeReport, encodeReportMessage, encodeTaskUpdateMessage } from '../../src/wire/worker-codecs.js';
 import { controlledPromise } from './machine-fakes.js';
+import { sendToKnownWorker, type KnownWorkerEvent } from '../../src/coordinator/worker-registry.js';
 
 /** Simulated time starts here (a plausible epoch, so 0 never means "now"). */
 export const BASE_MS = 1_700_000_000_000;
@@ -575,17 +576,8 @@ class CoordinatorProcess {
   }
 
   /** Sends an event that names a registration; true when the root answered that it does not know it (NOT_FOUND). */
-  sendKnown(event: Extract<CoordinatorEvent, { workerId: string; registrationId: string }>): boolean {
-    let unknown = false;
-    const sub = this.actor.on('worker.unknown', (e) => {
-      if (e.workerId === event.workerId && e.registrationId === event.registrationId) unknown = true;
-    });
-    try {
-      this.actor.send(event);
-    } finally {
-      sub.unsubscribe();
-    }
-    return unknown;
+  sendKnown(event: KnownWorkerEvent): boolean {
+    return sendToKnownWorker(this.actor, event);
   }
 
   /** The connection actor's `workerStream`: streams.ts's router over a Pipe instead of a gRPC call. */

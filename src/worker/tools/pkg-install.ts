@@ -1,10 +1,12 @@
-import { existsSync, realpathSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CodegenError, invalidArgument } from '../../domain/errors.js';
 import type { PackageInfo, PkgInstallInput } from '../../domain/tools.js';
 import { launch, type LaunchResult } from '../../sandbox/launch.js';
 import { resolveBasePython } from '../venv-pool.js';
+import { isInside, workspaceRealPath } from '../workspace.js';
 import { baseEnv, emitLog, emitProgress, outputCapOf, sandboxFor, statusOf, throwIfLimitExceeded, timeoutMsOf } from './common.js';
 import type { ToolContext, ToolExecution } from './types.js';
 
@@ -89,7 +91,7 @@ function localFindLinks(env: Record<string, string>, indexUrl: string): string[]
  * session with network, and a file:// one must lie inside the workspace (it is bound into pip's
  * sandbox, so it must not name the worker's own folders).
  */
-function checkIndexUrl(ctx: ToolContext, indexUrl: string): void {
+async function checkIndexUrl(ctx: ToolContext, indexUrl: string): Promise<void> {
   if (indexUrl === '') return;
   if (/^https?:/i.test(indexUrl)) {
     if (!ctx.allowNetwork) {
@@ -103,17 +105,10 @@ function checkIndexUrl(ctx: ToolContext, indexUrl: string): void {
   } catch {
     throw invalidArgument('index_url', 'is not a valid file:// URL');
   }
-  const inside = path.relative(realpathOrSelf(ctx.workspace), realpathOrSelf(p));
-  if (inside.startsWith('..') || path.isAbsolute(inside)) throw new CodegenError('PATH_VIOLATION', 'index_url: a file:// index must be a folder inside the session workspace');
+  const root = await workspaceRealPath(ctx.workspace);
+  const target = await realpath(p).catch(() => path.resolve(p));
+  if (!isInside(root, target)) throw new CodegenError('PATH_VIOLATION', 'index_url: a file:// index must be a folder inside the session workspace');
 }
-
-const realpathOrSelf = (p: string): string => {
-  try {
-    return realpathSync(p);
-  } catch {
-    return path.resolve(p);
-  }
-};
 
 /** Network only for the operator's indexes: pip then installs wheels only, so no package's build code runs with it. */
 function operatorOnlyNetwork(ctx: ToolContext, env: Record<string, string>, indexUrl: string): boolean {
@@ -170,7 +165,7 @@ export async function runPkgInstall(input: PkgInstallInput, ctx: ToolContext): P
   if (indexUrl !== '' && (/[\s\0]/.test(indexUrl) || !/^(https?|file):\/\//i.test(indexUrl))) {
     throw invalidArgument('index_url', 'must be an http(s):// or file:// URL without spaces');
   }
-  checkIndexUrl(ctx, indexUrl);
+  await checkIndexUrl(ctx, indexUrl);
   const startedAt = Date.now();
   const basePython = ctx.basePython ?? (await resolveBasePython());
   const pipEnv = pipEnvironment(ctx);
