@@ -93,7 +93,8 @@ export const createCommandIdOf = (sessionId: string): string => `create:${sessio
 export const destroyCommandIdOf = (sessionId: string): string => `destroy:${sessionId}`;
 
 
-const acceptingStates: ReadonlySet<SessionState> = new Set(['INITIALIZING', 'READY', 'BUSY', 'IDLE']);
+// CHECKPOINTING takes tasks: they queue behind the checkpoint on the worker.
+const acceptingStates: ReadonlySet<SessionState> = new Set(['INITIALIZING', 'READY', 'BUSY', 'IDLE', 'CHECKPOINTING']);
 
 function command(enqueue: { sendTo: (ref: AnyActorRef, event: { type: 'worker.command'; command: WorkerCommandMessage }) => void }, system: { get(id: string): AnyActorRef | undefined }, workerId: string, message: WorkerCommandMessage): boolean {
   const connection = system.get(connectionIdOf(workerId));
@@ -127,7 +128,7 @@ export const sessionProxyMachine = setup({
     isMetadataReply: ({ context }, p: { requestId: string }) => context.metadataAsks.includes(p.requestId),
     isDestroyReply: ({ context }, p: { requestId: string }) => p.requestId === destroyCommandIdOf(context.sessionId),
     isGone: (_, p: { report: SessionReport }) => p.report.gone,
-    isReady: (_, p: { report: SessionReport }) => p.report.state === 'READY' || p.report.state === 'IDLE' || p.report.state === 'BUSY',
+    isReady: (_, p: { report: SessionReport }) => p.report.state === 'READY' || p.report.state === 'IDLE' || p.report.state === 'BUSY' || p.report.state === 'CHECKPOINTING',
     isFailed: (_, p: { report: SessionReport }) => p.report.state === 'FAILED',
     reachable: ({ context }) => context.reachable,
     hasNoLiveTasks: ({ context }) => liveRecords(context.book).length === 0,
@@ -449,7 +450,8 @@ export function sessionViewOf(snap: SessionProxySnapshot): SessionView {
   // BUSY with no task here is stale (the result went out before the worker's READY report); while the
   // worker is away the session comes back READY, whatever it last said (BUSY, or DRAINING for a worker shutdown).
   const live = liveRecords(c.book).length;
-  const stale = (c.report.state === 'BUSY' && live === 0) || (!c.reachable && (c.report.state === 'BUSY' || c.report.state === 'DRAINING'));
+  const running = c.report.state === 'BUSY' || c.report.state === 'CHECKPOINTING';
+  const stale = (running && live === 0) || (!c.reachable && (running || c.report.state === 'DRAINING'));
   const reported = stale ? 'READY' : c.report.state;
   const state: SessionState = snap.status === 'done' ? 'TERMINATED' : snap.matches('destroying') || snap.matches('ending') ? 'DRAINING' : reported;
   return {

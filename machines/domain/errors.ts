@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'UNAUTHENTICATED'
   | 'UNIMPLEMENTED'
   | 'CANCELLED'
+  | 'DATA_LOSS'
   | 'INTERNAL';
 
 export interface ErrorInfo {
@@ -44,6 +45,7 @@ export const retriableByDefault = {
   UNAUTHENTICATED: false,
   UNIMPLEMENTED: false,
   CANCELLED: false,
+  DATA_LOSS: false,
   INTERNAL: true,
 } as const satisfies Record<ErrorCode, boolean>;
 

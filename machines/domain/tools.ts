@@ -34,7 +34,27 @@ export interface ArtifactGetInput { artifact_id: string }
 /** `data` is bytes (a Node Buffer at run time). */
 export interface ArtifactGetOutput { data: Uint8Array; artifact_id: string; size_bytes: number; content_type: string }
 
+/**
+ * The session's own operations, run as tasks in its queue so they wait for the running task and
+ * later tasks wait for them; only the coordinator sends them (never a client's ExecuteTask).
+ */
+export interface CheckpointToolInput { checkpoint_id: string; previous_manifest_sha256: string }
+export interface CheckpointToolOutput {
+  manifest_sha256: string;
+  added_bytes: number;
+  file_count: number;
+  total_bytes: number;
+  installed_packages: string[];
+  modified_files: string[];
+  modified_count: number;
+  python_version: string;
+}
+export interface RestoreToolInput { checkpoint_id: string; manifest_sha256: string }
+export interface RestoreToolOutput { file_count: number; total_bytes: number }
+
 export interface ToolInputs {
+  checkpoint: CheckpointToolInput;
+  restore: RestoreToolInput;
   echo: EchoInput;
   fs_read: FsReadInput;
   fs_write: FsWriteInput;
@@ -44,6 +64,8 @@ export interface ToolInputs {
   artifact_get: ArtifactGetInput;
 }
 export interface ToolOutputs {
+  checkpoint: CheckpointToolOutput;
+  restore: RestoreToolOutput;
   echo: EchoOutput;
   fs_read: FsReadOutput;
   fs_write: FsWriteOutput;
@@ -53,7 +75,13 @@ export interface ToolOutputs {
   artifact_get: ArtifactGetOutput;
 }
 export type ToolName = keyof ToolInputs;
-export const toolNames: readonly ToolName[] = ['echo', 'fs_read', 'fs_write', 'fs_list', 'run_python', 'pkg_install', 'artifact_get'];
+export type InternalToolName = 'checkpoint' | 'restore';
+export type ClientToolName = Exclude<ToolName, InternalToolName>;
+/** The tools a client may call. */
+export const toolNames: readonly ClientToolName[] = ['echo', 'fs_read', 'fs_write', 'fs_list', 'run_python', 'pkg_install', 'artifact_get'];
+export const internalToolNames: readonly InternalToolName[] = ['checkpoint', 'restore'];
+/** Tasks that put the session in CHECKPOINTING while they run. */
+export const isCheckpointingTool = (tool: string): boolean => tool === 'checkpoint' || tool === 'restore';
 
 /** A tool call: which tool, with its input. */
 export type ToolCall = { [K in ToolName]: { tool: K; input: ToolInputs[K] } }[ToolName];

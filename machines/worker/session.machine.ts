@@ -6,12 +6,14 @@ import { supervisorIdOf, supervisorMachine, type Supervision, type SupervisorInp
 import { reasonOf, removeFailedChild, type BackoffPolicy, type RestartIntensity } from '../supervision.js';
 import { taskMachine, type TaskEndedEvent } from './task.machine.js';
 import { atMsOf } from '../domain/events.js';
+import { isCheckpointingTool } from '../domain/tools.js';
 
 /**
  * The session statechart of the user's guide, on the worker that owns the session:
  *   INITIALIZING → READY (workspace and venv ready) → BUSY (a task) → READY (it ended, also when
  *   the user's code exited non-zero) → IDLE (idle timeout) → READY (a task); BUSY → FAILED (the
- *   execution machinery broke); destroy → DRAINING → TERMINATED.
+ *   execution machinery broke); destroy → DRAINING → TERMINATED. READY → CHECKPOINTING (the
+ *   session's own checkpoint or restore, queued as a task like any other) → READY.
  * Every state change is reported to the parent (and from there to the coordinator, which keeps a
  * proxy of the session). The description is saved beside the workspace on every change, so a
  * restarted worker, or a restarted session actor, brings the session back.
@@ -137,6 +139,9 @@ const reportOf = (ctx: SessionContext, state: SessionState, gone = false): Sessi
   ...(state === 'DRAINING' && ctx.removeWorkspace ? { removing: true } : {}),
 });
 
+/** Which running state the current task makes: CHECKPOINTING for the session's own checkpoint or restore. */
+const runningStateOf = (ctx: SessionContext): 'BUSY' | 'CHECKPOINTING' => (ctx.current && isCheckpointingTool(ctx.book.records[ctx.current]?.tool ?? '') ? 'CHECKPOINTING' : 'BUSY');
+
 const liveTaskIds = (ctx: SessionContext): string[] => (ctx.current ? [ctx.current, ...ctx.queue] : [...ctx.queue]);
 const touched = (ctx: SessionContext, atMs: number): SessionDescription => ({ ...ctx.description, lastActivityMs: Math.max(ctx.description.lastActivityMs, atMs) });
 
@@ -176,6 +181,7 @@ export const sessionMachine = setup({
   },
   guards: {
     hasQueuedTask: ({ context }) => context.queue.length > 0,
+    nextIsCheckpointing: ({ context }) => context.queue.length > 0 && isCheckpointingTool(context.book.records[context.queue[0]!]?.tool ?? ''),
     hasNoLiveTasks: ({ context }) => context.current === null && context.queue.length === 0,
     isCurrentTask: ({ context }, p: { taskId: string }) => context.current === p.taskId,
     isMachineryFailure: (_, p: { outcome: TaskOutcomeSummary; broken?: boolean }) => p.broken === true || (p.outcome.type === 'error' && machineryFailures.has(p.outcome.error.code)),
@@ -362,7 +368,10 @@ export const sessionMachine = setup({
     },
     READY: {
       entry: { type: 'report', params: { state: 'READY' } },
-      always: { guard: 'hasQueuedTask', target: 'BUSY' },
+      always: [
+        { guard: 'nextIsCheckpointing', target: 'running.CHECKPOINTING' },
+        { guard: 'hasQueuedTask', target: 'running.BUSY' },
+      ],
       after: { idleTimeout: { guard: 'idles', target: 'IDLE' } },
       on: {
         'task.submit': { actions: { type: 'enqueueTask', params: ({ event }) => event } },
@@ -381,8 +390,9 @@ export const sessionMachine = setup({
         'metadata.put': { actions: [{ type: 'putMetadata', params: ({ event }) => event }, 'save', { type: 'report', params: { state: 'IDLE' } }] },
       },
     },
-    BUSY: {
-      entry: ['startNextTask', { type: 'report', params: { state: 'BUSY' } }],
+    // A task runs: BUSY for the client's tasks, CHECKPOINTING for the session's own checkpoint or
+    // restore (tasks that arrive meanwhile wait behind it). What they do on events is the same.
+    running: {
       on: {
         'task.submit': { actions: { type: 'enqueueTask', params: ({ event }) => event } },
         'task.ended': [
@@ -405,7 +415,12 @@ export const sessionMachine = setup({
         'session.destroy': { target: 'DRAINING' },
         'session.drain': { target: 'DRAINING', actions: assign({ removeWorkspace: false }) },
         'tasks.orphan': { actions: { type: 'cancelTasks', params: ({ event }) => ({ which: 'all' as const, reason: event.reason, atMs: event.atMs }) } },
-        'metadata.put': { actions: [{ type: 'putMetadata', params: ({ event }) => event }, 'save', { type: 'report', params: { state: 'BUSY' } }] },
+        'metadata.put': { actions: [{ type: 'putMetadata', params: ({ event }) => event }, 'save', { type: 'report', params: ({ context }) => ({ state: runningStateOf(context) }) }] },
+      },
+      initial: 'BUSY',
+      states: {
+        BUSY: { entry: ['startNextTask', { type: 'report', params: { state: 'BUSY' } }] },
+        CHECKPOINTING: { entry: ['startNextTask', { type: 'report', params: { state: 'CHECKPOINTING' } }] },
       },
     },
     FAILED: {
@@ -479,9 +494,11 @@ export const sessionMachine = setup({
 export type SessionActor = ActorRefFrom<typeof sessionMachine>;
 export type SessionSnapshot = SnapshotFrom<typeof sessionMachine>;
 
-/** The wire state of a session snapshot (DRAINING's substates are both DRAINING). */
+/** The wire state of a session snapshot (DRAINING's substates are both DRAINING; `running` is BUSY or CHECKPOINTING). */
 export function sessionStateOf(snapshot: SessionSnapshot): SessionState {
   if (snapshot.status === 'done') return 'TERMINATED';
-  const v = snapshot.value;
-  return (typeof v === 'string' ? v : Object.keys(v)[0]!) as SessionState;
+  const v = snapshot.value as string | Record<string, string>;
+  if (typeof v === 'string') return v as SessionState;
+  const [top, sub] = Object.entries(v)[0]!;
+  return (top === 'running' ? sub : top) as SessionState;
 }

@@ -55,6 +55,10 @@ export const CoordinatorEnv = z.object({
   SESSION_CREATE_TIMEOUT_SECONDS: z.coerce.number().positive().default(120),
   /** After a start, how long an unknown session id answers UNAVAILABLE ("recovering") instead of NOT_FOUND. */
   RECOVERY_GRACE_SECONDS: seconds(30),
+  /** The checkpoint store's folder; default <CODEGEN_STATE_DIR>/checkpoints. */
+  CHECKPOINT_DIR: z.string().default(''),
+  /** The most bytes the checkpoint store may hold (0: what its disk has). */
+  CHECKPOINT_STORE_MAX_BYTES: z.coerce.number().int().min(0).default(0),
 });
 export type CoordinatorEnv = z.infer<typeof CoordinatorEnv>;
 
@@ -78,6 +82,7 @@ export interface CoordinatorConfig {
   drainTimeoutMs: number;
   createTimeoutMs: number;
   recoveryGraceMs: number;
+  checkpoints: { dir: string; maxBytes: number };
 }
 
 export function coordinatorConfig(env: Record<string, string | undefined>): CoordinatorConfig {
@@ -114,5 +119,6 @@ export function coordinatorConfig(env: Record<string, string | undefined>): Coor
     drainTimeoutMs: Math.round(e.SESSION_DRAIN_TIMEOUT_SECONDS * 1000),
     createTimeoutMs: Math.round(e.SESSION_CREATE_TIMEOUT_SECONDS * 1000),
     recoveryGraceMs: Math.round(e.RECOVERY_GRACE_SECONDS * 1000),
+    checkpoints: { dir: e.CHECKPOINT_DIR ? path.resolve(e.CHECKPOINT_DIR) : path.join(stateDir, 'checkpoints'), maxBytes: e.CHECKPOINT_STORE_MAX_BYTES },
   };
 }

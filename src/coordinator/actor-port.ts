@@ -6,7 +6,9 @@ import { isSafeId, newRequestId, newSessionId, newTaskId } from '../domain/ids.j
 import type { SessionConfig, SessionDescription, SessionView, WorkerView } from '../domain/sessions.js';
 import { findRecord, isFinalTaskState, liveRecords, type TaskConstraints, type TaskOutcome, type TaskOutcomeSummary, type TaskRecord, type TaskSpec, type TaskUpdate } from '../domain/tasks.js';
 import { askLater, askNow } from '../runtime/ask.js';
-import type { CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../runtime/port.js';
+import type { CheckpointView, CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../runtime/port.js';
+import type { CheckpointStore } from '../checkpoints/store.js';
+import { CheckpointService } from './checkpoints.js';
 import { waitForOutcome } from '../runtime/wait-task.js';
 import { ownerOf, type TenancyBackend, type TenantUsage } from '../runtime/tenancy.js';
 import type { ResultStore } from '../runtime/result-store.js';
@@ -22,6 +24,9 @@ export interface ActorPortOptions {
   /** A bound on waiting for a proxy to settle, beyond its own deadlines: a safety net, never the rule. */
   settleBoundMs: number;
   results: ResultStore;
+  /** The checkpoint store (absent: the checkpoint calls answer UNIMPLEMENTED). */
+  checkpoints?: CheckpointStore;
+  onSweep?: (result: { removed: number; freedBytes: number } | Error) => void;
 }
 
 /** An outcome the result cache no longer holds: rebuilt from the proxy's summary, without the tool's reply. */
@@ -32,10 +37,50 @@ const fromSummary = (s: TaskOutcomeSummary): TaskOutcome => (s.type === 'error' 
  * them events, and answers with what they emit or show. It keeps no state and decides nothing.
  */
 export class ActorCoordinatorPort implements TenancyBackend {
+  private readonly checkpointService: CheckpointService | undefined;
+
   constructor(
     private readonly root: CoordinatorActor,
     private readonly opts: ActorPortOptions,
-  ) {}
+  ) {
+    this.checkpointService = opts.checkpoints ? new CheckpointService(opts.checkpoints, this, opts.onSweep) : undefined;
+  }
+
+  private get checkpoints(): CheckpointService {
+    if (!this.checkpointService) throw new CodegenError('UNIMPLEMENTED', 'this coordinator has no checkpoint store');
+    return this.checkpointService;
+  }
+
+  /** The session's description as its worker last reported it. */
+  descriptionNow(sessionId: string): SessionDescription {
+    return this.proxy(sessionId).getSnapshot().context.report.description;
+  }
+
+  /** The session's tasks queued or running, oldest first. */
+  liveTaskIds(sessionId: string): string[] {
+    return liveRecords(this.proxy(sessionId).getSnapshot().context.book).map((r) => r.taskId);
+  }
+
+  async checkpointSession(sessionId: string, options: { name?: string } = {}): Promise<CheckpointView> {
+    return this.checkpoints.checkpoint(sessionId, options.name ?? '');
+  }
+
+  async restoreCheckpoint(checkpointId: string, options: { workerId?: string; createNew?: boolean } = {}) {
+    return this.checkpoints.restore(checkpointId, options);
+  }
+
+  async getCheckpoint(checkpointId: string): Promise<CheckpointView> {
+    return this.checkpoints.get(checkpointId);
+  }
+
+  async listCheckpoints(sessionId = ''): Promise<CheckpointView[]> {
+    if (sessionId) this.proxy(sessionId);
+    return this.checkpoints.list(sessionId);
+  }
+
+  async deleteCheckpoint(checkpointId: string): Promise<boolean> {
+    return this.checkpoints.delete(checkpointId);
+  }
 
   private get system() {
     return this.root.system;
@@ -122,7 +167,15 @@ export class ActorCoordinatorPort implements TenancyBackend {
     return sessionViewOf(snap);
   }
 
-  async destroySession(sessionId: string, options: { force?: boolean } = {}): Promise<{ destroyed: boolean; artifacts: string[] }> {
+  async destroySession(sessionId: string, options: { force?: boolean; saveCheckpoint?: boolean } = {}): Promise<{ destroyed: boolean; artifacts: string[]; checkpointId: string }> {
+    let checkpointId = '';
+    // The checkpoint first, behind the running task (a refused destroy would keep the session anyway): when it fails, the session stays.
+    if (options.saveCheckpoint) {
+      if (!options.force && liveRecords(this.proxy(sessionId).getSnapshot().context.book).length > 0) {
+        throw new CodegenError('FAILED_PRECONDITION', `session ${sessionId} is BUSY running task ${this.liveTaskIds(sessionId)[0]}; wait for it, cancel it, or destroy with force`);
+      }
+      checkpointId = (await this.checkpoints.checkpoint(sessionId, 'destroy')).checkpointId;
+    }
     const proxy = this.proxy(sessionId);
     const requestId = newRequestId();
     let refusal: ErrorInfo | undefined;
@@ -142,7 +195,7 @@ export class ActorCoordinatorPort implements TenancyBackend {
     );
     const failure = await Promise.race([done, answered]);
     if (failure) throw CodegenError.from(failure);
-    return { destroyed: true, artifacts: [] };
+    return { destroyed: true, artifacts: [], checkpointId };
   }
 
   async getSession(sessionId: string): Promise<SessionView> {

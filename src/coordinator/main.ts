@@ -10,6 +10,7 @@ import type { Logger } from '../log/logger.js';
 import type { CoordinatorPort } from '../runtime/port.js';
 import { ResultStore } from '../runtime/result-store.js';
 import { provideCoordinator } from './actors.js';
+import { LocalCheckpointStore } from '../checkpoints/local-store.js';
 import { ActorCoordinatorPort } from './actor-port.js';
 import { StreamTable } from './streams.js';
 import { WorkerRegistry } from './worker-registry.js';
@@ -40,9 +41,12 @@ export function coordinatorActors(config: CoordinatorConfig, logger: Logger) {
     },
     inspect: inspectionLogger(logger.child({ component: 'inspect' })),
   });
-  const coordinator = new ActorCoordinatorPort(root, { idleTimeoutMs: config.idleTimeoutMs, settleBoundMs: config.createTimeoutMs + config.drainTimeoutMs + 70_000, results });
+  const checkpoints = new LocalCheckpointStore({ dir: config.checkpoints.dir, maxBytes: config.checkpoints.maxBytes });
+  const onSweep = (r: { removed: number; freedBytes: number } | Error) =>
+    r instanceof Error ? logger.warn({ err: r }, 'checkpoint store sweep failed') : r.removed > 0 && logger.info(r, 'checkpoint store swept: blobs no checkpoint names removed');
+  const coordinator = new ActorCoordinatorPort(root, { idleTimeoutMs: config.idleTimeoutMs, settleBoundMs: config.createTimeoutMs + config.drainTimeoutMs + 70_000, results, checkpoints, onSweep });
   const registry = new WorkerRegistry(root, streams, { heartbeatIntervalMs: config.heartbeatIntervalMs, heartbeatTimeoutMs: config.heartbeatTimeoutMs });
-  return { root, streams, results, coordinator, registry };
+  return { root, streams, results, coordinator, registry, checkpoints };
 }
 
 /**
@@ -66,7 +70,9 @@ const tlsMode = (config: CoordinatorConfig): string => (config.tls.cert ? (confi
 
 /** The coordinator's composition root: the actor system, then the front doors over it. */
 export async function startCoordinator(config: CoordinatorConfig, logger: Logger): Promise<RunningCoordinator> {
-  const { root, streams, coordinator, registry } = coordinatorActors(config, logger);
+  const { root, streams, coordinator, registry, checkpoints } = coordinatorActors(config, logger);
+  await checkpoints.open();
+  logger.info({ store: checkpoints.url, maxBytes: config.checkpoints.maxBytes }, 'checkpoint store ready');
   // An errored root with no error observer would kill the process: report it instead.
   root.subscribe({ error: (err) => logger.fatal({ err }, 'coordinator supervisor failed') });
   root.on('coordinator.warning', (e) => logger.warn(e.details, e.message));
@@ -76,7 +82,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
   const auth = new ClientAuthenticator({ token: secrets.clientToken, keysFile: config.clientKeysFile, logger: logger.child({ component: 'auth' }) });
   const tenancy = new Tenancy(coordinator, config.quotas);
   const access = clientAccess(auth, tenancy);
-  const grpc = await startGrpcServer({ host: config.grpcHost, port: config.grpcPort, access, registry, workerToken: secrets.workerToken, tls: config.tls, logger });
+  const grpc = await startGrpcServer({ host: config.grpcHost, port: config.grpcPort, access, registry, workerToken: secrets.workerToken, tls: config.tls, logger, checkpoints });
   logger.info({ port: grpc.port, host: config.grpcHost, tls: tlsMode(config), recoveryGraceMs: config.recoveryGraceMs, quotas: config.quotas, clientKeys: auth.describe() }, 'coordinator gRPC listening');
 
   let http: { port: number; close(): Promise<void> } | undefined;

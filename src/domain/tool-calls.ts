@@ -95,6 +95,10 @@ export function toolCallFrom(tool: ToolName, args: object, prefix = `typed_reque
     }
     case 'artifact_get':
       return { tool, input: { artifact_id: requireString(f('artifact_id'), input['artifact_id']) } };
+    case 'checkpoint':
+      return { tool, input: { checkpoint_id: requireString(f('checkpoint_id'), input['checkpoint_id']), previous_manifest_sha256: str(input['previous_manifest_sha256']) } };
+    case 'restore':
+      return { tool, input: { checkpoint_id: requireString(f('checkpoint_id'), input['checkpoint_id']), manifest_sha256: requireString(f('manifest_sha256'), input['manifest_sha256']) } };
   }
 }
 

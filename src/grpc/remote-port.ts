@@ -14,10 +14,10 @@ import { CodegenError } from '../domain/errors.js';
 import { newTaskId } from '../domain/ids.js';
 import type { SessionView, WorkerView } from '../domain/sessions.js';
 import { taskStates, type TaskOutcome, type TaskState, type TaskUpdate } from '../domain/tasks.js';
-import type { CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../runtime/port.js';
+import type { CheckpointView, CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../runtime/port.js';
 import { waitForOutcome } from '../runtime/wait-task.js';
 import { connectCoordinator, unary, type ConnectOptions, type CoordinatorClients, type RequestOf, type ResponseOf, type UnaryMethod } from '../wire/client.js';
-import { decodeError, decodeLimits, decodeSessionState, decodeTaskUpdate, encodeToolRequest, num } from '../wire/codecs.js';
+import { decodeCheckpointInfo, decodeError, decodeLimits, decodeSessionState, decodeTaskUpdate, encodeToolRequest, num } from '../wire/codecs.js';
 import type { GetSessionStatusResponse__Output, TaskRequest, TaskResponse__Output } from '../wire/messages.js';
 import { TASK_DUPLICATE_METADATA, TASK_ID_METADATA } from '../wire/metadata.js';
 import { remoteError } from '../wire/status.js';
@@ -99,9 +99,37 @@ export class RemoteCoordinatorPort implements CoordinatorPort {
     return this.getSession(String(res.session_id));
   }
 
-  async destroySession(sessionId: string, options: { force?: boolean } = {}): Promise<{ destroyed: boolean; artifacts: string[] }> {
-    const res = await this.call(this.clients.sessions, 'DestroySession', { session_id: sessionId, force: Boolean(options.force) });
-    return { destroyed: Boolean(res.destroyed), artifacts: (res.artifacts ?? []).map(String) };
+  async destroySession(sessionId: string, options: { force?: boolean; saveCheckpoint?: boolean } = {}): Promise<{ destroyed: boolean; artifacts: string[]; checkpointId: string }> {
+    const res = await this.call(this.clients.sessions, 'DestroySession', { session_id: sessionId, force: Boolean(options.force), save_checkpoint: Boolean(options.saveCheckpoint) });
+    return { destroyed: Boolean(res.destroyed), artifacts: (res.artifacts ?? []).map(String), checkpointId: String(res.checkpoint_id ?? '') };
+  }
+
+  // ---- checkpoints ------------------------------------------------------------------------
+
+  async checkpointSession(sessionId: string, options: { name?: string } = {}): Promise<CheckpointView> {
+    const res = await this.call(this.clients.sessions, 'CheckpointSession', { session_id: sessionId, checkpoint_name: options.name ?? '' });
+    return this.getCheckpoint(String(res.checkpoint_id));
+  }
+
+  async restoreCheckpoint(checkpointId: string, options: { workerId?: string; createNew?: boolean } = {}): Promise<{ session: SessionView; checkpoint: CheckpointView }> {
+    const res = await this.call(this.clients.sessions, 'RestoreSession', { checkpoint_id: checkpointId, worker_id: options.workerId ?? '', create_new_session: Boolean(options.createNew) });
+    return { session: await this.getSession(String(res.session_id)), checkpoint: await this.getCheckpoint(checkpointId) };
+  }
+
+  async getCheckpoint(checkpointId: string): Promise<CheckpointView> {
+    const found = (await this.listCheckpoints()).find((c) => c.checkpointId === checkpointId);
+    if (!found) throw new CodegenError('NOT_FOUND', `checkpoint_id: no checkpoint ${JSON.stringify(checkpointId)} exists (checkpoint_list shows them)`);
+    return found;
+  }
+
+  async listCheckpoints(sessionId = ''): Promise<CheckpointView[]> {
+    const res = await this.call(this.clients.sessions, 'ListCheckpoints', { session_id: sessionId });
+    return (res.checkpoints ?? []).map(decodeCheckpointInfo);
+  }
+
+  async deleteCheckpoint(checkpointId: string): Promise<boolean> {
+    const res = await this.call(this.clients.sessions, 'DeleteCheckpoint', { checkpoint_id: checkpointId });
+    return Boolean(res.deleted);
   }
 
   async getSession(sessionId: string): Promise<SessionView> {

@@ -25,6 +25,7 @@ export const errorAdvice = {
   UNAUTHENTICATED: 'The server refused the credentials.',
   UNIMPLEMENTED: 'This feature is not implemented yet.',
   CANCELLED: 'The task was cancelled before it finished.',
+  DATA_LOSS: 'The checkpoint is damaged (the checksum named above does not match) and cannot be restored; nothing was changed. Restore another checkpoint (checkpoint_list shows them).',
   INTERNAL: 'An internal error occurred. Retry; if it persists, report it with the message above.',
 } as const satisfies Record<ErrorCode, string>;
 

@@ -30,14 +30,24 @@ export const sessionDestroyInput = z.strictObject({
     .min(1)
     .optional()
     .describe("Session to destroy. Omit it to destroy this connection's default session (a new one is made on next use)."),
-  save_checkpoint: z.boolean().optional().describe('Save a checkpoint before destroying (not implemented yet).'),
+  save_checkpoint: z.boolean().optional().describe('Save a checkpoint first (its checkpoint_id is in the result); if the checkpoint fails, the session is not destroyed.'),
 });
 export const sessionCheckpointInput = z.strictObject({
   session_id: sessionId,
-  name: z.string().optional().describe('A name for the checkpoint.'),
+  name: z.string().optional().describe('A name for the checkpoint (letters, digits, spaces, "_.:@+-"; at most 128).'),
 });
 export const sessionRestoreInput = z.strictObject({
-  checkpoint_id: z.string().min(1).describe('The checkpoint to restore into a new session.'),
+  checkpoint_id: z.string().min(1).describe('The checkpoint to restore (checkpoint_list shows them).'),
+  create_new_session: z
+    .boolean()
+    .optional()
+    .describe("true: restore into a new session (the checkpoint's session is left alone). Default: the checkpoint's own session goes back to it (its running tasks are cancelled), or a new session when that one no longer exists."),
+});
+export const checkpointListInput = z.strictObject({
+  session_id: z.string().min(1).optional().describe('Only this session\'s checkpoints. Omit it for all the checkpoints you may see.'),
+});
+export const checkpointDeleteInput = z.strictObject({
+  checkpoint_id: z.string().min(1).describe('The checkpoint to delete.'),
 });
 
 export const echoInput = z.strictObject({
@@ -140,9 +150,26 @@ export const sessionDestroyOutput = z.object({
   session_id: z.string(),
   destroyed: z.boolean(),
   artifacts: z.array(z.string()),
+  checkpoint_id: z.string().optional(),
 });
-export const sessionCheckpointOutput = z.object({ checkpoint_id: z.string(), session_id: z.string() });
-export const sessionRestoreOutput = z.object({ session_id: z.string(), worker_id: z.string(), state: z.string() });
+const checkpointInfo = z.object({
+  checkpoint_id: z.string(),
+  name: z.string(),
+  session_id: z.string(),
+  created_at_ms: z.number(),
+  size_bytes: z.number(),
+  storage_url: z.string(),
+  checksum_sha256: z.string(),
+  file_count: z.number(),
+  total_bytes: z.number(),
+  installed_packages: z.array(z.string()),
+  modified_files: z.array(z.string()),
+});
+export type CheckpointInfoOut = z.infer<typeof checkpointInfo>;
+export const sessionCheckpointOutput = checkpointInfo;
+export const sessionRestoreOutput = z.object({ session_id: z.string(), worker_id: z.string(), state: z.string(), restored_in_place: z.boolean(), checkpoint: checkpointInfo });
+export const checkpointListOutput = z.object({ checkpoints: z.array(checkpointInfo), count: z.number() });
+export const checkpointDeleteOutput = z.object({ checkpoint_id: z.string(), deleted: z.boolean() });
 
 export const echoOutput = z.object({ ...taskFields, message: z.string().optional() });
 export const fsReadOutput = z.object({

@@ -47,6 +47,10 @@ export function replyFields(reply: ToolReply, sessionId: string, call?: ToolCall
         extra: [{ type: 'resource', resource: { uri, mimeType, blob: Buffer.from(o.data).toString('base64') } }],
       };
     }
+    // The coordinator's own tasks (checkpoint, restore): their tools answer with their own shape.
+    case 'checkpoint':
+    case 'restore':
+      return { fields: { ...reply.output }, extra: [] };
   }
 }
 

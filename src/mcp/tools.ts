@@ -12,6 +12,7 @@ import { isFinalTaskState } from '../domain/tasks.js';
 import type { ToolName } from '../domain/tools.js';
 import { toolCallFrom } from '../domain/tool-calls.js';
 import type { McpConnection, ToolExtra } from './connection.js';
+import type { CheckpointView } from '../runtime/port.js';
 import { runTask, waitForTask, type TaskRun } from './long-work.js';
 import { errorResult, notImplemented, okResult } from './results.js';
 import * as s from './schemas.js';
@@ -56,6 +57,22 @@ function summary(view: SessionView, ctx: ToolContext): s.SessionSummary {
     metadata: view.metadata,
     is_default: ctx.conn.sessions.isDefault(view.sessionId),
     ...(view.failureReason ? { failure_reason: view.failureReason } : {}),
+  };
+}
+
+function checkpointFields(c: CheckpointView): s.CheckpointInfoOut {
+  return {
+    checkpoint_id: c.checkpointId,
+    name: c.name,
+    session_id: c.sessionId,
+    created_at_ms: c.createdAtMs,
+    size_bytes: c.sizeBytes,
+    storage_url: c.storageUrl,
+    checksum_sha256: c.checksumSha256,
+    file_count: c.fileCount,
+    total_bytes: c.totalBytes,
+    installed_packages: c.installedPackages,
+    modified_files: c.modifiedFiles,
   };
 }
 
@@ -150,7 +167,6 @@ export function toolSpecs(options: ToolRegistryOptions): ToolSpec[] {
       output: s.sessionDestroyOutput,
       annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
       async run(args, { conn }) {
-        if (args.save_checkpoint) return notImplemented('save_checkpoint (session checkpoints)');
         let sessionId = args.session_id;
         if (sessionId === undefined) {
           sessionId = conn.sessions.defaultSessionId;
@@ -160,9 +176,9 @@ export function toolSpecs(options: ToolRegistryOptions): ToolSpec[] {
         }
         try {
           // An agent asking to destroy means it: running tasks are cancelled (gRPC clients choose with `force`).
-          const res = await conn.port.destroySession(sessionId, { force: true });
+          const res = await conn.port.destroySession(sessionId, { force: true, saveCheckpoint: args.save_checkpoint ?? false });
           conn.sessions.forget(sessionId);
-          return okResult({ session_id: sessionId, destroyed: res.destroyed, artifacts: res.artifacts });
+          return okResult({ session_id: sessionId, destroyed: res.destroyed, artifacts: res.artifacts, ...(res.checkpointId ? { checkpoint_id: res.checkpointId } : {}) });
         } catch (err) {
           if (isSessionNotFound(err)) conn.sessions.forget(sessionId);
           throw err;
@@ -173,24 +189,61 @@ export function toolSpecs(options: ToolRegistryOptions): ToolSpec[] {
       name: 'session_checkpoint',
       legacyName: 'session.checkpoint',
       title: 'Checkpoint a session',
-      description: "Save a session's workspace and installed packages as a checkpoint (not implemented yet).",
+      description:
+        "Save the session's files (artifacts/ included), installed packages, env vars and metadata as a checkpoint, and return its checkpoint_id. " +
+        'Checkpoint before a risky step (a big refactor, an upgrade, deleting files) and at milestones you may want to return to; session_restore goes back. ' +
+        "A checkpoint waits for the session's running task; tasks sent meanwhile wait for it. Variables in the interpreter's memory are not saved.",
       input: s.sessionCheckpointInput,
       output: s.sessionCheckpointOutput,
       annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
-      async run() {
-        return notImplemented('session_checkpoint (session checkpoints)');
+      async run(args, { conn }) {
+        const { sessionId } = await conn.sessions.resolve(args.session_id);
+        return okResult(checkpointFields(await conn.port.checkpointSession(sessionId, { name: args.name ?? '' })));
       },
     }),
     defineTool({
       name: 'session_restore',
       legacyName: 'session.restore',
-      title: 'Restore a session',
-      description: 'Create a session from a checkpoint (not implemented yet).',
+      title: 'Restore a checkpoint',
+      description:
+        "Put a session's files and packages back as they were at a checkpoint. By default the checkpoint's own session goes back (its running tasks are cancelled); " +
+        'with create_new_session, a new session is made from it. Every checksum is checked first: a damaged checkpoint changes nothing.',
       input: s.sessionRestoreInput,
       output: s.sessionRestoreOutput,
-      annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
-      async run() {
-        return notImplemented('session_restore (session checkpoints)');
+      annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: false },
+      async run(args, { conn }) {
+        let createNew = args.create_new_session ?? false;
+        if (!createNew) {
+          // Its session is gone: an agent asking to go back gets a new session from it.
+          const c = await conn.port.getCheckpoint(args.checkpoint_id);
+          createNew = !(await conn.port.getSession(c.sessionId).then(() => true, () => false));
+        }
+        const r = await conn.port.restoreCheckpoint(args.checkpoint_id, { createNew });
+        if (createNew) conn.sessions.remember(r.session.sessionId);
+        return okResult({ session_id: r.session.sessionId, worker_id: r.session.workerId, state: r.session.state, restored_in_place: !createNew, checkpoint: checkpointFields(r.checkpoint) });
+      },
+    }),
+    defineTool({
+      name: 'checkpoint_list',
+      title: 'List checkpoints',
+      description: "List checkpoints (oldest first): one session's, or all you may see. Each has its id, name, time, size and what changed since the one before.",
+      input: s.checkpointListInput,
+      output: s.checkpointListOutput,
+      annotations: readOnly,
+      async run(args, { conn }) {
+        const list = (await conn.port.listCheckpoints(args.session_id ?? '')).map(checkpointFields);
+        return okResult({ checkpoints: list, count: list.length });
+      },
+    }),
+    defineTool({
+      name: 'checkpoint_delete',
+      title: 'Delete a checkpoint',
+      description: 'Delete a checkpoint for good (its files stay in the store only while another checkpoint shares them).',
+      input: s.checkpointDeleteInput,
+      output: s.checkpointDeleteOutput,
+      annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
+      async run(args, { conn }) {
+        return okResult({ checkpoint_id: args.checkpoint_id, deleted: await conn.port.deleteCheckpoint(args.checkpoint_id) });
       },
     }),
     defineTool({

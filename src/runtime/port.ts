@@ -12,7 +12,8 @@ import type { CoordinatorMessage, WorkerMessage__Output } from '../wire/messages
  */
 export interface CoordinatorPort {
   createSession(input: CreateSessionInput): Promise<SessionView>;
-  destroySession(sessionId: string, options?: { force?: boolean }): Promise<{ destroyed: boolean; artifacts: string[] }>;
+  /** saveCheckpoint: a checkpoint first (its id in the answer); the session stays when it fails. */
+  destroySession(sessionId: string, options?: { force?: boolean; saveCheckpoint?: boolean }): Promise<{ destroyed: boolean; artifacts: string[]; checkpointId: string }>;
   getSession(sessionId: string): Promise<SessionView>;
   listSessions(): Promise<SessionView[]>;
   getMetadata(sessionId: string): Promise<Record<string, string>>;
@@ -33,6 +34,38 @@ export interface CoordinatorPort {
   waitTask(taskId: string, timeoutMs: number): Promise<TaskOutcome | undefined>;
 
   listWorkers(): Promise<WorkerView[]>;
+
+  /** The session's files, packages, env vars, metadata and config to the checkpoint store; waits behind the running task. */
+  checkpointSession(sessionId: string, options?: { name?: string }): Promise<CheckpointView>;
+  /**
+   * createNew: a new session from the checkpoint (on workerId, or the least-loaded worker);
+   * otherwise the checkpoint's own session goes back to it (its tasks cancelled first).
+   * DATA_LOSS (nothing changed, no session left behind) when a checksum does not match.
+   */
+  restoreCheckpoint(checkpointId: string, options?: { workerId?: string; createNew?: boolean }): Promise<{ session: SessionView; checkpoint: CheckpointView }>;
+  getCheckpoint(checkpointId: string): Promise<CheckpointView>;
+  /** One session's checkpoints (all when sessionId is empty), oldest first. */
+  listCheckpoints(sessionId?: string): Promise<CheckpointView[]>;
+  deleteCheckpoint(checkpointId: string): Promise<boolean>;
+}
+
+export interface CheckpointView {
+  checkpointId: string;
+  name: string;
+  sessionId: string;
+  workspaceId: string;
+  tenant: string;
+  createdAtMs: number;
+  /** What the checkpoint added to the store. */
+  sizeBytes: number;
+  storageUrl: string;
+  /** The manifest's sha256: covers every file's size and sha256. */
+  checksumSha256: string;
+  envVars: Record<string, string>;
+  installedPackages: string[];
+  modifiedFiles: string[];
+  fileCount: number;
+  totalBytes: number;
 }
 
 export interface CreateSessionInput {

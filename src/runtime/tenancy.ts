@@ -10,7 +10,9 @@ import { CodegenError } from '../domain/errors.js';
 import type { SessionView } from '../domain/sessions.js';
 import type { TaskOutcome, TaskUpdate } from '../domain/tasks.js';
 import { DEFAULT_TENANT, type Principal } from '../auth/authenticator.js';
-import type { CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from './port.js';
+import type { CheckpointView, CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from './port.js';
+
+const unknownCheckpoint = (checkpointId: string): CodegenError => new CodegenError('NOT_FOUND', `checkpoint_id: no checkpoint ${JSON.stringify(checkpointId)} exists (checkpoint_list shows them)`);
 
 export interface TenantQuotas {
   /** Sessions a tenant may hold at once; 0: no quota. */
@@ -88,9 +90,69 @@ class TenantPort implements CoordinatorPort {
     return this.backend.createSession({ ...input, tenant: this.principal.tenant });
   }
 
-  async destroySession(sessionId: string, options?: { force?: boolean }) {
+  async destroySession(sessionId: string, options?: { force?: boolean; saveCheckpoint?: boolean }) {
     this.owned(sessionId);
     return this.backend.destroySession(sessionId, options);
+  }
+
+  /** The checkpoint, when this caller may see it; otherwise the error of one that does not exist. */
+  private async ownedCheckpoint(checkpointId: string): Promise<CheckpointView> {
+    let c: CheckpointView;
+    try {
+      c = await this.backend.getCheckpoint(checkpointId);
+    } catch (err) {
+      // A damaged record says DATA_LOSS only to whoever may see it: admins.
+      if (err instanceof CodegenError && err.code === 'DATA_LOSS' && !this.principal.admin) throw unknownCheckpoint(checkpointId);
+      throw err;
+    }
+    if (!this.sees(c)) throw unknownCheckpoint(checkpointId);
+    return c;
+  }
+
+  async checkpointSession(sessionId: string, options?: { name?: string }) {
+    this.owned(sessionId);
+    return this.backend.checkpointSession(sessionId, options);
+  }
+
+  async restoreCheckpoint(checkpointId: string, options: { workerId?: string; createNew?: boolean } = {}) {
+    const c = await this.ownedCheckpoint(checkpointId);
+    if (options.createNew) {
+      const max = this.quotas.maxSessions;
+      const used = max > 0 ? this.backend.usageOf(ownerOf(c)).sessions : 0;
+      if (max > 0 && used >= max) throw this.quotaError('sessions', used, max, 'TENANT_MAX_SESSIONS', 'destroy a session first');
+    } else {
+      this.ownedOr(c.sessionId);
+    }
+    return this.backend.restoreCheckpoint(checkpointId, options);
+  }
+
+  getCheckpoint(checkpointId: string) {
+    return this.ownedCheckpoint(checkpointId);
+  }
+
+  async listCheckpoints(sessionId = '') {
+    if (sessionId) this.owned(sessionId);
+    const all = await this.backend.listCheckpoints(sessionId);
+    return this.principal.admin ? all : all.filter((c) => this.sees(c));
+  }
+
+  async deleteCheckpoint(checkpointId: string) {
+    // A damaged record names no owner it can be trusted for: admins may still delete it.
+    await this.ownedCheckpoint(checkpointId).catch((err: unknown) => {
+      if (!(this.principal.admin && err instanceof CodegenError && err.code === 'DATA_LOSS')) throw err;
+    });
+    return this.backend.deleteCheckpoint(checkpointId);
+  }
+
+  /** Like owned(), but a session that no longer exists passes (the call itself says what to do then). */
+  private ownedOr(sessionId: string): void {
+    let view: SessionView;
+    try {
+      view = this.backend.sessionViewNow(sessionId);
+    } catch {
+      return;
+    }
+    if (!this.sees(view)) throw this.backend.unknownSession(sessionId);
   }
 
   async getSession(sessionId: string): Promise<SessionView> {

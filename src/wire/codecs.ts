@@ -9,10 +9,14 @@ import { CodegenError, invalidArgument, isErrorCode, type ErrorInfo } from '../d
 import { sessionStates, type SessionLimitsView, type SessionState, type SessionView } from '../domain/sessions.js';
 import type { TaskConstraints, TaskOutcome, TaskSpec, TaskStatus, TaskUpdate } from '../domain/tasks.js';
 import { checkTimeout, requireString, toolCallFrom } from '../domain/tool-calls.js';
-import { toolNames, type ToolCall, type ToolName, type ToolReply } from '../domain/tools.js';
+import { internalToolNames, toolNames, type ToolCall, type ToolName, type ToolReply } from '../domain/tools.js';
 
 export { MAX_TIMEOUT_SECONDS, toolCallFrom } from '../domain/tool-calls.js';
+import type { CheckpointView } from '../runtime/port.js';
 import type {
+  CheckpointInfo,
+  CheckpointInfo__Output,
+  CheckpointMetadata,
   ExecutionConstraints__Output,
   GetSessionStatusResponse,
   SessionState as WireSessionState,
@@ -33,11 +37,12 @@ import type {
 export const num = (v: unknown): number => (v === undefined || v === null || v === '' ? 0 : Number(v));
 const str = (v: unknown): string => (typeof v === 'string' ? v : v === undefined || v === null ? '' : String(v));
 
-const isToolName = (v: string): v is ToolName => (toolNames as readonly string[]).includes(v);
+const isToolName = (v: string, internal: boolean): v is ToolName => (toolNames as readonly string[]).includes(v) || (internal && (internalToolNames as readonly string[]).includes(v));
 
-export function decodeToolRequest(wire: ToolRequest__Output | null | undefined, field = 'typed_request'): ToolCall {
+/** internal: the worker's decoding of an assignment, which may carry the coordinator's own tools (checkpoint, restore). */
+export function decodeToolRequest(wire: ToolRequest__Output | null | undefined, field = 'typed_request', internal = false): ToolCall {
   const which = wire?.request;
-  if (!wire || !which || !isToolName(which)) {
+  if (!wire || !which || !isToolName(which, internal)) {
     throw invalidArgument(field, `set one of ${toolNames.join(', ')}`);
   }
   return toolCallFrom(which, wire[which] ?? {}, `${field}.${which}`);
@@ -99,6 +104,26 @@ export function decodeToolReply(wire: ToolResponse__Output | null | undefined): 
       const data: Buffer = o && Buffer.isBuffer(o.data) ? o.data : Buffer.from(o?.data ?? []);
       return { tool: which, output: { data, artifact_id: str(o?.artifact_id), size_bytes: num(o?.size_bytes), content_type: str(o?.content_type) } };
     }
+    case 'checkpoint': {
+      const o = wire.checkpoint;
+      return {
+        tool: which,
+        output: {
+          manifest_sha256: str(o?.manifest_sha256),
+          added_bytes: num(o?.added_bytes),
+          file_count: num(o?.file_count),
+          total_bytes: num(o?.total_bytes),
+          installed_packages: (o?.installed_packages ?? []).map(str),
+          modified_files: (o?.modified_files ?? []).map(str),
+          modified_count: num(o?.modified_count),
+          python_version: str(o?.python_version),
+        },
+      };
+    }
+    case 'restore': {
+      const o = wire.restore;
+      return { tool: which, output: { file_count: num(o?.file_count), total_bytes: num(o?.total_bytes) } };
+    }
   }
   return undefined;
 }
@@ -129,12 +154,12 @@ export function encodeTaskSpec(spec: TaskSpec): TaskRequest {
 }
 
 /** A task assignment without its TaskRequest is refused like one with every field empty. */
-export function decodeTaskSpec(wire: TaskRequest__Output | null | undefined): TaskSpec {
+export function decodeTaskSpec(wire: TaskRequest__Output | null | undefined, internal = false): TaskSpec {
   const c = decodeConstraints(wire?.constraints);
   return {
     taskId: requireString('task_id', wire?.task_id),
     sessionId: requireString('session_id', wire?.session_id),
-    call: decodeToolRequest(wire?.typed_request),
+    call: decodeToolRequest(wire?.typed_request, 'typed_request', internal),
     constraints: { timeout_seconds: c.timeout_seconds ?? 0, max_memory_bytes: c.max_memory_bytes ?? 0, max_output_bytes: c.max_output_bytes ?? 0, allow_network: c.allow_network ?? false },
     sequence: num(wire?.sequence),
   };
@@ -266,4 +291,42 @@ export function encodeLimits(l: SessionLimitsView) {
 export function decodeLimits(w: { max_memory_bytes?: unknown; max_cpu_millicores?: unknown; max_disk_bytes?: unknown; max_processes?: unknown; max_cpu_seconds_per_task?: unknown } | null | undefined): SessionLimitsView {
   const n = (v: unknown) => Math.max(0, num(v));
   return { memoryBytes: n(w?.max_memory_bytes), cpuMillicores: n(w?.max_cpu_millicores), diskBytes: n(w?.max_disk_bytes), maxProcesses: n(w?.max_processes), cpuSecondsPerTask: n(w?.max_cpu_seconds_per_task) };
+}
+
+/** CheckpointMetadata from the coordinator's view of a checkpoint. */
+export function encodeCheckpointMetadata(c: CheckpointView): CheckpointMetadata {
+  return {
+    session_id: c.sessionId,
+    workspace_id: c.workspaceId,
+    created_at_ms: c.createdAtMs,
+    env_vars: { ...c.envVars },
+    installed_packages: [...c.installedPackages],
+    modified_files: [...c.modifiedFiles],
+    checksum_sha256: c.checksumSha256,
+  };
+}
+
+export function encodeCheckpointInfo(c: CheckpointView): CheckpointInfo {
+  return { checkpoint_id: c.checkpointId, name: c.name, session_id: c.sessionId, size_bytes: c.sizeBytes, storage_url: c.storageUrl, metadata: encodeCheckpointMetadata(c) };
+}
+
+/** The client's view of a checkpoint from CheckpointInfo (tenant and counts are not on the wire). */
+export function decodeCheckpointInfo(w: CheckpointInfo__Output): CheckpointView {
+  const m = w.metadata;
+  return {
+    checkpointId: str(w.checkpoint_id),
+    name: str(w.name),
+    sessionId: str(w.session_id),
+    workspaceId: str(m?.workspace_id),
+    tenant: '',
+    createdAtMs: num(m?.created_at_ms),
+    sizeBytes: num(w.size_bytes),
+    storageUrl: str(w.storage_url),
+    checksumSha256: str(m?.checksum_sha256),
+    envVars: { ...(m?.env_vars ?? {}) },
+    installedPackages: (m?.installed_packages ?? []).map(str),
+    modifiedFiles: (m?.modified_files ?? []).map(str),
+    fileCount: 0,
+    totalBytes: 0,
+  };
 }

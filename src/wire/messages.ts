@@ -30,3 +30,11 @@ export type { CommandReply } from './generated/codegen/v1/CommandReply.js';
 export type { SessionManagementClient, SessionManagementHandlers } from './generated/codegen/v1/SessionManagement.js';
 export type { TaskExecutionClient, TaskExecutionHandlers } from './generated/codegen/v1/TaskExecution.js';
 export type { WorkerLifecycleClient, WorkerLifecycleHandlers } from './generated/codegen/v1/WorkerLifecycle.js';
+
+export type { BlobChunk, BlobChunk__Output } from './generated/codegen/v1/BlobChunk.js';
+export type { GetBlobRequest__Output } from './generated/codegen/v1/GetBlobRequest.js';
+export type { MissingBlobsRequest__Output } from './generated/codegen/v1/MissingBlobsRequest.js';
+export type { MissingBlobsResponse, MissingBlobsResponse__Output } from './generated/codegen/v1/MissingBlobsResponse.js';
+export type { PutBlobResponse, PutBlobResponse__Output } from './generated/codegen/v1/PutBlobResponse.js';
+export type { CheckpointInfo, CheckpointInfo__Output } from './generated/codegen/v1/CheckpointInfo.js';
+export type { CheckpointMetadata, CheckpointMetadata__Output } from './generated/codegen/v1/CheckpointMetadata.js';

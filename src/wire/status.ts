@@ -19,6 +19,7 @@ export const grpcStatusOf = {
   UNAUTHENTICATED: grpc.status.UNAUTHENTICATED,
   UNIMPLEMENTED: grpc.status.UNIMPLEMENTED,
   CANCELLED: grpc.status.CANCELLED,
+  DATA_LOSS: grpc.status.DATA_LOSS,
   INTERNAL: grpc.status.INTERNAL,
 } as const satisfies Record<ErrorCode, grpc.status>;
 
@@ -50,6 +51,7 @@ const codeByStatus: Partial<Record<grpc.status, ErrorCode>> = {
   [grpc.status.PERMISSION_DENIED]: 'PERMISSION_DENIED',
   [grpc.status.ALREADY_EXISTS]: 'ALREADY_EXISTS',
   [grpc.status.CANCELLED]: 'CANCELLED',
+  [grpc.status.DATA_LOSS]: 'DATA_LOSS',
 };
 
 /**

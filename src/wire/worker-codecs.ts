@@ -181,7 +181,7 @@ export function decodeCommand(msg: CoordinatorMessage__Output, atMs: number): Wo
     case 'destroy_session':
       return { type: 'command.destroy', requestId, atMs, sessionId: sessionIdFrom('destroy_session.session_id', msg.destroy_session?.session_id) };
     case 'assign_task':
-      return { type: 'command.task', requestId, atMs, spec: decodeTaskSpec(msg.assign_task?.task) };
+      return { type: 'command.task', requestId, atMs, spec: decodeTaskSpec(msg.assign_task?.task, true) };
     case 'cancel_task':
       return {
         type: 'command.cancel',

@@ -25,6 +25,7 @@ import { fromStored, limitsFor, workerSessionActors } from './session-actors.js'
 import { SessionLocks } from './session-locks.js';
 import { SessionStore } from './session-store.js';
 import { Uplink } from './uplink.js';
+import { grpcBlobTransport } from './blob-transport.js';
 import { UsageMeter } from './usage.js';
 import { detectDiskQuota } from './disk-quota.js';
 import { VenvPool, resolveBasePython } from './venv-pool.js';
@@ -140,6 +141,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
     workerId: config.workerId,
     baseWorkspace: config.baseWorkspace,
     checkpointDir: config.checkpointDir,
+    checkpoints: grpcBlobTransport(client, workerToken),
     secretDirs: [config.stateDir],
     sessionLimits: config.limits,
     diskQuota,

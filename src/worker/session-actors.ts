@@ -1,6 +1,7 @@
 import type { DiskQuota } from './disk-quota.js';
 import { releaseAllSessionLimits, releaseSessionLimits, sessionLimitsOf, type SessionLimits } from '../sandbox/enforcement.js';
 import path from 'node:path';
+import type { BlobTransport } from '../checkpoints/snapshot.js';
 import { fromCallback, fromPromise } from 'xstate';
 import { CodegenError, errorInfo, toErrorInfo } from '../domain/errors.js';
 import type { SessionDescription, SessionLimitsRequest } from '../domain/sessions.js';
@@ -21,6 +22,8 @@ export interface SessionEffectsOptions {
   workerId: string;
   baseWorkspace: string;
   checkpointDir: string;
+  /** The coordinator's checkpoint store, for the checkpoint and restore tasks. */
+  checkpoints?: BlobTransport;
   /** Folders user code must never see (the state folder with the credentials). */
   secretDirs?: string[];
   /** The worker's limits for every session (absent: the sandbox's defaults). */
@@ -187,6 +190,7 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
       ...(opts.basePython ? { basePython: opts.basePython } : {}),
       // The session's warm interpreter when its actor runs one; else a fresh interpreter per task.
       ...(warm?.current(spec.sessionId) ? { warm: warm.current(spec.sessionId)! } : {}),
+      ...(opts.checkpoints ? { checkpoints: opts.checkpoints } : {}),
     };
     runTool(spec.call, ctx).then(
       (done) => {

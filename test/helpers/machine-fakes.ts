@@ -370,7 +370,11 @@ export function inspectAll(...fns: ((ev: InspectionEvent) => void)[]) {
 export function topState(snapshot: { value?: unknown; status: string }): string {
   const v = snapshot.value;
   if (typeof v === 'string') return v;
-  if (v && typeof v === 'object') return Object.keys(v)[0]!;
+  if (v && typeof v === 'object') {
+    // The session's `running` is BUSY or CHECKPOINTING (the wire's names).
+    const [top, sub] = Object.entries(v as Record<string, unknown>)[0]!;
+    return top === 'running' && typeof sub === 'string' ? sub : top;
+  }
   return snapshot.status;
 }
 

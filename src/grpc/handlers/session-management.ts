@@ -1,6 +1,6 @@
 import { CodegenError, invalidArgument } from '../../domain/errors.js';
 import type { ClientAccess } from '../client-access.js';
-import { encodeSessionState, encodeSessionStatus } from '../../wire/codecs.js';
+import { encodeCheckpointInfo, encodeCheckpointMetadata, encodeSessionState, encodeSessionStatus } from '../../wire/codecs.js';
 import type { SessionView } from '../../domain/sessions.js';
 import type { ListSessionsResponse } from '../../wire/generated/codegen/v1/ListSessionsResponse.js';
 import type { SessionManagementHandlers } from '../../wire/messages.js';
@@ -52,15 +52,37 @@ export function sessionManagementHandlers(access: ClientAccess, encodeListing?: 
     DestroySession: unaryHandler(async (req, call) => {
       const port = access.portFor(call.metadata);
       const id = requireSessionId(req);
-      if (req.save_checkpoint) throw new CodegenError('UNIMPLEMENTED', 'save_checkpoint: checkpoints are not implemented yet in this version; destroy without it');
-      const r = await port.destroySession(id, { force: Boolean(req.force) });
-      return { destroyed: r.destroyed, checkpoint_id: '', artifacts: r.artifacts };
+      const r = await port.destroySession(id, { force: Boolean(req.force), saveCheckpoint: Boolean(req.save_checkpoint) });
+      return { destroyed: r.destroyed, checkpoint_id: r.checkpointId, artifacts: r.artifacts };
     }),
-    CheckpointSession: notYet('CheckpointSession'),
-    RestoreSession: notYet('RestoreSession'),
+    CheckpointSession: unaryHandler(async (req, call) => {
+      const port = access.portFor(call.metadata);
+      const c = await port.checkpointSession(requireSessionId(req), { name: String(req.checkpoint_name ?? '') });
+      return { checkpoint_id: c.checkpointId, size_bytes: c.sizeBytes, storage_url: c.storageUrl, metadata: encodeCheckpointMetadata(c) };
+    }),
+    RestoreSession: unaryHandler(async (req, call) => {
+      const port = access.portFor(call.metadata);
+      const id = String(req.checkpoint_id ?? '');
+      if (!id) throw invalidArgument('checkpoint_id', 'is required');
+      const r = await port.restoreCheckpoint(id, { workerId: String(req.worker_id ?? ''), createNew: Boolean(req.create_new_session) });
+      return { session_id: r.session.sessionId, worker_id: r.session.workerId, state: encodeSessionState(r.session.state), checkpoint_metadata: encodeCheckpointMetadata(r.checkpoint) };
+    }),
+    ListCheckpoints: unaryHandler(async (req, call) => {
+      const port = access.portFor(call.metadata);
+      return { checkpoints: (await port.listCheckpoints(String(req.session_id ?? ''))).map(encodeCheckpointInfo) };
+    }),
+    DeleteCheckpoint: unaryHandler(async (req, call) => {
+      const port = access.portFor(call.metadata);
+      const id = String(req.checkpoint_id ?? '');
+      if (!id) throw invalidArgument('checkpoint_id', 'is required');
+      return { deleted: await port.deleteCheckpoint(id) };
+    }),
     GetSessionStatus: unaryHandler(async (req, call) => {
       const port = access.portFor(call.metadata);
-      return encodeSessionStatus(await port.getSession(requireSessionId(req)));
+      const id = requireSessionId(req);
+      const view = await port.getSession(id);
+      const last = (await port.listCheckpoints(id).catch(() => [])).at(-1);
+      return { ...encodeSessionStatus(view), last_checkpoint_id: last?.checkpointId ?? '' };
     }),
     ListSessions: unaryHandler(async (_req, call) => {
       const views = await access.portFor(call.metadata).listSessions();

@@ -7,6 +7,8 @@ import type { Logger } from '../../log/logger.js';
 import type { CoordinatorMessage, WorkerLifecycleHandlers, WorkerMessage__Output } from '../../wire/messages.js';
 import { WORKER_TOKEN_METADATA } from '../../wire/metadata.js';
 import { toServiceError, unaryHandler } from '../../wire/status.js';
+import type { CheckpointStore } from '../../checkpoints/store.js';
+import { blobStoreHandlers } from './blob-store.js';
 
 /** Constant-time comparison of the presented token with the coordinator's (it always has one: configured, or made at first start). */
 export function checkWorkerToken(expected: string, metadata: grpc.Metadata): void {
@@ -46,7 +48,7 @@ export interface WorkerAuthOptions {
   mutualTls: boolean;
 }
 
-export function workerLifecycleHandlers(workers: WorkerLifecyclePort, opts: WorkerAuthOptions & { logger: Logger; firstMessageTimeoutMs?: number }): WorkerLifecycleHandlers {
+export function workerLifecycleHandlers(workers: WorkerLifecyclePort, opts: WorkerAuthOptions & { logger: Logger; firstMessageTimeoutMs?: number; checkpoints: CheckpointStore }): WorkerLifecycleHandlers {
   const check = (call: Parameters<typeof checkWorkerCertificate>[0] & { metadata: grpc.Metadata }, workerId: string | undefined) => {
     if (!opts.mutualTls) checkWorkerToken(opts.token, call.metadata);
     else if (workerId !== undefined) checkWorkerCertificate(call, workerId);
@@ -126,5 +128,9 @@ export function workerLifecycleHandlers(workers: WorkerLifecyclePort, opts: Work
       return { deregistered: true };
     }),
     TaskStream: taskStream,
+    // A worker's certificate (mutual TLS) was checked when the connection was made.
+    ...blobStoreHandlers(opts.checkpoints, (call) => {
+      if (!opts.mutualTls) checkWorkerToken(opts.token, call.metadata);
+    }),
   };
 }

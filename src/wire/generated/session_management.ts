@@ -2,15 +2,20 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { EnumTypeDefinition, MessageTypeDefinition } from '@grpc/proto-loader';
 
+import type { CheckpointInfo as _codegen_v1_CheckpointInfo, CheckpointInfo__Output as _codegen_v1_CheckpointInfo__Output } from './codegen/v1/CheckpointInfo.js';
 import type { CheckpointMetadata as _codegen_v1_CheckpointMetadata, CheckpointMetadata__Output as _codegen_v1_CheckpointMetadata__Output } from './codegen/v1/CheckpointMetadata.js';
 import type { CheckpointSessionRequest as _codegen_v1_CheckpointSessionRequest, CheckpointSessionRequest__Output as _codegen_v1_CheckpointSessionRequest__Output } from './codegen/v1/CheckpointSessionRequest.js';
 import type { CheckpointSessionResponse as _codegen_v1_CheckpointSessionResponse, CheckpointSessionResponse__Output as _codegen_v1_CheckpointSessionResponse__Output } from './codegen/v1/CheckpointSessionResponse.js';
 import type { CreateSessionRequest as _codegen_v1_CreateSessionRequest, CreateSessionRequest__Output as _codegen_v1_CreateSessionRequest__Output } from './codegen/v1/CreateSessionRequest.js';
 import type { CreateSessionResponse as _codegen_v1_CreateSessionResponse, CreateSessionResponse__Output as _codegen_v1_CreateSessionResponse__Output } from './codegen/v1/CreateSessionResponse.js';
+import type { DeleteCheckpointRequest as _codegen_v1_DeleteCheckpointRequest, DeleteCheckpointRequest__Output as _codegen_v1_DeleteCheckpointRequest__Output } from './codegen/v1/DeleteCheckpointRequest.js';
+import type { DeleteCheckpointResponse as _codegen_v1_DeleteCheckpointResponse, DeleteCheckpointResponse__Output as _codegen_v1_DeleteCheckpointResponse__Output } from './codegen/v1/DeleteCheckpointResponse.js';
 import type { DestroySessionRequest as _codegen_v1_DestroySessionRequest, DestroySessionRequest__Output as _codegen_v1_DestroySessionRequest__Output } from './codegen/v1/DestroySessionRequest.js';
 import type { DestroySessionResponse as _codegen_v1_DestroySessionResponse, DestroySessionResponse__Output as _codegen_v1_DestroySessionResponse__Output } from './codegen/v1/DestroySessionResponse.js';
 import type { GetSessionStatusRequest as _codegen_v1_GetSessionStatusRequest, GetSessionStatusRequest__Output as _codegen_v1_GetSessionStatusRequest__Output } from './codegen/v1/GetSessionStatusRequest.js';
 import type { GetSessionStatusResponse as _codegen_v1_GetSessionStatusResponse, GetSessionStatusResponse__Output as _codegen_v1_GetSessionStatusResponse__Output } from './codegen/v1/GetSessionStatusResponse.js';
+import type { ListCheckpointsRequest as _codegen_v1_ListCheckpointsRequest, ListCheckpointsRequest__Output as _codegen_v1_ListCheckpointsRequest__Output } from './codegen/v1/ListCheckpointsRequest.js';
+import type { ListCheckpointsResponse as _codegen_v1_ListCheckpointsResponse, ListCheckpointsResponse__Output as _codegen_v1_ListCheckpointsResponse__Output } from './codegen/v1/ListCheckpointsResponse.js';
 import type { ListSessionsRequest as _codegen_v1_ListSessionsRequest, ListSessionsRequest__Output as _codegen_v1_ListSessionsRequest__Output } from './codegen/v1/ListSessionsRequest.js';
 import type { ListSessionsResponse as _codegen_v1_ListSessionsResponse, ListSessionsResponse__Output as _codegen_v1_ListSessionsResponse__Output } from './codegen/v1/ListSessionsResponse.js';
 import type { ResourceLimits as _codegen_v1_ResourceLimits, ResourceLimits__Output as _codegen_v1_ResourceLimits__Output } from './codegen/v1/ResourceLimits.js';
@@ -30,15 +35,20 @@ type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> 
 export interface ProtoGrpcType {
   codegen: {
     v1: {
+      CheckpointInfo: MessageTypeDefinition<_codegen_v1_CheckpointInfo, _codegen_v1_CheckpointInfo__Output>
       CheckpointMetadata: MessageTypeDefinition<_codegen_v1_CheckpointMetadata, _codegen_v1_CheckpointMetadata__Output>
       CheckpointSessionRequest: MessageTypeDefinition<_codegen_v1_CheckpointSessionRequest, _codegen_v1_CheckpointSessionRequest__Output>
       CheckpointSessionResponse: MessageTypeDefinition<_codegen_v1_CheckpointSessionResponse, _codegen_v1_CheckpointSessionResponse__Output>
       CreateSessionRequest: MessageTypeDefinition<_codegen_v1_CreateSessionRequest, _codegen_v1_CreateSessionRequest__Output>
       CreateSessionResponse: MessageTypeDefinition<_codegen_v1_CreateSessionResponse, _codegen_v1_CreateSessionResponse__Output>
+      DeleteCheckpointRequest: MessageTypeDefinition<_codegen_v1_DeleteCheckpointRequest, _codegen_v1_DeleteCheckpointRequest__Output>
+      DeleteCheckpointResponse: MessageTypeDefinition<_codegen_v1_DeleteCheckpointResponse, _codegen_v1_DeleteCheckpointResponse__Output>
       DestroySessionRequest: MessageTypeDefinition<_codegen_v1_DestroySessionRequest, _codegen_v1_DestroySessionRequest__Output>
       DestroySessionResponse: MessageTypeDefinition<_codegen_v1_DestroySessionResponse, _codegen_v1_DestroySessionResponse__Output>
       GetSessionStatusRequest: MessageTypeDefinition<_codegen_v1_GetSessionStatusRequest, _codegen_v1_GetSessionStatusRequest__Output>
       GetSessionStatusResponse: MessageTypeDefinition<_codegen_v1_GetSessionStatusResponse, _codegen_v1_GetSessionStatusResponse__Output>
+      ListCheckpointsRequest: MessageTypeDefinition<_codegen_v1_ListCheckpointsRequest, _codegen_v1_ListCheckpointsRequest__Output>
+      ListCheckpointsResponse: MessageTypeDefinition<_codegen_v1_ListCheckpointsResponse, _codegen_v1_ListCheckpointsResponse__Output>
       ListSessionsRequest: MessageTypeDefinition<_codegen_v1_ListSessionsRequest, _codegen_v1_ListSessionsRequest__Output>
       ListSessionsResponse: MessageTypeDefinition<_codegen_v1_ListSessionsResponse, _codegen_v1_ListSessionsResponse__Output>
       ResourceLimits: MessageTypeDefinition<_codegen_v1_ResourceLimits, _codegen_v1_ResourceLimits__Output>

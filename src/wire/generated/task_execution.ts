@@ -6,6 +6,8 @@ import type { ArtifactGetRequest as _codegen_v1_ArtifactGetRequest, ArtifactGetR
 import type { ArtifactGetResponse as _codegen_v1_ArtifactGetResponse, ArtifactGetResponse__Output as _codegen_v1_ArtifactGetResponse__Output } from './codegen/v1/ArtifactGetResponse.js';
 import type { CancelRequest as _codegen_v1_CancelRequest, CancelRequest__Output as _codegen_v1_CancelRequest__Output } from './codegen/v1/CancelRequest.js';
 import type { CancelResponse as _codegen_v1_CancelResponse, CancelResponse__Output as _codegen_v1_CancelResponse__Output } from './codegen/v1/CancelResponse.js';
+import type { CheckpointToolRequest as _codegen_v1_CheckpointToolRequest, CheckpointToolRequest__Output as _codegen_v1_CheckpointToolRequest__Output } from './codegen/v1/CheckpointToolRequest.js';
+import type { CheckpointToolResponse as _codegen_v1_CheckpointToolResponse, CheckpointToolResponse__Output as _codegen_v1_CheckpointToolResponse__Output } from './codegen/v1/CheckpointToolResponse.js';
 import type { EchoRequest as _codegen_v1_EchoRequest, EchoRequest__Output as _codegen_v1_EchoRequest__Output } from './codegen/v1/EchoRequest.js';
 import type { EchoResponse as _codegen_v1_EchoResponse, EchoResponse__Output as _codegen_v1_EchoResponse__Output } from './codegen/v1/EchoResponse.js';
 import type { ExecutionConstraints as _codegen_v1_ExecutionConstraints, ExecutionConstraints__Output as _codegen_v1_ExecutionConstraints__Output } from './codegen/v1/ExecutionConstraints.js';
@@ -22,6 +24,8 @@ import type { PackageInfo as _codegen_v1_PackageInfo, PackageInfo__Output as _co
 import type { PkgInstallRequest as _codegen_v1_PkgInstallRequest, PkgInstallRequest__Output as _codegen_v1_PkgInstallRequest__Output } from './codegen/v1/PkgInstallRequest.js';
 import type { PkgInstallResponse as _codegen_v1_PkgInstallResponse, PkgInstallResponse__Output as _codegen_v1_PkgInstallResponse__Output } from './codegen/v1/PkgInstallResponse.js';
 import type { ProgressUpdate as _codegen_v1_ProgressUpdate, ProgressUpdate__Output as _codegen_v1_ProgressUpdate__Output } from './codegen/v1/ProgressUpdate.js';
+import type { RestoreToolRequest as _codegen_v1_RestoreToolRequest, RestoreToolRequest__Output as _codegen_v1_RestoreToolRequest__Output } from './codegen/v1/RestoreToolRequest.js';
+import type { RestoreToolResponse as _codegen_v1_RestoreToolResponse, RestoreToolResponse__Output as _codegen_v1_RestoreToolResponse__Output } from './codegen/v1/RestoreToolResponse.js';
 import type { RunPythonRequest as _codegen_v1_RunPythonRequest, RunPythonRequest__Output as _codegen_v1_RunPythonRequest__Output } from './codegen/v1/RunPythonRequest.js';
 import type { RunPythonResponse as _codegen_v1_RunPythonResponse, RunPythonResponse__Output as _codegen_v1_RunPythonResponse__Output } from './codegen/v1/RunPythonResponse.js';
 import type { StatusRequest as _codegen_v1_StatusRequest, StatusRequest__Output as _codegen_v1_StatusRequest__Output } from './codegen/v1/StatusRequest.js';
@@ -46,6 +50,8 @@ export interface ProtoGrpcType {
       ArtifactGetResponse: MessageTypeDefinition<_codegen_v1_ArtifactGetResponse, _codegen_v1_ArtifactGetResponse__Output>
       CancelRequest: MessageTypeDefinition<_codegen_v1_CancelRequest, _codegen_v1_CancelRequest__Output>
       CancelResponse: MessageTypeDefinition<_codegen_v1_CancelResponse, _codegen_v1_CancelResponse__Output>
+      CheckpointToolRequest: MessageTypeDefinition<_codegen_v1_CheckpointToolRequest, _codegen_v1_CheckpointToolRequest__Output>
+      CheckpointToolResponse: MessageTypeDefinition<_codegen_v1_CheckpointToolResponse, _codegen_v1_CheckpointToolResponse__Output>
       EchoRequest: MessageTypeDefinition<_codegen_v1_EchoRequest, _codegen_v1_EchoRequest__Output>
       EchoResponse: MessageTypeDefinition<_codegen_v1_EchoResponse, _codegen_v1_EchoResponse__Output>
       ExecutionConstraints: MessageTypeDefinition<_codegen_v1_ExecutionConstraints, _codegen_v1_ExecutionConstraints__Output>
@@ -62,6 +68,8 @@ export interface ProtoGrpcType {
       PkgInstallRequest: MessageTypeDefinition<_codegen_v1_PkgInstallRequest, _codegen_v1_PkgInstallRequest__Output>
       PkgInstallResponse: MessageTypeDefinition<_codegen_v1_PkgInstallResponse, _codegen_v1_PkgInstallResponse__Output>
       ProgressUpdate: MessageTypeDefinition<_codegen_v1_ProgressUpdate, _codegen_v1_ProgressUpdate__Output>
+      RestoreToolRequest: MessageTypeDefinition<_codegen_v1_RestoreToolRequest, _codegen_v1_RestoreToolRequest__Output>
+      RestoreToolResponse: MessageTypeDefinition<_codegen_v1_RestoreToolResponse, _codegen_v1_RestoreToolResponse__Output>
       RunPythonRequest: MessageTypeDefinition<_codegen_v1_RunPythonRequest, _codegen_v1_RunPythonRequest__Output>
       RunPythonResponse: MessageTypeDefinition<_codegen_v1_RunPythonResponse, _codegen_v1_RunPythonResponse__Output>
       StatusRequest: MessageTypeDefinition<_codegen_v1_StatusRequest, _codegen_v1_StatusRequest__Output>

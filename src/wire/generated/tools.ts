@@ -4,6 +4,8 @@ import type { MessageTypeDefinition } from '@grpc/proto-loader';
 
 import type { ArtifactGetRequest as _codegen_v1_ArtifactGetRequest, ArtifactGetRequest__Output as _codegen_v1_ArtifactGetRequest__Output } from './codegen/v1/ArtifactGetRequest.js';
 import type { ArtifactGetResponse as _codegen_v1_ArtifactGetResponse, ArtifactGetResponse__Output as _codegen_v1_ArtifactGetResponse__Output } from './codegen/v1/ArtifactGetResponse.js';
+import type { CheckpointToolRequest as _codegen_v1_CheckpointToolRequest, CheckpointToolRequest__Output as _codegen_v1_CheckpointToolRequest__Output } from './codegen/v1/CheckpointToolRequest.js';
+import type { CheckpointToolResponse as _codegen_v1_CheckpointToolResponse, CheckpointToolResponse__Output as _codegen_v1_CheckpointToolResponse__Output } from './codegen/v1/CheckpointToolResponse.js';
 import type { EchoRequest as _codegen_v1_EchoRequest, EchoRequest__Output as _codegen_v1_EchoRequest__Output } from './codegen/v1/EchoRequest.js';
 import type { EchoResponse as _codegen_v1_EchoResponse, EchoResponse__Output as _codegen_v1_EchoResponse__Output } from './codegen/v1/EchoResponse.js';
 import type { FileInfo as _codegen_v1_FileInfo, FileInfo__Output as _codegen_v1_FileInfo__Output } from './codegen/v1/FileInfo.js';
@@ -16,6 +18,8 @@ import type { FsWriteResponse as _codegen_v1_FsWriteResponse, FsWriteResponse__O
 import type { PackageInfo as _codegen_v1_PackageInfo, PackageInfo__Output as _codegen_v1_PackageInfo__Output } from './codegen/v1/PackageInfo.js';
 import type { PkgInstallRequest as _codegen_v1_PkgInstallRequest, PkgInstallRequest__Output as _codegen_v1_PkgInstallRequest__Output } from './codegen/v1/PkgInstallRequest.js';
 import type { PkgInstallResponse as _codegen_v1_PkgInstallResponse, PkgInstallResponse__Output as _codegen_v1_PkgInstallResponse__Output } from './codegen/v1/PkgInstallResponse.js';
+import type { RestoreToolRequest as _codegen_v1_RestoreToolRequest, RestoreToolRequest__Output as _codegen_v1_RestoreToolRequest__Output } from './codegen/v1/RestoreToolRequest.js';
+import type { RestoreToolResponse as _codegen_v1_RestoreToolResponse, RestoreToolResponse__Output as _codegen_v1_RestoreToolResponse__Output } from './codegen/v1/RestoreToolResponse.js';
 import type { RunPythonRequest as _codegen_v1_RunPythonRequest, RunPythonRequest__Output as _codegen_v1_RunPythonRequest__Output } from './codegen/v1/RunPythonRequest.js';
 import type { RunPythonResponse as _codegen_v1_RunPythonResponse, RunPythonResponse__Output as _codegen_v1_RunPythonResponse__Output } from './codegen/v1/RunPythonResponse.js';
 import type { ToolRequest as _codegen_v1_ToolRequest, ToolRequest__Output as _codegen_v1_ToolRequest__Output } from './codegen/v1/ToolRequest.js';
@@ -30,6 +34,8 @@ export interface ProtoGrpcType {
     v1: {
       ArtifactGetRequest: MessageTypeDefinition<_codegen_v1_ArtifactGetRequest, _codegen_v1_ArtifactGetRequest__Output>
       ArtifactGetResponse: MessageTypeDefinition<_codegen_v1_ArtifactGetResponse, _codegen_v1_ArtifactGetResponse__Output>
+      CheckpointToolRequest: MessageTypeDefinition<_codegen_v1_CheckpointToolRequest, _codegen_v1_CheckpointToolRequest__Output>
+      CheckpointToolResponse: MessageTypeDefinition<_codegen_v1_CheckpointToolResponse, _codegen_v1_CheckpointToolResponse__Output>
       EchoRequest: MessageTypeDefinition<_codegen_v1_EchoRequest, _codegen_v1_EchoRequest__Output>
       EchoResponse: MessageTypeDefinition<_codegen_v1_EchoResponse, _codegen_v1_EchoResponse__Output>
       FileInfo: MessageTypeDefinition<_codegen_v1_FileInfo, _codegen_v1_FileInfo__Output>
@@ -42,6 +48,8 @@ export interface ProtoGrpcType {
       PackageInfo: MessageTypeDefinition<_codegen_v1_PackageInfo, _codegen_v1_PackageInfo__Output>
       PkgInstallRequest: MessageTypeDefinition<_codegen_v1_PkgInstallRequest, _codegen_v1_PkgInstallRequest__Output>
       PkgInstallResponse: MessageTypeDefinition<_codegen_v1_PkgInstallResponse, _codegen_v1_PkgInstallResponse__Output>
+      RestoreToolRequest: MessageTypeDefinition<_codegen_v1_RestoreToolRequest, _codegen_v1_RestoreToolRequest__Output>
+      RestoreToolResponse: MessageTypeDefinition<_codegen_v1_RestoreToolResponse, _codegen_v1_RestoreToolResponse__Output>
       RunPythonRequest: MessageTypeDefinition<_codegen_v1_RunPythonRequest, _codegen_v1_RunPythonRequest__Output>
       RunPythonResponse: MessageTypeDefinition<_codegen_v1_RunPythonResponse, _codegen_v1_RunPythonResponse__Output>
       ToolRequest: MessageTypeDefinition<_codegen_v1_ToolRequest, _codegen_v1_ToolRequest__Output>

@@ -4,17 +4,23 @@ import type { EnumTypeDefinition, MessageTypeDefinition } from '@grpc/proto-load
 
 import type { ArtifactGetRequest as _codegen_v1_ArtifactGetRequest, ArtifactGetRequest__Output as _codegen_v1_ArtifactGetRequest__Output } from './codegen/v1/ArtifactGetRequest.js';
 import type { ArtifactGetResponse as _codegen_v1_ArtifactGetResponse, ArtifactGetResponse__Output as _codegen_v1_ArtifactGetResponse__Output } from './codegen/v1/ArtifactGetResponse.js';
+import type { BlobChunk as _codegen_v1_BlobChunk, BlobChunk__Output as _codegen_v1_BlobChunk__Output } from './codegen/v1/BlobChunk.js';
 import type { CancelRequest as _codegen_v1_CancelRequest, CancelRequest__Output as _codegen_v1_CancelRequest__Output } from './codegen/v1/CancelRequest.js';
 import type { CancelResponse as _codegen_v1_CancelResponse, CancelResponse__Output as _codegen_v1_CancelResponse__Output } from './codegen/v1/CancelResponse.js';
 import type { CancelTaskCommand as _codegen_v1_CancelTaskCommand, CancelTaskCommand__Output as _codegen_v1_CancelTaskCommand__Output } from './codegen/v1/CancelTaskCommand.js';
+import type { CheckpointInfo as _codegen_v1_CheckpointInfo, CheckpointInfo__Output as _codegen_v1_CheckpointInfo__Output } from './codegen/v1/CheckpointInfo.js';
 import type { CheckpointMetadata as _codegen_v1_CheckpointMetadata, CheckpointMetadata__Output as _codegen_v1_CheckpointMetadata__Output } from './codegen/v1/CheckpointMetadata.js';
 import type { CheckpointSessionRequest as _codegen_v1_CheckpointSessionRequest, CheckpointSessionRequest__Output as _codegen_v1_CheckpointSessionRequest__Output } from './codegen/v1/CheckpointSessionRequest.js';
 import type { CheckpointSessionResponse as _codegen_v1_CheckpointSessionResponse, CheckpointSessionResponse__Output as _codegen_v1_CheckpointSessionResponse__Output } from './codegen/v1/CheckpointSessionResponse.js';
+import type { CheckpointToolRequest as _codegen_v1_CheckpointToolRequest, CheckpointToolRequest__Output as _codegen_v1_CheckpointToolRequest__Output } from './codegen/v1/CheckpointToolRequest.js';
+import type { CheckpointToolResponse as _codegen_v1_CheckpointToolResponse, CheckpointToolResponse__Output as _codegen_v1_CheckpointToolResponse__Output } from './codegen/v1/CheckpointToolResponse.js';
 import type { CommandReply as _codegen_v1_CommandReply, CommandReply__Output as _codegen_v1_CommandReply__Output } from './codegen/v1/CommandReply.js';
 import type { CoordinatorMessage as _codegen_v1_CoordinatorMessage, CoordinatorMessage__Output as _codegen_v1_CoordinatorMessage__Output } from './codegen/v1/CoordinatorMessage.js';
 import type { CreateSessionCommand as _codegen_v1_CreateSessionCommand, CreateSessionCommand__Output as _codegen_v1_CreateSessionCommand__Output } from './codegen/v1/CreateSessionCommand.js';
 import type { CreateSessionRequest as _codegen_v1_CreateSessionRequest, CreateSessionRequest__Output as _codegen_v1_CreateSessionRequest__Output } from './codegen/v1/CreateSessionRequest.js';
 import type { CreateSessionResponse as _codegen_v1_CreateSessionResponse, CreateSessionResponse__Output as _codegen_v1_CreateSessionResponse__Output } from './codegen/v1/CreateSessionResponse.js';
+import type { DeleteCheckpointRequest as _codegen_v1_DeleteCheckpointRequest, DeleteCheckpointRequest__Output as _codegen_v1_DeleteCheckpointRequest__Output } from './codegen/v1/DeleteCheckpointRequest.js';
+import type { DeleteCheckpointResponse as _codegen_v1_DeleteCheckpointResponse, DeleteCheckpointResponse__Output as _codegen_v1_DeleteCheckpointResponse__Output } from './codegen/v1/DeleteCheckpointResponse.js';
 import type { DeregisterWorkerRequest as _codegen_v1_DeregisterWorkerRequest, DeregisterWorkerRequest__Output as _codegen_v1_DeregisterWorkerRequest__Output } from './codegen/v1/DeregisterWorkerRequest.js';
 import type { DeregisterWorkerResponse as _codegen_v1_DeregisterWorkerResponse, DeregisterWorkerResponse__Output as _codegen_v1_DeregisterWorkerResponse__Output } from './codegen/v1/DeregisterWorkerResponse.js';
 import type { DestroySessionCommand as _codegen_v1_DestroySessionCommand, DestroySessionCommand__Output as _codegen_v1_DestroySessionCommand__Output } from './codegen/v1/DestroySessionCommand.js';
@@ -31,17 +37,23 @@ import type { FsReadRequest as _codegen_v1_FsReadRequest, FsReadRequest__Output 
 import type { FsReadResponse as _codegen_v1_FsReadResponse, FsReadResponse__Output as _codegen_v1_FsReadResponse__Output } from './codegen/v1/FsReadResponse.js';
 import type { FsWriteRequest as _codegen_v1_FsWriteRequest, FsWriteRequest__Output as _codegen_v1_FsWriteRequest__Output } from './codegen/v1/FsWriteRequest.js';
 import type { FsWriteResponse as _codegen_v1_FsWriteResponse, FsWriteResponse__Output as _codegen_v1_FsWriteResponse__Output } from './codegen/v1/FsWriteResponse.js';
+import type { GetBlobRequest as _codegen_v1_GetBlobRequest, GetBlobRequest__Output as _codegen_v1_GetBlobRequest__Output } from './codegen/v1/GetBlobRequest.js';
 import type { GetSessionStatusRequest as _codegen_v1_GetSessionStatusRequest, GetSessionStatusRequest__Output as _codegen_v1_GetSessionStatusRequest__Output } from './codegen/v1/GetSessionStatusRequest.js';
 import type { GetSessionStatusResponse as _codegen_v1_GetSessionStatusResponse, GetSessionStatusResponse__Output as _codegen_v1_GetSessionStatusResponse__Output } from './codegen/v1/GetSessionStatusResponse.js';
 import type { HeartbeatRequest as _codegen_v1_HeartbeatRequest, HeartbeatRequest__Output as _codegen_v1_HeartbeatRequest__Output } from './codegen/v1/HeartbeatRequest.js';
 import type { HeartbeatResponse as _codegen_v1_HeartbeatResponse, HeartbeatResponse__Output as _codegen_v1_HeartbeatResponse__Output } from './codegen/v1/HeartbeatResponse.js';
+import type { ListCheckpointsRequest as _codegen_v1_ListCheckpointsRequest, ListCheckpointsRequest__Output as _codegen_v1_ListCheckpointsRequest__Output } from './codegen/v1/ListCheckpointsRequest.js';
+import type { ListCheckpointsResponse as _codegen_v1_ListCheckpointsResponse, ListCheckpointsResponse__Output as _codegen_v1_ListCheckpointsResponse__Output } from './codegen/v1/ListCheckpointsResponse.js';
 import type { ListSessionsRequest as _codegen_v1_ListSessionsRequest, ListSessionsRequest__Output as _codegen_v1_ListSessionsRequest__Output } from './codegen/v1/ListSessionsRequest.js';
 import type { ListSessionsResponse as _codegen_v1_ListSessionsResponse, ListSessionsResponse__Output as _codegen_v1_ListSessionsResponse__Output } from './codegen/v1/ListSessionsResponse.js';
 import type { LogEntry as _codegen_v1_LogEntry, LogEntry__Output as _codegen_v1_LogEntry__Output } from './codegen/v1/LogEntry.js';
+import type { MissingBlobsRequest as _codegen_v1_MissingBlobsRequest, MissingBlobsRequest__Output as _codegen_v1_MissingBlobsRequest__Output } from './codegen/v1/MissingBlobsRequest.js';
+import type { MissingBlobsResponse as _codegen_v1_MissingBlobsResponse, MissingBlobsResponse__Output as _codegen_v1_MissingBlobsResponse__Output } from './codegen/v1/MissingBlobsResponse.js';
 import type { PackageInfo as _codegen_v1_PackageInfo, PackageInfo__Output as _codegen_v1_PackageInfo__Output } from './codegen/v1/PackageInfo.js';
 import type { PkgInstallRequest as _codegen_v1_PkgInstallRequest, PkgInstallRequest__Output as _codegen_v1_PkgInstallRequest__Output } from './codegen/v1/PkgInstallRequest.js';
 import type { PkgInstallResponse as _codegen_v1_PkgInstallResponse, PkgInstallResponse__Output as _codegen_v1_PkgInstallResponse__Output } from './codegen/v1/PkgInstallResponse.js';
 import type { ProgressUpdate as _codegen_v1_ProgressUpdate, ProgressUpdate__Output as _codegen_v1_ProgressUpdate__Output } from './codegen/v1/ProgressUpdate.js';
+import type { PutBlobResponse as _codegen_v1_PutBlobResponse, PutBlobResponse__Output as _codegen_v1_PutBlobResponse__Output } from './codegen/v1/PutBlobResponse.js';
 import type { PutMetadataCommand as _codegen_v1_PutMetadataCommand, PutMetadataCommand__Output as _codegen_v1_PutMetadataCommand__Output } from './codegen/v1/PutMetadataCommand.js';
 import type { RegisterWorkerRequest as _codegen_v1_RegisterWorkerRequest, RegisterWorkerRequest__Output as _codegen_v1_RegisterWorkerRequest__Output } from './codegen/v1/RegisterWorkerRequest.js';
 import type { RegisterWorkerResponse as _codegen_v1_RegisterWorkerResponse, RegisterWorkerResponse__Output as _codegen_v1_RegisterWorkerResponse__Output } from './codegen/v1/RegisterWorkerResponse.js';
@@ -49,6 +61,8 @@ import type { ResourceLimits as _codegen_v1_ResourceLimits, ResourceLimits__Outp
 import type { ResourceUsage as _codegen_v1_ResourceUsage, ResourceUsage__Output as _codegen_v1_ResourceUsage__Output } from './codegen/v1/ResourceUsage.js';
 import type { RestoreSessionRequest as _codegen_v1_RestoreSessionRequest, RestoreSessionRequest__Output as _codegen_v1_RestoreSessionRequest__Output } from './codegen/v1/RestoreSessionRequest.js';
 import type { RestoreSessionResponse as _codegen_v1_RestoreSessionResponse, RestoreSessionResponse__Output as _codegen_v1_RestoreSessionResponse__Output } from './codegen/v1/RestoreSessionResponse.js';
+import type { RestoreToolRequest as _codegen_v1_RestoreToolRequest, RestoreToolRequest__Output as _codegen_v1_RestoreToolRequest__Output } from './codegen/v1/RestoreToolRequest.js';
+import type { RestoreToolResponse as _codegen_v1_RestoreToolResponse, RestoreToolResponse__Output as _codegen_v1_RestoreToolResponse__Output } from './codegen/v1/RestoreToolResponse.js';
 import type { RunPythonRequest as _codegen_v1_RunPythonRequest, RunPythonRequest__Output as _codegen_v1_RunPythonRequest__Output } from './codegen/v1/RunPythonRequest.js';
 import type { RunPythonResponse as _codegen_v1_RunPythonResponse, RunPythonResponse__Output as _codegen_v1_RunPythonResponse__Output } from './codegen/v1/RunPythonResponse.js';
 import type { SessionConfig as _codegen_v1_SessionConfig, SessionConfig__Output as _codegen_v1_SessionConfig__Output } from './codegen/v1/SessionConfig.js';
@@ -83,17 +97,23 @@ export interface ProtoGrpcType {
     v1: {
       ArtifactGetRequest: MessageTypeDefinition<_codegen_v1_ArtifactGetRequest, _codegen_v1_ArtifactGetRequest__Output>
       ArtifactGetResponse: MessageTypeDefinition<_codegen_v1_ArtifactGetResponse, _codegen_v1_ArtifactGetResponse__Output>
+      BlobChunk: MessageTypeDefinition<_codegen_v1_BlobChunk, _codegen_v1_BlobChunk__Output>
       CancelRequest: MessageTypeDefinition<_codegen_v1_CancelRequest, _codegen_v1_CancelRequest__Output>
       CancelResponse: MessageTypeDefinition<_codegen_v1_CancelResponse, _codegen_v1_CancelResponse__Output>
       CancelTaskCommand: MessageTypeDefinition<_codegen_v1_CancelTaskCommand, _codegen_v1_CancelTaskCommand__Output>
+      CheckpointInfo: MessageTypeDefinition<_codegen_v1_CheckpointInfo, _codegen_v1_CheckpointInfo__Output>
       CheckpointMetadata: MessageTypeDefinition<_codegen_v1_CheckpointMetadata, _codegen_v1_CheckpointMetadata__Output>
       CheckpointSessionRequest: MessageTypeDefinition<_codegen_v1_CheckpointSessionRequest, _codegen_v1_CheckpointSessionRequest__Output>
       CheckpointSessionResponse: MessageTypeDefinition<_codegen_v1_CheckpointSessionResponse, _codegen_v1_CheckpointSessionResponse__Output>
+      CheckpointToolRequest: MessageTypeDefinition<_codegen_v1_CheckpointToolRequest, _codegen_v1_CheckpointToolRequest__Output>
+      CheckpointToolResponse: MessageTypeDefinition<_codegen_v1_CheckpointToolResponse, _codegen_v1_CheckpointToolResponse__Output>
       CommandReply: MessageTypeDefinition<_codegen_v1_CommandReply, _codegen_v1_CommandReply__Output>
       CoordinatorMessage: MessageTypeDefinition<_codegen_v1_CoordinatorMessage, _codegen_v1_CoordinatorMessage__Output>
       CreateSessionCommand: MessageTypeDefinition<_codegen_v1_CreateSessionCommand, _codegen_v1_CreateSessionCommand__Output>
       CreateSessionRequest: MessageTypeDefinition<_codegen_v1_CreateSessionRequest, _codegen_v1_CreateSessionRequest__Output>
       CreateSessionResponse: MessageTypeDefinition<_codegen_v1_CreateSessionResponse, _codegen_v1_CreateSessionResponse__Output>
+      DeleteCheckpointRequest: MessageTypeDefinition<_codegen_v1_DeleteCheckpointRequest, _codegen_v1_DeleteCheckpointRequest__Output>
+      DeleteCheckpointResponse: MessageTypeDefinition<_codegen_v1_DeleteCheckpointResponse, _codegen_v1_DeleteCheckpointResponse__Output>
       DeregisterWorkerRequest: MessageTypeDefinition<_codegen_v1_DeregisterWorkerRequest, _codegen_v1_DeregisterWorkerRequest__Output>
       DeregisterWorkerResponse: MessageTypeDefinition<_codegen_v1_DeregisterWorkerResponse, _codegen_v1_DeregisterWorkerResponse__Output>
       DestroySessionCommand: MessageTypeDefinition<_codegen_v1_DestroySessionCommand, _codegen_v1_DestroySessionCommand__Output>
@@ -110,17 +130,23 @@ export interface ProtoGrpcType {
       FsReadResponse: MessageTypeDefinition<_codegen_v1_FsReadResponse, _codegen_v1_FsReadResponse__Output>
       FsWriteRequest: MessageTypeDefinition<_codegen_v1_FsWriteRequest, _codegen_v1_FsWriteRequest__Output>
       FsWriteResponse: MessageTypeDefinition<_codegen_v1_FsWriteResponse, _codegen_v1_FsWriteResponse__Output>
+      GetBlobRequest: MessageTypeDefinition<_codegen_v1_GetBlobRequest, _codegen_v1_GetBlobRequest__Output>
       GetSessionStatusRequest: MessageTypeDefinition<_codegen_v1_GetSessionStatusRequest, _codegen_v1_GetSessionStatusRequest__Output>
       GetSessionStatusResponse: MessageTypeDefinition<_codegen_v1_GetSessionStatusResponse, _codegen_v1_GetSessionStatusResponse__Output>
       HeartbeatRequest: MessageTypeDefinition<_codegen_v1_HeartbeatRequest, _codegen_v1_HeartbeatRequest__Output>
       HeartbeatResponse: MessageTypeDefinition<_codegen_v1_HeartbeatResponse, _codegen_v1_HeartbeatResponse__Output>
+      ListCheckpointsRequest: MessageTypeDefinition<_codegen_v1_ListCheckpointsRequest, _codegen_v1_ListCheckpointsRequest__Output>
+      ListCheckpointsResponse: MessageTypeDefinition<_codegen_v1_ListCheckpointsResponse, _codegen_v1_ListCheckpointsResponse__Output>
       ListSessionsRequest: MessageTypeDefinition<_codegen_v1_ListSessionsRequest, _codegen_v1_ListSessionsRequest__Output>
       ListSessionsResponse: MessageTypeDefinition<_codegen_v1_ListSessionsResponse, _codegen_v1_ListSessionsResponse__Output>
       LogEntry: MessageTypeDefinition<_codegen_v1_LogEntry, _codegen_v1_LogEntry__Output>
+      MissingBlobsRequest: MessageTypeDefinition<_codegen_v1_MissingBlobsRequest, _codegen_v1_MissingBlobsRequest__Output>
+      MissingBlobsResponse: MessageTypeDefinition<_codegen_v1_MissingBlobsResponse, _codegen_v1_MissingBlobsResponse__Output>
       PackageInfo: MessageTypeDefinition<_codegen_v1_PackageInfo, _codegen_v1_PackageInfo__Output>
       PkgInstallRequest: MessageTypeDefinition<_codegen_v1_PkgInstallRequest, _codegen_v1_PkgInstallRequest__Output>
       PkgInstallResponse: MessageTypeDefinition<_codegen_v1_PkgInstallResponse, _codegen_v1_PkgInstallResponse__Output>
       ProgressUpdate: MessageTypeDefinition<_codegen_v1_ProgressUpdate, _codegen_v1_ProgressUpdate__Output>
+      PutBlobResponse: MessageTypeDefinition<_codegen_v1_PutBlobResponse, _codegen_v1_PutBlobResponse__Output>
       PutMetadataCommand: MessageTypeDefinition<_codegen_v1_PutMetadataCommand, _codegen_v1_PutMetadataCommand__Output>
       RegisterWorkerRequest: MessageTypeDefinition<_codegen_v1_RegisterWorkerRequest, _codegen_v1_RegisterWorkerRequest__Output>
       RegisterWorkerResponse: MessageTypeDefinition<_codegen_v1_RegisterWorkerResponse, _codegen_v1_RegisterWorkerResponse__Output>
@@ -128,6 +154,8 @@ export interface ProtoGrpcType {
       ResourceUsage: MessageTypeDefinition<_codegen_v1_ResourceUsage, _codegen_v1_ResourceUsage__Output>
       RestoreSessionRequest: MessageTypeDefinition<_codegen_v1_RestoreSessionRequest, _codegen_v1_RestoreSessionRequest__Output>
       RestoreSessionResponse: MessageTypeDefinition<_codegen_v1_RestoreSessionResponse, _codegen_v1_RestoreSessionResponse__Output>
+      RestoreToolRequest: MessageTypeDefinition<_codegen_v1_RestoreToolRequest, _codegen_v1_RestoreToolRequest__Output>
+      RestoreToolResponse: MessageTypeDefinition<_codegen_v1_RestoreToolResponse, _codegen_v1_RestoreToolResponse__Output>
       RunPythonRequest: MessageTypeDefinition<_codegen_v1_RunPythonRequest, _codegen_v1_RunPythonRequest__Output>
       RunPythonResponse: MessageTypeDefinition<_codegen_v1_RunPythonResponse, _codegen_v1_RunPythonResponse__Output>
       SessionConfig: MessageTypeDefinition<_codegen_v1_SessionConfig, _codegen_v1_SessionConfig__Output>

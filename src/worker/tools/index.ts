@@ -6,6 +6,7 @@ import { runFsRead } from './fs-read.js';
 import { runFsWrite } from './fs-write.js';
 import { runPkgInstall } from './pkg-install.js';
 import { runRunPython } from './run-python.js';
+import { runCheckpoint, runRestore } from './checkpoint.js';
 import { CodegenError, type ErrorCode } from '../../domain/errors.js';
 
 export type { ToolContext, ToolExecution, ToolRunner } from './types.js';
@@ -63,6 +64,10 @@ function dispatch(call: Parameters<ToolRunner>[0], ctx: Parameters<ToolRunner>[1
       return runPkgInstall(call.input, ctx);
     case 'artifact_get':
       return runArtifactGet(call.input, ctx);
+    case 'checkpoint':
+      return runCheckpoint(call.input, ctx);
+    case 'restore':
+      return runRestore(call.input, ctx);
     default: {
       const unknown: { tool?: unknown } = call;
       throw new CodegenError('UNIMPLEMENTED', `unknown tool ${JSON.stringify(unknown.tool)}`);

@@ -2,6 +2,7 @@ import type { TaskConstraints, TaskLog, TaskProgress, TaskStatus } from '../../d
 import type { ToolCall, ToolReply } from '../../domain/tools.js';
 import type { SessionLimits } from '../../sandbox/enforcement.js';
 import type { WarmPython } from '../../sandbox/warm/sessions.js';
+import type { BlobTransport } from '../../checkpoints/snapshot.js';
 
 /** Everything a tool needs to run inside one session's workspace. */
 export interface ToolContext {
@@ -36,6 +37,8 @@ export interface ToolContext {
    * run_python uses when it can; absent (WARM_PYTHON=false), every run starts a fresh sandbox.
    */
   warm?: WarmPython;
+  /** Optional. The checkpoint store (the coordinator's blob calls), for the checkpoint and restore tasks. */
+  checkpoints?: BlobTransport;
 }
 
 /** A completed tool run. Tool errors (bad path, missing file, bad input) are thrown as CodegenError. */

@@ -7,10 +7,14 @@ import type { CheckpointSessionRequest as _codegen_v1_CheckpointSessionRequest, 
 import type { CheckpointSessionResponse as _codegen_v1_CheckpointSessionResponse, CheckpointSessionResponse__Output as _codegen_v1_CheckpointSessionResponse__Output } from '../../codegen/v1/CheckpointSessionResponse.js';
 import type { CreateSessionRequest as _codegen_v1_CreateSessionRequest, CreateSessionRequest__Output as _codegen_v1_CreateSessionRequest__Output } from '../../codegen/v1/CreateSessionRequest.js';
 import type { CreateSessionResponse as _codegen_v1_CreateSessionResponse, CreateSessionResponse__Output as _codegen_v1_CreateSessionResponse__Output } from '../../codegen/v1/CreateSessionResponse.js';
+import type { DeleteCheckpointRequest as _codegen_v1_DeleteCheckpointRequest, DeleteCheckpointRequest__Output as _codegen_v1_DeleteCheckpointRequest__Output } from '../../codegen/v1/DeleteCheckpointRequest.js';
+import type { DeleteCheckpointResponse as _codegen_v1_DeleteCheckpointResponse, DeleteCheckpointResponse__Output as _codegen_v1_DeleteCheckpointResponse__Output } from '../../codegen/v1/DeleteCheckpointResponse.js';
 import type { DestroySessionRequest as _codegen_v1_DestroySessionRequest, DestroySessionRequest__Output as _codegen_v1_DestroySessionRequest__Output } from '../../codegen/v1/DestroySessionRequest.js';
 import type { DestroySessionResponse as _codegen_v1_DestroySessionResponse, DestroySessionResponse__Output as _codegen_v1_DestroySessionResponse__Output } from '../../codegen/v1/DestroySessionResponse.js';
 import type { GetSessionStatusRequest as _codegen_v1_GetSessionStatusRequest, GetSessionStatusRequest__Output as _codegen_v1_GetSessionStatusRequest__Output } from '../../codegen/v1/GetSessionStatusRequest.js';
 import type { GetSessionStatusResponse as _codegen_v1_GetSessionStatusResponse, GetSessionStatusResponse__Output as _codegen_v1_GetSessionStatusResponse__Output } from '../../codegen/v1/GetSessionStatusResponse.js';
+import type { ListCheckpointsRequest as _codegen_v1_ListCheckpointsRequest, ListCheckpointsRequest__Output as _codegen_v1_ListCheckpointsRequest__Output } from '../../codegen/v1/ListCheckpointsRequest.js';
+import type { ListCheckpointsResponse as _codegen_v1_ListCheckpointsResponse, ListCheckpointsResponse__Output as _codegen_v1_ListCheckpointsResponse__Output } from '../../codegen/v1/ListCheckpointsResponse.js';
 import type { ListSessionsRequest as _codegen_v1_ListSessionsRequest, ListSessionsRequest__Output as _codegen_v1_ListSessionsRequest__Output } from '../../codegen/v1/ListSessionsRequest.js';
 import type { ListSessionsResponse as _codegen_v1_ListSessionsResponse, ListSessionsResponse__Output as _codegen_v1_ListSessionsResponse__Output } from '../../codegen/v1/ListSessionsResponse.js';
 import type { RestoreSessionRequest as _codegen_v1_RestoreSessionRequest, RestoreSessionRequest__Output as _codegen_v1_RestoreSessionRequest__Output } from '../../codegen/v1/RestoreSessionRequest.js';
@@ -36,6 +40,15 @@ export interface SessionManagementClient extends grpc.Client {
   createSession(argument: _codegen_v1_CreateSessionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_CreateSessionResponse__Output>): grpc.ClientUnaryCall;
   createSession(argument: _codegen_v1_CreateSessionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_CreateSessionResponse__Output>): grpc.ClientUnaryCall;
   createSession(argument: _codegen_v1_CreateSessionRequest, callback: grpc.requestCallback<_codegen_v1_CreateSessionResponse__Output>): grpc.ClientUnaryCall;
+
+  DeleteCheckpoint(argument: _codegen_v1_DeleteCheckpointRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_DeleteCheckpointResponse__Output>): grpc.ClientUnaryCall;
+  DeleteCheckpoint(argument: _codegen_v1_DeleteCheckpointRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_DeleteCheckpointResponse__Output>): grpc.ClientUnaryCall;
+  DeleteCheckpoint(argument: _codegen_v1_DeleteCheckpointRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_DeleteCheckpointResponse__Output>): grpc.ClientUnaryCall;
+  DeleteCheckpoint(argument: _codegen_v1_DeleteCheckpointRequest, callback: grpc.requestCallback<_codegen_v1_DeleteCheckpointResponse__Output>): grpc.ClientUnaryCall;
+  deleteCheckpoint(argument: _codegen_v1_DeleteCheckpointRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_DeleteCheckpointResponse__Output>): grpc.ClientUnaryCall;
+  deleteCheckpoint(argument: _codegen_v1_DeleteCheckpointRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_DeleteCheckpointResponse__Output>): grpc.ClientUnaryCall;
+  deleteCheckpoint(argument: _codegen_v1_DeleteCheckpointRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_DeleteCheckpointResponse__Output>): grpc.ClientUnaryCall;
+  deleteCheckpoint(argument: _codegen_v1_DeleteCheckpointRequest, callback: grpc.requestCallback<_codegen_v1_DeleteCheckpointResponse__Output>): grpc.ClientUnaryCall;
 
   DestroySession(argument: _codegen_v1_DestroySessionRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_DestroySessionResponse__Output>): grpc.ClientUnaryCall;
   DestroySession(argument: _codegen_v1_DestroySessionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_DestroySessionResponse__Output>): grpc.ClientUnaryCall;
@@ -63,6 +76,15 @@ export interface SessionManagementClient extends grpc.Client {
   getSessionStatus(argument: _codegen_v1_GetSessionStatusRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_GetSessionStatusResponse__Output>): grpc.ClientUnaryCall;
   getSessionStatus(argument: _codegen_v1_GetSessionStatusRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_GetSessionStatusResponse__Output>): grpc.ClientUnaryCall;
   getSessionStatus(argument: _codegen_v1_GetSessionStatusRequest, callback: grpc.requestCallback<_codegen_v1_GetSessionStatusResponse__Output>): grpc.ClientUnaryCall;
+
+  ListCheckpoints(argument: _codegen_v1_ListCheckpointsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_ListCheckpointsResponse__Output>): grpc.ClientUnaryCall;
+  ListCheckpoints(argument: _codegen_v1_ListCheckpointsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_ListCheckpointsResponse__Output>): grpc.ClientUnaryCall;
+  ListCheckpoints(argument: _codegen_v1_ListCheckpointsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_ListCheckpointsResponse__Output>): grpc.ClientUnaryCall;
+  ListCheckpoints(argument: _codegen_v1_ListCheckpointsRequest, callback: grpc.requestCallback<_codegen_v1_ListCheckpointsResponse__Output>): grpc.ClientUnaryCall;
+  listCheckpoints(argument: _codegen_v1_ListCheckpointsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_ListCheckpointsResponse__Output>): grpc.ClientUnaryCall;
+  listCheckpoints(argument: _codegen_v1_ListCheckpointsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_ListCheckpointsResponse__Output>): grpc.ClientUnaryCall;
+  listCheckpoints(argument: _codegen_v1_ListCheckpointsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_ListCheckpointsResponse__Output>): grpc.ClientUnaryCall;
+  listCheckpoints(argument: _codegen_v1_ListCheckpointsRequest, callback: grpc.requestCallback<_codegen_v1_ListCheckpointsResponse__Output>): grpc.ClientUnaryCall;
 
   ListSessions(argument: _codegen_v1_ListSessionsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_ListSessionsResponse__Output>): grpc.ClientUnaryCall;
   ListSessions(argument: _codegen_v1_ListSessionsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_ListSessionsResponse__Output>): grpc.ClientUnaryCall;
@@ -107,11 +129,15 @@ export interface SessionManagementHandlers extends grpc.UntypedServiceImplementa
 
   CreateSession: grpc.handleUnaryCall<_codegen_v1_CreateSessionRequest__Output, _codegen_v1_CreateSessionResponse>;
 
+  DeleteCheckpoint: grpc.handleUnaryCall<_codegen_v1_DeleteCheckpointRequest__Output, _codegen_v1_DeleteCheckpointResponse>;
+
   DestroySession: grpc.handleUnaryCall<_codegen_v1_DestroySessionRequest__Output, _codegen_v1_DestroySessionResponse>;
 
   GetSessionMetadata: grpc.handleUnaryCall<_codegen_v1_SessionMetadataRequest__Output, _codegen_v1_SessionMetadataResponse>;
 
   GetSessionStatus: grpc.handleUnaryCall<_codegen_v1_GetSessionStatusRequest__Output, _codegen_v1_GetSessionStatusResponse>;
+
+  ListCheckpoints: grpc.handleUnaryCall<_codegen_v1_ListCheckpointsRequest__Output, _codegen_v1_ListCheckpointsResponse>;
 
   ListSessions: grpc.handleUnaryCall<_codegen_v1_ListSessionsRequest__Output, _codegen_v1_ListSessionsResponse>;
 
@@ -126,9 +152,11 @@ export interface SessionManagementHandlers extends grpc.UntypedServiceImplementa
 export interface SessionManagementDefinition extends grpc.ServiceDefinition {
   CheckpointSession: MethodDefinition<_codegen_v1_CheckpointSessionRequest, _codegen_v1_CheckpointSessionResponse, _codegen_v1_CheckpointSessionRequest__Output, _codegen_v1_CheckpointSessionResponse__Output>
   CreateSession: MethodDefinition<_codegen_v1_CreateSessionRequest, _codegen_v1_CreateSessionResponse, _codegen_v1_CreateSessionRequest__Output, _codegen_v1_CreateSessionResponse__Output>
+  DeleteCheckpoint: MethodDefinition<_codegen_v1_DeleteCheckpointRequest, _codegen_v1_DeleteCheckpointResponse, _codegen_v1_DeleteCheckpointRequest__Output, _codegen_v1_DeleteCheckpointResponse__Output>
   DestroySession: MethodDefinition<_codegen_v1_DestroySessionRequest, _codegen_v1_DestroySessionResponse, _codegen_v1_DestroySessionRequest__Output, _codegen_v1_DestroySessionResponse__Output>
   GetSessionMetadata: MethodDefinition<_codegen_v1_SessionMetadataRequest, _codegen_v1_SessionMetadataResponse, _codegen_v1_SessionMetadataRequest__Output, _codegen_v1_SessionMetadataResponse__Output>
   GetSessionStatus: MethodDefinition<_codegen_v1_GetSessionStatusRequest, _codegen_v1_GetSessionStatusResponse, _codegen_v1_GetSessionStatusRequest__Output, _codegen_v1_GetSessionStatusResponse__Output>
+  ListCheckpoints: MethodDefinition<_codegen_v1_ListCheckpointsRequest, _codegen_v1_ListCheckpointsResponse, _codegen_v1_ListCheckpointsRequest__Output, _codegen_v1_ListCheckpointsResponse__Output>
   ListSessions: MethodDefinition<_codegen_v1_ListSessionsRequest, _codegen_v1_ListSessionsResponse, _codegen_v1_ListSessionsRequest__Output, _codegen_v1_ListSessionsResponse__Output>
   RestoreSession: MethodDefinition<_codegen_v1_RestoreSessionRequest, _codegen_v1_RestoreSessionResponse, _codegen_v1_RestoreSessionRequest__Output, _codegen_v1_RestoreSessionResponse__Output>
   SetSessionMetadata: MethodDefinition<_codegen_v1_SessionMetadataRequest, _codegen_v1_SessionMetadataResponse, _codegen_v1_SessionMetadataRequest__Output, _codegen_v1_SessionMetadataResponse__Output>

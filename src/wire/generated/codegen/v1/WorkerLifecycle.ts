@@ -3,11 +3,16 @@
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
+import type { BlobChunk as _codegen_v1_BlobChunk, BlobChunk__Output as _codegen_v1_BlobChunk__Output } from '../../codegen/v1/BlobChunk.js';
 import type { CoordinatorMessage as _codegen_v1_CoordinatorMessage, CoordinatorMessage__Output as _codegen_v1_CoordinatorMessage__Output } from '../../codegen/v1/CoordinatorMessage.js';
 import type { DeregisterWorkerRequest as _codegen_v1_DeregisterWorkerRequest, DeregisterWorkerRequest__Output as _codegen_v1_DeregisterWorkerRequest__Output } from '../../codegen/v1/DeregisterWorkerRequest.js';
 import type { DeregisterWorkerResponse as _codegen_v1_DeregisterWorkerResponse, DeregisterWorkerResponse__Output as _codegen_v1_DeregisterWorkerResponse__Output } from '../../codegen/v1/DeregisterWorkerResponse.js';
+import type { GetBlobRequest as _codegen_v1_GetBlobRequest, GetBlobRequest__Output as _codegen_v1_GetBlobRequest__Output } from '../../codegen/v1/GetBlobRequest.js';
 import type { HeartbeatRequest as _codegen_v1_HeartbeatRequest, HeartbeatRequest__Output as _codegen_v1_HeartbeatRequest__Output } from '../../codegen/v1/HeartbeatRequest.js';
 import type { HeartbeatResponse as _codegen_v1_HeartbeatResponse, HeartbeatResponse__Output as _codegen_v1_HeartbeatResponse__Output } from '../../codegen/v1/HeartbeatResponse.js';
+import type { MissingBlobsRequest as _codegen_v1_MissingBlobsRequest, MissingBlobsRequest__Output as _codegen_v1_MissingBlobsRequest__Output } from '../../codegen/v1/MissingBlobsRequest.js';
+import type { MissingBlobsResponse as _codegen_v1_MissingBlobsResponse, MissingBlobsResponse__Output as _codegen_v1_MissingBlobsResponse__Output } from '../../codegen/v1/MissingBlobsResponse.js';
+import type { PutBlobResponse as _codegen_v1_PutBlobResponse, PutBlobResponse__Output as _codegen_v1_PutBlobResponse__Output } from '../../codegen/v1/PutBlobResponse.js';
 import type { RegisterWorkerRequest as _codegen_v1_RegisterWorkerRequest, RegisterWorkerRequest__Output as _codegen_v1_RegisterWorkerRequest__Output } from '../../codegen/v1/RegisterWorkerRequest.js';
 import type { RegisterWorkerResponse as _codegen_v1_RegisterWorkerResponse, RegisterWorkerResponse__Output as _codegen_v1_RegisterWorkerResponse__Output } from '../../codegen/v1/RegisterWorkerResponse.js';
 import type { WorkerMessage as _codegen_v1_WorkerMessage, WorkerMessage__Output as _codegen_v1_WorkerMessage__Output } from '../../codegen/v1/WorkerMessage.js';
@@ -22,6 +27,11 @@ export interface WorkerLifecycleClient extends grpc.Client {
   deregisterWorker(argument: _codegen_v1_DeregisterWorkerRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_DeregisterWorkerResponse__Output>): grpc.ClientUnaryCall;
   deregisterWorker(argument: _codegen_v1_DeregisterWorkerRequest, callback: grpc.requestCallback<_codegen_v1_DeregisterWorkerResponse__Output>): grpc.ClientUnaryCall;
 
+  GetBlob(argument: _codegen_v1_GetBlobRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_codegen_v1_BlobChunk__Output>;
+  GetBlob(argument: _codegen_v1_GetBlobRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_codegen_v1_BlobChunk__Output>;
+  getBlob(argument: _codegen_v1_GetBlobRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_codegen_v1_BlobChunk__Output>;
+  getBlob(argument: _codegen_v1_GetBlobRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_codegen_v1_BlobChunk__Output>;
+
   Heartbeat(argument: _codegen_v1_HeartbeatRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_HeartbeatResponse__Output>): grpc.ClientUnaryCall;
   Heartbeat(argument: _codegen_v1_HeartbeatRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_HeartbeatResponse__Output>): grpc.ClientUnaryCall;
   Heartbeat(argument: _codegen_v1_HeartbeatRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_HeartbeatResponse__Output>): grpc.ClientUnaryCall;
@@ -30,6 +40,24 @@ export interface WorkerLifecycleClient extends grpc.Client {
   heartbeat(argument: _codegen_v1_HeartbeatRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_HeartbeatResponse__Output>): grpc.ClientUnaryCall;
   heartbeat(argument: _codegen_v1_HeartbeatRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_HeartbeatResponse__Output>): grpc.ClientUnaryCall;
   heartbeat(argument: _codegen_v1_HeartbeatRequest, callback: grpc.requestCallback<_codegen_v1_HeartbeatResponse__Output>): grpc.ClientUnaryCall;
+
+  MissingBlobs(argument: _codegen_v1_MissingBlobsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_MissingBlobsResponse__Output>): grpc.ClientUnaryCall;
+  MissingBlobs(argument: _codegen_v1_MissingBlobsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_MissingBlobsResponse__Output>): grpc.ClientUnaryCall;
+  MissingBlobs(argument: _codegen_v1_MissingBlobsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_MissingBlobsResponse__Output>): grpc.ClientUnaryCall;
+  MissingBlobs(argument: _codegen_v1_MissingBlobsRequest, callback: grpc.requestCallback<_codegen_v1_MissingBlobsResponse__Output>): grpc.ClientUnaryCall;
+  missingBlobs(argument: _codegen_v1_MissingBlobsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_MissingBlobsResponse__Output>): grpc.ClientUnaryCall;
+  missingBlobs(argument: _codegen_v1_MissingBlobsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_MissingBlobsResponse__Output>): grpc.ClientUnaryCall;
+  missingBlobs(argument: _codegen_v1_MissingBlobsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_MissingBlobsResponse__Output>): grpc.ClientUnaryCall;
+  missingBlobs(argument: _codegen_v1_MissingBlobsRequest, callback: grpc.requestCallback<_codegen_v1_MissingBlobsResponse__Output>): grpc.ClientUnaryCall;
+
+  PutBlob(metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_PutBlobResponse__Output>): grpc.ClientWritableStream<_codegen_v1_BlobChunk>;
+  PutBlob(metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_PutBlobResponse__Output>): grpc.ClientWritableStream<_codegen_v1_BlobChunk>;
+  PutBlob(options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_PutBlobResponse__Output>): grpc.ClientWritableStream<_codegen_v1_BlobChunk>;
+  PutBlob(callback: grpc.requestCallback<_codegen_v1_PutBlobResponse__Output>): grpc.ClientWritableStream<_codegen_v1_BlobChunk>;
+  putBlob(metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_PutBlobResponse__Output>): grpc.ClientWritableStream<_codegen_v1_BlobChunk>;
+  putBlob(metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_PutBlobResponse__Output>): grpc.ClientWritableStream<_codegen_v1_BlobChunk>;
+  putBlob(options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_PutBlobResponse__Output>): grpc.ClientWritableStream<_codegen_v1_BlobChunk>;
+  putBlob(callback: grpc.requestCallback<_codegen_v1_PutBlobResponse__Output>): grpc.ClientWritableStream<_codegen_v1_BlobChunk>;
 
   RegisterWorker(argument: _codegen_v1_RegisterWorkerRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_RegisterWorkerResponse__Output>): grpc.ClientUnaryCall;
   RegisterWorker(argument: _codegen_v1_RegisterWorkerRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_RegisterWorkerResponse__Output>): grpc.ClientUnaryCall;
@@ -50,7 +78,13 @@ export interface WorkerLifecycleClient extends grpc.Client {
 export interface WorkerLifecycleHandlers extends grpc.UntypedServiceImplementation {
   DeregisterWorker: grpc.handleUnaryCall<_codegen_v1_DeregisterWorkerRequest__Output, _codegen_v1_DeregisterWorkerResponse>;
 
+  GetBlob: grpc.handleServerStreamingCall<_codegen_v1_GetBlobRequest__Output, _codegen_v1_BlobChunk>;
+
   Heartbeat: grpc.handleUnaryCall<_codegen_v1_HeartbeatRequest__Output, _codegen_v1_HeartbeatResponse>;
+
+  MissingBlobs: grpc.handleUnaryCall<_codegen_v1_MissingBlobsRequest__Output, _codegen_v1_MissingBlobsResponse>;
+
+  PutBlob: grpc.handleClientStreamingCall<_codegen_v1_BlobChunk__Output, _codegen_v1_PutBlobResponse>;
 
   RegisterWorker: grpc.handleUnaryCall<_codegen_v1_RegisterWorkerRequest__Output, _codegen_v1_RegisterWorkerResponse>;
 
@@ -60,7 +94,10 @@ export interface WorkerLifecycleHandlers extends grpc.UntypedServiceImplementati
 
 export interface WorkerLifecycleDefinition extends grpc.ServiceDefinition {
   DeregisterWorker: MethodDefinition<_codegen_v1_DeregisterWorkerRequest, _codegen_v1_DeregisterWorkerResponse, _codegen_v1_DeregisterWorkerRequest__Output, _codegen_v1_DeregisterWorkerResponse__Output>
+  GetBlob: MethodDefinition<_codegen_v1_GetBlobRequest, _codegen_v1_BlobChunk, _codegen_v1_GetBlobRequest__Output, _codegen_v1_BlobChunk__Output>
   Heartbeat: MethodDefinition<_codegen_v1_HeartbeatRequest, _codegen_v1_HeartbeatResponse, _codegen_v1_HeartbeatRequest__Output, _codegen_v1_HeartbeatResponse__Output>
+  MissingBlobs: MethodDefinition<_codegen_v1_MissingBlobsRequest, _codegen_v1_MissingBlobsResponse, _codegen_v1_MissingBlobsRequest__Output, _codegen_v1_MissingBlobsResponse__Output>
+  PutBlob: MethodDefinition<_codegen_v1_BlobChunk, _codegen_v1_PutBlobResponse, _codegen_v1_BlobChunk__Output, _codegen_v1_PutBlobResponse__Output>
   RegisterWorker: MethodDefinition<_codegen_v1_RegisterWorkerRequest, _codegen_v1_RegisterWorkerResponse, _codegen_v1_RegisterWorkerRequest__Output, _codegen_v1_RegisterWorkerResponse__Output>
   TaskStream: MethodDefinition<_codegen_v1_WorkerMessage, _codegen_v1_CoordinatorMessage, _codegen_v1_WorkerMessage__Output, _codegen_v1_CoordinatorMessage__Output>
 }

@@ -1,0 +1,84 @@
+import { z } from 'zod';
+import { CodegenError } from '../domain/errors.js';
+import { isSafeId } from '../domain/ids.js';
+import { SHA256_HEX } from './manifest.js';
+
+/**
+ * Where checkpoints live: content-addressed blobs (file contents and manifests, named by their
+ * sha256) and one small record per checkpoint. A record is written last, atomically, once every
+ * blob it names is in: a crash mid-checkpoint leaves blobs nobody names (swept later) and no
+ * record, so nothing that looks complete. The coordinator owns the store; workers reach it
+ * through the WorkerLifecycle blob calls.
+ */
+export const CheckpointRecord = z.object({
+  version: z.literal(1),
+  checkpointId: z.string().refine(isSafeId),
+  name: z.string().max(128),
+  sessionId: z.string().refine(isSafeId),
+  workspaceId: z.string(),
+  userId: z.string(),
+  tenant: z.string(),
+  createdAtMs: z.number().int().nonnegative(),
+  manifestSha256: z.string().regex(SHA256_HEX),
+  /** What this checkpoint added to the store (new blobs, its manifest, this record). */
+  sizeBytes: z.number().int().nonnegative(),
+  fileCount: z.number().int().nonnegative(),
+  totalBytes: z.number().int().nonnegative(),
+  installedPackages: z.array(z.string()),
+  /** The first MAX_LISTED_FILES changed files since the session's previous checkpoint; modifiedCount counts them all. */
+  modifiedFiles: z.array(z.string()),
+  modifiedCount: z.number().int().nonnegative(),
+  pythonVersion: z.string(),
+  previousCheckpointId: z.string(),
+  config: z.object({
+    env_vars: z.record(z.string(), z.string()),
+    allow_network: z.boolean(),
+    language: z.string(),
+    limits: z.object({ max_memory_bytes: z.number().int().nonnegative(), max_cpu_millicores: z.number().int().nonnegative() }).optional(),
+  }),
+  metadata: z.record(z.string(), z.string()),
+});
+export type CheckpointRecord = z.infer<typeof CheckpointRecord>;
+
+export const MAX_LISTED_FILES = 1_000;
+
+export interface BlobWrite {
+  /** false: the store had the blob already (nothing was added). */
+  added: boolean;
+  sizeBytes: number;
+}
+
+export interface CheckpointStore {
+  /** Where the store is, for storage_url: file:///… or s3://bucket/prefix. */
+  readonly url: string;
+  /** The blobs among `sha256s` the store lacks (the ones it has count as used now: a sweep spares them a while). */
+  missing(sha256s: readonly string[]): Promise<string[]>;
+  /** Takes one blob; its bytes must hash to `sha256` and count `sizeBytes` (INVALID_ARGUMENT otherwise, nothing kept). */
+  putBlob(sha256: string, sizeBytes: number, data: AsyncIterable<Buffer>): Promise<BlobWrite>;
+  /** A blob's bytes; NOT_FOUND when it is not there. */
+  readBlob(sha256: string): Promise<AsyncIterable<Buffer>>;
+  /** Writes a record atomically; resolves with the bytes it takes. */
+  putRecord(record: CheckpointRecord): Promise<number>;
+  /** undefined: no such checkpoint; DATA_LOSS: its record is there but unreadable. */
+  getRecord(checkpointId: string): Promise<CheckpointRecord | undefined>;
+  /** Every readable record (unreadable ones are skipped, and reported through `onProblem`). */
+  listRecords(): Promise<CheckpointRecord[]>;
+  deleteRecord(checkpointId: string): Promise<boolean>;
+  /** Removes blobs no record names that are older than `graceMs` (a checkpoint in progress may still name them). */
+  sweep(keep: ReadonlySet<string>, graceMs: number): Promise<{ removed: number; freedBytes: number }>;
+}
+
+/** A record file that does not parse: the checkpoint exists, but cannot be trusted. */
+export function recordFrom(raw: string, checkpointId: string): CheckpointRecord {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch (err) {
+    throw new CodegenError('DATA_LOSS', `checkpoint ${checkpointId}: its record is not JSON (${(err as Error).message}); it cannot be restored`);
+  }
+  const r = CheckpointRecord.safeParse(parsed);
+  if (!r.success || r.data.checkpointId !== checkpointId) {
+    throw new CodegenError('DATA_LOSS', `checkpoint ${checkpointId}: its record is malformed (${r.success ? 'it names another checkpoint' : `${r.error.issues[0]?.path.join('.')}: ${r.error.issues[0]?.message}`}); it cannot be restored`);
+  }
+  return r.data;
+}

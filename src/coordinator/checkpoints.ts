@@ -1,0 +1,213 @@
+import { randomBytes } from 'node:crypto';
+import { CodegenError, invalidArgument } from '../domain/errors.js';
+import type { SessionDescription, SessionView } from '../domain/sessions.js';
+import type { TaskOutcome } from '../domain/tasks.js';
+import type { ToolCall, ToolInputs, ToolOutputs } from '../domain/tools.js';
+import type { CheckpointView, CreateSessionInput, SubmitTaskInput, TaskHandle } from '../runtime/port.js';
+import type { TaskUpdate } from '../domain/tasks.js';
+import { blobsOf, decodeManifest, MAX_MANIFEST_BYTES } from '../checkpoints/manifest.js';
+import type { CheckpointRecord, CheckpointStore } from '../checkpoints/store.js';
+
+/**
+ * Checkpoints as the coordinator runs them. The work on a session's files is a task of the
+ * session (`checkpoint`, `restore`), queued like any other, so the session's statechart orders it
+ * (CHECKPOINTING waits for the running task; later tasks wait for it) and its failures and
+ * worker losses end it as they end any task. This module adds what is not a session's: the
+ * record in the store, written once the task has put every blob there, and the restore of a
+ * checkpoint into a new session, which is undone when the restore fails.
+ */
+export interface CheckpointSessions {
+  descriptionNow(sessionId: string): SessionDescription;
+  liveTaskIds(sessionId: string): string[];
+  getSession(sessionId: string): Promise<SessionView>;
+  createSession(input: CreateSessionInput): Promise<SessionView>;
+  destroySession(sessionId: string, options?: { force?: boolean }): Promise<unknown>;
+  submitTask(input: SubmitTaskInput, onUpdate: (update: TaskUpdate, taskId: string) => void): Promise<TaskHandle>;
+  cancelTask(taskId: string, reason: string, sessionId?: string): Promise<unknown>;
+}
+
+export const MAX_CHECKPOINT_NAME = 128;
+const namePattern = /^[\p{L}\p{N}][\p{L}\p{N} _.:@+-]*$/u;
+const newCheckpointId = (): string => `ckpt-${randomBytes(12).toString('hex')}`;
+
+export function checkCheckpointName(name: string): string {
+  if (name === '') return name;
+  if (name.length > MAX_CHECKPOINT_NAME) throw invalidArgument('checkpoint_name', `is ${name.length} characters long; at most ${MAX_CHECKPOINT_NAME}`);
+  if (!namePattern.test(name)) throw invalidArgument('checkpoint_name', 'letters, digits, spaces and "_.:@+-" only, starting with a letter or digit');
+  return name;
+}
+
+export function viewOfRecord(r: CheckpointRecord, storeUrl: string): CheckpointView {
+  return {
+    checkpointId: r.checkpointId,
+    name: r.name,
+    sessionId: r.sessionId,
+    workspaceId: r.workspaceId,
+    tenant: r.tenant,
+    createdAtMs: r.createdAtMs,
+    sizeBytes: r.sizeBytes,
+    storageUrl: `${storeUrl.replace(/\/$/, '')}/checkpoints/${r.checkpointId}.json`,
+    checksumSha256: r.manifestSha256,
+    envVars: { ...r.config.env_vars },
+    installedPackages: [...r.installedPackages],
+    modifiedFiles: [...r.modifiedFiles],
+    fileCount: r.fileCount,
+    totalBytes: r.totalBytes,
+  };
+}
+
+/** Runs one of the session's own tasks to its end: its reply, or its error thrown. */
+async function runSessionTask<K extends 'checkpoint' | 'restore'>(sessions: CheckpointSessions, sessionId: string, call: { tool: K; input: ToolInputs[K] }): Promise<ToolOutputs[K]> {
+  let handle: TaskHandle | undefined;
+  const outcome = await new Promise<TaskOutcome>((resolve, reject) => {
+    sessions.submitTask({ sessionId, call: call as ToolCall }, (u) => {
+      if (u.type === 'outcome') resolve(u.outcome);
+    }).then((h) => (handle = h), reject);
+  });
+  handle?.detach();
+  if (outcome.type === 'error') throw CodegenError.from(outcome.error);
+  if (outcome.status !== 'SUCCESS' || !outcome.reply || outcome.reply.tool !== call.tool) {
+    throw new CodegenError(outcome.status === 'CANCELLED' ? 'CANCELLED' : 'INTERNAL', `the ${call.tool} of session ${sessionId} ended ${outcome.status}${outcome.status === 'CANCELLED' ? ' (cancelled: the session was destroyed, restored or shut down meanwhile)' : ''}`);
+  }
+  return outcome.reply.output as ToolOutputs[K];
+}
+
+export class CheckpointService {
+  /** Sweeps run one at a time; a delete during one asks for another after it. */
+  private sweeping: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly store: CheckpointStore,
+    private readonly sessions: CheckpointSessions,
+    private readonly onSweep: (result: { removed: number; freedBytes: number } | Error) => void = () => {},
+  ) {}
+
+  private view(r: CheckpointRecord): CheckpointView {
+    return viewOfRecord(r, this.store.url);
+  }
+
+  async record(checkpointId: string): Promise<CheckpointRecord> {
+    if (!checkpointId) throw invalidArgument('checkpoint_id', 'is required');
+    const r = await this.store.getRecord(checkpointId);
+    if (!r) throw new CodegenError('NOT_FOUND', `checkpoint_id: no checkpoint ${JSON.stringify(checkpointId)} exists (checkpoint_list shows them)`);
+    return r;
+  }
+
+  async get(checkpointId: string): Promise<CheckpointView> {
+    return this.view(await this.record(checkpointId));
+  }
+
+  async list(sessionId = ''): Promise<CheckpointView[]> {
+    const all = await this.store.listRecords();
+    return all.filter((r) => !sessionId || r.sessionId === sessionId).map((r) => this.view(r));
+  }
+
+  async checkpoint(sessionId: string, name = ''): Promise<CheckpointView> {
+    checkCheckpointName(name);
+    this.sessions.descriptionNow(sessionId); // an unknown session fails before anything is done
+    const previous = (await this.store.listRecords()).filter((r) => r.sessionId === sessionId).at(-1);
+    const checkpointId = newCheckpointId();
+    const out = await runSessionTask(this.sessions, sessionId, { tool: 'checkpoint', input: { checkpoint_id: checkpointId, previous_manifest_sha256: previous?.manifestSha256 ?? '' } });
+    const d = this.sessions.descriptionNow(sessionId);
+    const record: CheckpointRecord = {
+      version: 1,
+      checkpointId,
+      name,
+      sessionId,
+      workspaceId: d.workspaceId,
+      userId: d.userId,
+      tenant: d.tenant,
+      createdAtMs: Date.now(),
+      manifestSha256: out.manifest_sha256,
+      sizeBytes: out.added_bytes,
+      fileCount: out.file_count,
+      totalBytes: out.total_bytes,
+      installedPackages: out.installed_packages,
+      modifiedFiles: out.modified_files,
+      modifiedCount: out.modified_count,
+      pythonVersion: out.python_version,
+      previousCheckpointId: previous?.checkpointId ?? '',
+      config: { env_vars: { ...d.config.env_vars }, allow_network: d.config.allow_network, language: d.config.language, ...(d.config.limits ? { limits: { ...d.config.limits } } : {}) },
+      metadata: { ...d.metadata },
+    };
+    // size_bytes counts the record too: its own length, found in a pass or two (its digits are part of it).
+    for (let i = 0; i < 3; i++) record.sizeBytes = out.added_bytes + Buffer.byteLength(JSON.stringify(record));
+    await this.store.putRecord(record);
+    return this.view(record);
+  }
+
+  async restore(checkpointId: string, opts: { workerId?: string; createNew?: boolean } = {}): Promise<{ session: SessionView; checkpoint: CheckpointView }> {
+    const r = await this.record(checkpointId);
+    const call = { tool: 'restore' as const, input: { checkpoint_id: r.checkpointId, manifest_sha256: r.manifestSha256 } };
+    if (opts.createNew) {
+      const made = await this.sessions.createSession({
+        ...(opts.workerId ? { workerId: opts.workerId } : {}),
+        workspaceId: r.workspaceId,
+        userId: r.userId,
+        tenant: r.tenant,
+        config: { ...r.config, env_vars: { ...r.config.env_vars } },
+        metadata: { ...r.metadata },
+      });
+      try {
+        await runSessionTask(this.sessions, made.sessionId, call);
+      } catch (err) {
+        // No half-restored session is left behind.
+        await this.sessions.destroySession(made.sessionId, { force: true }).catch(() => {});
+        throw err;
+      }
+      return { session: await this.sessions.getSession(made.sessionId), checkpoint: this.view(r) };
+    }
+    let view: SessionView;
+    try {
+      view = await this.sessions.getSession(r.sessionId);
+    } catch (err) {
+      if (err instanceof CodegenError && (err.code === 'SESSION_NOT_FOUND' || err.code === 'NOT_FOUND')) {
+        throw new CodegenError('FAILED_PRECONDITION', `checkpoint ${checkpointId} is of session ${r.sessionId}, which no longer exists; restore it with create_new_session`);
+      }
+      throw err;
+    }
+    if (opts.workerId && opts.workerId !== view.workerId) throw invalidArgument('worker_id', `an in-place restore stays on the session's worker (${view.workerId}); set create_new_session to restore on ${opts.workerId}`);
+    // Its running and queued tasks are cancelled first; the restore queues behind them.
+    for (const taskId of this.sessions.liveTaskIds(r.sessionId)) await this.sessions.cancelTask(taskId, `session restored to checkpoint ${checkpointId}`, r.sessionId).catch(() => {});
+    await runSessionTask(this.sessions, r.sessionId, call);
+    return { session: await this.sessions.getSession(r.sessionId), checkpoint: this.view(r) };
+  }
+
+  async delete(checkpointId: string): Promise<boolean> {
+    await this.record(checkpointId).catch((err: unknown) => {
+      // A record that no longer parses can still be deleted.
+      if (!(err instanceof CodegenError && err.code === 'DATA_LOSS')) throw err;
+    });
+    const deleted = await this.store.deleteRecord(checkpointId);
+    if (deleted) this.requestSweep();
+    return deleted;
+  }
+
+  /** Removes blobs no record names (older than ten minutes: a checkpoint in progress may be about to name them). */
+  requestSweep(graceMs = 10 * 60_000): Promise<void> {
+    this.sweeping = this.sweeping.then(async () => {
+      try {
+        const keep = new Set<string>();
+        for (const r of await this.store.listRecords()) {
+          keep.add(r.manifestSha256);
+          const bytes: Buffer[] = [];
+          let n = 0;
+          try {
+            for await (const c of await this.store.readBlob(r.manifestSha256)) {
+              n += c.length;
+              if (n > MAX_MANIFEST_BYTES) throw new Error('manifest too large');
+              bytes.push(c);
+            }
+            for (const sha of blobsOf(decodeManifest(Buffer.concat(bytes), r.manifestSha256, r.checkpointId))) keep.add(sha);
+          } catch {
+            // A damaged checkpoint keeps nothing alive but its manifest name; restoring it fails with DATA_LOSS anyway.
+          }
+        }
+        this.onSweep(await this.store.sweep(keep, graceMs));
+      } catch (err) {
+        this.onSweep(err as Error);
+      }
+    });
+    return this.sweeping;
+  }
+}

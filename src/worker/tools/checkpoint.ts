@@ -1,0 +1,27 @@
+import { CodegenError } from '../../domain/errors.js';
+import type { CheckpointToolInput, RestoreToolInput } from '../../domain/tools.js';
+import { restoreSnapshot } from '../../checkpoints/restore.js';
+import { takeSnapshot, type BlobTransport } from '../../checkpoints/snapshot.js';
+import type { ToolContext, ToolExecution } from './types.js';
+
+const transportOf = (ctx: ToolContext): BlobTransport => {
+  if (!ctx.checkpoints) throw new CodegenError('UNIMPLEMENTED', 'this worker has no checkpoint store to reach');
+  return ctx.checkpoints;
+};
+
+const progress = (ctx: ToolContext, stage: string) => {
+  const started = Date.now();
+  return (done: number, total: number, message: string) => ctx.onProgress({ stage, message, percent: total > 0 ? Math.min(100, Math.floor((done / total) * 100)) : 100, elapsedMs: Date.now() - started });
+};
+
+/** The session's files and packages to the checkpoint store (the coordinator writes the record). */
+export async function runCheckpoint(input: CheckpointToolInput, ctx: ToolContext): Promise<ToolExecution> {
+  const output = await takeSnapshot({ workspace: ctx.workspace, transport: transportOf(ctx), previousManifestSha256: input.previous_manifest_sha256, signal: ctx.signal, onProgress: progress(ctx, 'checkpoint') });
+  return { status: 'SUCCESS', reply: { tool: 'checkpoint', output } };
+}
+
+/** The session's files and packages back as they were in the checkpoint; nothing changes unless every checksum matches. */
+export async function runRestore(input: RestoreToolInput, ctx: ToolContext): Promise<ToolExecution> {
+  const output = await restoreSnapshot({ workspace: ctx.workspace, transport: transportOf(ctx), checkpointId: input.checkpoint_id, manifestSha256: input.manifest_sha256, signal: ctx.signal, onProgress: progress(ctx, 'restore') });
+  return { status: 'SUCCESS', reply: { tool: 'restore', output } };
+}
