@@ -57,6 +57,14 @@ export const CoordinatorEnv = z.object({
   RECOVERY_GRACE_SECONDS: seconds(30),
   /** The checkpoint store's folder; default <CODEGEN_STATE_DIR>/checkpoints. */
   CHECKPOINT_DIR: z.string().default(''),
+  /** Where checkpoints are kept: '' (CHECKPOINT_DIR) or s3://bucket/prefix. */
+  CHECKPOINT_STORE: z
+    .string()
+    .default('')
+    .refine((v) => v === '' || v.startsWith('s3://') || v.startsWith('file:'), { error: 'must be s3://bucket/prefix (or empty: the folder CHECKPOINT_DIR)' }),
+  /** An S3-compatible server's URL (MinIO, Ceph…); '' for AWS. Credentials come from the AWS SDK's usual sources (AWS_ACCESS_KEY_ID…). */
+  CHECKPOINT_S3_ENDPOINT: z.string().default(''),
+  CHECKPOINT_S3_REGION: z.string().default(''),
   /** The most bytes the checkpoint store may hold (0: what its disk has). */
   CHECKPOINT_STORE_MAX_BYTES: z.coerce.number().int().min(0).default(0),
 });
@@ -82,7 +90,7 @@ export interface CoordinatorConfig {
   drainTimeoutMs: number;
   createTimeoutMs: number;
   recoveryGraceMs: number;
-  checkpoints: { dir: string; maxBytes: number };
+  checkpoints: { dir: string; store: string; s3Endpoint: string; s3Region: string; maxBytes: number };
 }
 
 export function coordinatorConfig(env: Record<string, string | undefined>): CoordinatorConfig {
@@ -119,6 +127,12 @@ export function coordinatorConfig(env: Record<string, string | undefined>): Coor
     drainTimeoutMs: Math.round(e.SESSION_DRAIN_TIMEOUT_SECONDS * 1000),
     createTimeoutMs: Math.round(e.SESSION_CREATE_TIMEOUT_SECONDS * 1000),
     recoveryGraceMs: Math.round(e.RECOVERY_GRACE_SECONDS * 1000),
-    checkpoints: { dir: e.CHECKPOINT_DIR ? path.resolve(e.CHECKPOINT_DIR) : path.join(stateDir, 'checkpoints'), maxBytes: e.CHECKPOINT_STORE_MAX_BYTES },
+    checkpoints: {
+      dir: e.CHECKPOINT_DIR ? path.resolve(e.CHECKPOINT_DIR) : path.join(stateDir, 'checkpoints'),
+      store: e.CHECKPOINT_STORE,
+      s3Endpoint: e.CHECKPOINT_S3_ENDPOINT,
+      s3Region: e.CHECKPOINT_S3_REGION || env['AWS_REGION'] || '',
+      maxBytes: e.CHECKPOINT_STORE_MAX_BYTES,
+    },
   };
 }

@@ -10,7 +10,7 @@ import type { Logger } from '../log/logger.js';
 import type { CoordinatorPort } from '../runtime/port.js';
 import { ResultStore } from '../runtime/result-store.js';
 import { provideCoordinator } from './actors.js';
-import { LocalCheckpointStore } from '../checkpoints/local-store.js';
+import { checkpointStoreFor } from '../checkpoints/open-store.js';
 import { ActorCoordinatorPort } from './actor-port.js';
 import { StreamTable } from './streams.js';
 import { WorkerRegistry } from './worker-registry.js';
@@ -41,7 +41,7 @@ export function coordinatorActors(config: CoordinatorConfig, logger: Logger) {
     },
     inspect: inspectionLogger(logger.child({ component: 'inspect' })),
   });
-  const checkpoints = new LocalCheckpointStore({ dir: config.checkpoints.dir, maxBytes: config.checkpoints.maxBytes });
+  const checkpoints = checkpointStoreFor(config.checkpoints);
   const onSweep = (r: { removed: number; freedBytes: number } | Error) =>
     r instanceof Error ? logger.warn({ err: r }, 'checkpoint store sweep failed') : r.removed > 0 && logger.info(r, 'checkpoint store swept: blobs no checkpoint names removed');
   const coordinator = new ActorCoordinatorPort(root, { idleTimeoutMs: config.idleTimeoutMs, settleBoundMs: config.createTimeoutMs + config.drainTimeoutMs + 70_000, results, checkpoints, onSweep });
