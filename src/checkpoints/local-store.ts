@@ -29,6 +29,8 @@ export class LocalCheckpointStore implements CheckpointStore {
   private readonly records: string;
   private readonly tmp: string;
   private used: Promise<number> | undefined;
+  /** The readable records, read from the folder at the first listing and kept up to date after (one coordinator owns a store). */
+  private index: Map<string, CheckpointRecord> | undefined;
 
   constructor(private readonly opts: LocalStoreOptions) {
     const dir = path.resolve(opts.dir);
@@ -156,6 +158,7 @@ export class LocalCheckpointStore implements CheckpointStore {
     const dir = await open(this.records, 'r');
     await dir.sync().finally(() => dir.close());
     this.account(text.length);
+    this.index?.set(record.checkpointId, record);
     return text.length;
   }
 
@@ -172,13 +175,16 @@ export class LocalCheckpointStore implements CheckpointStore {
   }
 
   async listRecords(): Promise<CheckpointRecord[]> {
-    const names = await readdir(this.records).catch(() => [] as string[]);
-    const out: CheckpointRecord[] = [];
-    for (const name of names) {
-      if (!name.endsWith('.json')) continue;
-      const r = await this.getRecord(name.slice(0, -'.json'.length)).catch(() => undefined);
-      if (r) out.push(r);
+    if (!this.index) {
+      const found = new Map<string, CheckpointRecord>();
+      for (const name of await readdir(this.records).catch(() => [] as string[])) {
+        if (!name.endsWith('.json')) continue;
+        const r = await this.getRecord(name.slice(0, -'.json'.length)).catch(() => undefined);
+        if (r) found.set(r.checkpointId, r);
+      }
+      this.index = found;
     }
+    const out = [...this.index.values()];
     return out.sort((a, b) => a.createdAtMs - b.createdAtMs || (a.checkpointId < b.checkpointId ? -1 : 1));
   }
 
@@ -188,6 +194,7 @@ export class LocalCheckpointStore implements CheckpointStore {
     if (size === undefined) return false;
     await rm(p, { force: true });
     this.account(-size);
+    this.index?.delete(checkpointId);
     return true;
   }
 

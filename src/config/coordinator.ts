@@ -65,6 +65,10 @@ export const CoordinatorEnv = z.object({
   /** An S3-compatible server's URL (MinIO, Ceph…); '' for AWS. Credentials come from the AWS SDK's usual sources (AWS_ACCESS_KEY_ID…). */
   CHECKPOINT_S3_ENDPOINT: z.string().default(''),
   CHECKPOINT_S3_REGION: z.string().default(''),
+  /** Checkpoints older than this are deleted, except the latest of each live session (0: kept forever). */
+  CHECKPOINT_RETENTION_DAYS: z.coerce.number().min(0).default(7),
+  /** A session that goes IDLE with changes since its latest checkpoint is checkpointed. */
+  CHECKPOINT_ON_IDLE: bool(false),
   /** The most bytes the checkpoint store may hold (0: what its disk has). */
   CHECKPOINT_STORE_MAX_BYTES: z.coerce.number().int().min(0).default(0),
 });
@@ -90,7 +94,7 @@ export interface CoordinatorConfig {
   drainTimeoutMs: number;
   createTimeoutMs: number;
   recoveryGraceMs: number;
-  checkpoints: { dir: string; store: string; s3Endpoint: string; s3Region: string; maxBytes: number };
+  checkpoints: { dir: string; store: string; s3Endpoint: string; s3Region: string; maxBytes: number; retentionMs: number; onIdle: boolean };
 }
 
 export function coordinatorConfig(env: Record<string, string | undefined>): CoordinatorConfig {
@@ -133,6 +137,8 @@ export function coordinatorConfig(env: Record<string, string | undefined>): Coor
       s3Endpoint: e.CHECKPOINT_S3_ENDPOINT,
       s3Region: e.CHECKPOINT_S3_REGION || env['AWS_REGION'] || '',
       maxBytes: e.CHECKPOINT_STORE_MAX_BYTES,
+      retentionMs: Math.round(e.CHECKPOINT_RETENTION_DAYS * 86_400_000),
+      onIdle: e.CHECKPOINT_ON_IDLE,
     },
   };
 }

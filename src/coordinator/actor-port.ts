@@ -9,6 +9,7 @@ import { askLater, askNow } from '../runtime/ask.js';
 import type { CheckpointView, CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../runtime/port.js';
 import type { CheckpointStore } from '../checkpoints/store.js';
 import { CheckpointService } from './checkpoints.js';
+import { isCheckpointingTool } from '../domain/tools.js';
 import { waitForOutcome } from '../runtime/wait-task.js';
 import { ownerOf, type TenancyBackend, type TenantUsage } from '../runtime/tenancy.js';
 import type { ResultStore } from '../runtime/result-store.js';
@@ -46,7 +47,7 @@ export class ActorCoordinatorPort implements TenancyBackend {
     this.checkpointService = opts.checkpoints ? new CheckpointService(opts.checkpoints, this, opts.onSweep) : undefined;
   }
 
-  private get checkpoints(): CheckpointService {
+  get checkpoints(): CheckpointService {
     if (!this.checkpointService) throw new CodegenError('UNIMPLEMENTED', 'this coordinator has no checkpoint store');
     return this.checkpointService;
   }
@@ -54,6 +55,32 @@ export class ActorCoordinatorPort implements TenancyBackend {
   /** The session's description as its worker last reported it. */
   descriptionNow(sessionId: string): SessionDescription {
     return this.proxy(sessionId).getSnapshot().context.report.description;
+  }
+
+  /**
+   * Sessions IDLE now, on a reachable worker, whose files may have changed since their latest
+   * checkpoint: a client task of theirs ended after `checkpointedAtMs(sessionId)` (0: none yet).
+   * Only tasks change a workspace. A scan, like a listing.
+   */
+  idleSessionsChangedSince(checkpointedAtMs: (sessionId: string) => number): string[] {
+    const out: string[] = [];
+    for (const proxy of this.proxies()) {
+      const snap = proxy.getSnapshot();
+      const c = snap.context;
+      if (!c.reachable || sessionViewOf(snap).state !== 'IDLE') continue;
+      let lastChange = 0;
+      for (const id of c.book.order) {
+        const r = c.book.records[id];
+        if (r && !isCheckpointingTool(r.tool)) lastChange = Math.max(lastChange, r.endedAtMs);
+      }
+      if (lastChange > checkpointedAtMs(c.sessionId)) out.push(c.sessionId);
+    }
+    return out;
+  }
+
+  /** Every session the coordinator knows now (any state). */
+  sessionIds(): Set<string> {
+    return new Set(this.proxies().map((p) => p.getSnapshot().context.sessionId));
   }
 
   /** The session's tasks queued or running, oldest first. */

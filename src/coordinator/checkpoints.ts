@@ -173,6 +173,33 @@ export class CheckpointService {
     return { session: await this.sessions.getSession(r.sessionId), checkpoint: this.view(r) };
   }
 
+  /** When each session's latest checkpoint was taken (sessions with none are absent). */
+  async latestBySession(): Promise<Map<string, CheckpointRecord>> {
+    const out = new Map<string, CheckpointRecord>();
+    for (const r of await this.store.listRecords()) {
+      const seen = out.get(r.sessionId);
+      if (!seen || seen.createdAtMs <= r.createdAtMs) out.set(r.sessionId, r);
+    }
+    return out;
+  }
+
+  /**
+   * CHECKPOINT_RETENTION_DAYS: deletes checkpoints older than `maxAgeMs`, except the latest one of
+   * each session that still exists (`live`), then sweeps. Resolves with the ids deleted.
+   */
+  async applyRetention(nowMs: number, maxAgeMs: number, live: ReadonlySet<string>): Promise<string[]> {
+    if (maxAgeMs <= 0) return [];
+    const latest = await this.latestBySession();
+    const deleted: string[] = [];
+    for (const r of await this.store.listRecords()) {
+      if (nowMs - r.createdAtMs <= maxAgeMs) continue;
+      if (live.has(r.sessionId) && latest.get(r.sessionId)?.checkpointId === r.checkpointId) continue;
+      if (await this.store.deleteRecord(r.checkpointId)) deleted.push(r.checkpointId);
+    }
+    if (deleted.length > 0) await this.requestSweep();
+    return deleted;
+  }
+
   async delete(checkpointId: string): Promise<boolean> {
     await this.record(checkpointId).catch((err: unknown) => {
       // A record that no longer parses can still be deleted.

@@ -11,6 +11,7 @@ import type { CoordinatorPort } from '../runtime/port.js';
 import { ResultStore } from '../runtime/result-store.js';
 import { provideCoordinator } from './actors.js';
 import { checkpointStoreFor } from '../checkpoints/open-store.js';
+import { CheckpointPolicies } from './checkpoint-policies.js';
 import { ActorCoordinatorPort } from './actor-port.js';
 import { StreamTable } from './streams.js';
 import { WorkerRegistry } from './worker-registry.js';
@@ -85,6 +86,15 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
   const grpc = await startGrpcServer({ host: config.grpcHost, port: config.grpcPort, access, registry, workerToken: secrets.workerToken, tls: config.tls, logger, checkpoints });
   logger.info({ port: grpc.port, host: config.grpcHost, tls: tlsMode(config), recoveryGraceMs: config.recoveryGraceMs, quotas: config.quotas, clientKeys: auth.describe() }, 'coordinator gRPC listening');
 
+  const policies = new CheckpointPolicies(coordinator, {
+    onIdle: config.checkpoints.onIdle,
+    retentionMs: config.checkpoints.retentionMs,
+    intervalMs: 2_000,
+    retentionIntervalMs: 3_600_000,
+    logger: logger.child({ component: 'checkpoint-policies' }),
+  });
+  policies.start();
+
   let http: { port: number; close(): Promise<void> } | undefined;
   if (config.http.enabled) {
     const { startMcpHttp } = await import('../mcp/http.js');
@@ -125,6 +135,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       (stopping ??= (async () => {
         // Drain: new work is refused with UNAVAILABLE while running tasks finish, within the bound.
         grpc.health.setStatus('', 'NOT_SERVING');
+        policies.stop();
         root.send({ type: 'coordinator.drain' });
         const deadline = Date.now() + config.drainTimeoutMs;
         while (Date.now() < deadline && (await coordinator.listSessions()).some((s) => s.activeTasks > 0)) await new Promise((r) => setTimeout(r, 100));

@@ -3,7 +3,7 @@
  * `isError` results whose text tells the model what to fix. Nothing here throws.
  */
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { CodegenError, toErrorInfo, type ErrorCode, type ErrorInfo } from '../domain/errors.js';
+import { toErrorInfo, type ErrorCode, type ErrorInfo } from '../domain/errors.js';
 
 type Content = CallToolResult['content'][number];
 
@@ -52,5 +52,3 @@ export function errorResult(err: unknown): CallToolResult {
   return { content: [{ type: 'text', text: `${info.code}: ${info.message}${details}\n${errorAdvice[info.code]}` }], isError: true };
 }
 
-export const notImplemented = (what: string): CallToolResult =>
-  errorResult(new CodegenError('UNIMPLEMENTED', `${what} is not implemented yet on this server`));

@@ -14,7 +14,7 @@ import { toolCallFrom } from '../domain/tool-calls.js';
 import type { McpConnection, ToolExtra } from './connection.js';
 import type { CheckpointView } from '../runtime/port.js';
 import { runTask, waitForTask, type TaskRun } from './long-work.js';
-import { errorResult, notImplemented, okResult } from './results.js';
+import { errorResult, okResult } from './results.js';
 import * as s from './schemas.js';
 import { runResult, sessionWasLost } from './task-results.js';
 

@@ -11,7 +11,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { createMcpServer, type McpOptions } from '../../src/mcp/server.js';
-import type { CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../../src/runtime/port.js';
+import type { CheckpointView, CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../../src/runtime/port.js';
 import { CodegenError, toErrorInfo } from '../../src/domain/errors.js';
 import { newSessionId, newTaskId } from '../../src/domain/ids.js';
 import type { SessionView, WorkerView } from '../../src/domain/sessions.js';
@@ -249,12 +249,54 @@ export class FakeCoordinatorPort implements CoordinatorPort {
     return { ...view };
   }
 
-  async destroySession(sessionId: string, options?: { force?: boolean }): Promise<{ destroyed: boolean; artifacts: string[] }> {
+  async destroySession(sessionId: string, options?: { force?: boolean; saveCheckpoint?: boolean }): Promise<{ destroyed: boolean; artifacts: string[]; checkpointId: string }> {
     this.record('destroySession', sessionId, options);
     const s = this.session(sessionId);
+    const checkpointId = options?.saveCheckpoint ? (await this.checkpointSession(sessionId, { name: 'destroy' })).checkpointId : '';
     for (const t of this.tasks.values()) if (t.sessionId === sessionId && !isFinalTaskState(t.state)) this.abortTask(t, 'session destroyed');
     this.sessions.delete(sessionId);
-    return { destroyed: true, artifacts: [...s.files.keys()].filter((p) => p.startsWith('artifacts/')) };
+    return { destroyed: true, artifacts: [...s.files.keys()].filter((p) => p.startsWith('artifacts/')), checkpointId };
+  }
+
+  // Checkpoints: the session's files map, copied (no store, no checksums: the real ones are tested with real processes).
+  readonly checkpoints = new Map<string, { view: CheckpointView; files: Map<string, string> }>();
+
+  async checkpointSession(sessionId: string, options?: { name?: string }): Promise<CheckpointView> {
+    this.record('checkpointSession', sessionId, options);
+    const s = this.session(sessionId);
+    const checkpointId = `ckpt-${newTaskId().slice(5)}`;
+    const view: CheckpointView = {
+      checkpointId, name: options?.name ?? '', sessionId, workspaceId: s.view.workspaceId, tenant: '', createdAtMs: Date.now(), sizeBytes: 100,
+      storageUrl: `file:///fake/checkpoints/${checkpointId}.json`, checksumSha256: '0'.repeat(64), envVars: {}, installedPackages: [], modifiedFiles: [...s.files.keys()].sort(), fileCount: s.files.size, totalBytes: 0,
+    };
+    this.checkpoints.set(checkpointId, { view, files: new Map(s.files as Map<string, string>) });
+    return view;
+  }
+
+  async getCheckpoint(checkpointId: string): Promise<CheckpointView> {
+    const c = this.checkpoints.get(checkpointId);
+    if (!c) throw new CodegenError('NOT_FOUND', `checkpoint_id: no checkpoint ${JSON.stringify(checkpointId)} exists`);
+    return c.view;
+  }
+
+  async restoreCheckpoint(checkpointId: string, options?: { workerId?: string; createNew?: boolean }): Promise<{ session: SessionView; checkpoint: CheckpointView }> {
+    this.record('restoreCheckpoint', checkpointId, options);
+    const c = this.checkpoints.get(checkpointId);
+    if (!c) throw new CodegenError('NOT_FOUND', `checkpoint_id: no checkpoint ${JSON.stringify(checkpointId)} exists`);
+    const target = options?.createNew ? await this.createSession({ ...(options.workerId ? { workerId: options.workerId } : {}) }) : this.session(c.view.sessionId).view;
+    const s = this.session(target.sessionId);
+    (s.files as Map<string, string>).clear();
+    for (const [k, v] of c.files) (s.files as Map<string, string>).set(k, v);
+    return { session: { ...s.view }, checkpoint: c.view };
+  }
+
+  async listCheckpoints(sessionId = ''): Promise<CheckpointView[]> {
+    return [...this.checkpoints.values()].map((c) => c.view).filter((v) => !sessionId || v.sessionId === sessionId);
+  }
+
+  async deleteCheckpoint(checkpointId: string): Promise<boolean> {
+    if (!this.checkpoints.has(checkpointId)) throw new CodegenError('NOT_FOUND', `checkpoint_id: no checkpoint ${JSON.stringify(checkpointId)} exists`);
+    return this.checkpoints.delete(checkpointId);
   }
 
   async getSession(sessionId: string): Promise<SessionView> {

@@ -123,10 +123,17 @@ describe('bad input', () => {
     await unary(S(), 'DestroySession', { session_id: s.session_id });
   });
 
-  it('answers UNIMPLEMENTED for checkpoints and restores', async () => {
-    await refused(S(), 'CheckpointSession', { session_id: sessionId }, grpc.status.UNIMPLEMENTED);
-    await refused(S(), 'RestoreSession', { checkpoint_id: 'cp-1' }, grpc.status.UNIMPLEMENTED);
-    await refused(S(), 'DestroySession', { session_id: sessionId, save_checkpoint: true }, grpc.status.UNIMPLEMENTED, 'save_checkpoint');
+  it('refuses bad checkpoint calls naming the field, without touching the session', async () => {
+    await refused(S(), 'CheckpointSession', { session_id: '' }, grpc.status.INVALID_ARGUMENT, 'session_id');
+    await refused(S(), 'CheckpointSession', { session_id: sessionId, checkpoint_name: 'n'.repeat(200) }, grpc.status.INVALID_ARGUMENT, 'checkpoint_name');
+    await refused(S(), 'CheckpointSession', { session_id: sessionId, checkpoint_name: 'a/../b' }, grpc.status.INVALID_ARGUMENT, 'checkpoint_name');
+    await refused(S(), 'RestoreSession', { checkpoint_id: '' }, grpc.status.INVALID_ARGUMENT, 'checkpoint_id');
+    await refused(S(), 'RestoreSession', { checkpoint_id: 'cp-1' }, grpc.status.NOT_FOUND, 'checkpoint_id');
+    await refused(S(), 'RestoreSession', { checkpoint_id: '../x' }, grpc.status.INVALID_ARGUMENT, 'checkpoint_id');
+    await refused(S(), 'DeleteCheckpoint', { checkpoint_id: 'cp-1' }, grpc.status.NOT_FOUND, 'checkpoint_id');
+    await refused(S(), 'ListCheckpoints', { session_id: 'sess-none' }, grpc.status.NOT_FOUND);
+    await refused(S(), 'DestroySession', { session_id: 'sess-none', save_checkpoint: true }, grpc.status.NOT_FOUND);
+    expect((await unary(S(), 'GetSessionStatus', { session_id: sessionId })).state).not.toBe('SESSION_STATE_FAILED');
   });
 
   it('refuses a session beyond MAX_SESSIONS with RESOURCE_EXHAUSTED and a clear message', async () => {

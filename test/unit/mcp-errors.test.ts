@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { connectInProcess, FakeCoordinatorPort, type InProcessMcp } from '../helpers/fake-coordinator-port.js';
+import { CodegenError } from '../../src/domain/errors.js';
 
 let mcp: InProcessMcp | undefined;
 afterEach(async () => {
@@ -84,13 +85,40 @@ describe('tool failures are isError results that say what to fix', () => {
     expect(text(env)).toMatch(/not a valid environment variable name/);
   });
 
-  it('checkpoints answer that they are not implemented yet', async () => {
-    mcp = await connectInProcess();
-    for (const [name, args] of [['session_checkpoint', {}], ['session_restore', { checkpoint_id: 'c1' }], ['session_destroy', { save_checkpoint: true }]] as const) {
+  it('checkpoint tools with an unknown checkpoint say so, and DATA_LOSS says nothing was changed', async () => {
+    const port = new FakeCoordinatorPort();
+    mcp = await connectInProcess(port);
+    for (const [name, args] of [['session_restore', { checkpoint_id: 'ckpt-none' }], ['checkpoint_delete', { checkpoint_id: 'ckpt-none' }]] as const) {
       const r = await call(name, args);
       expect(r.isError, name).toBe(true);
-      expect(text(r)).toMatch(/UNIMPLEMENTED: .*not implemented yet/);
+      expect(text(r)).toMatch(/NOT_FOUND: checkpoint_id: no checkpoint "ckpt-none"/);
     }
+    port.restoreCheckpoint = async () => {
+      throw new CodegenError('DATA_LOSS', 'checkpoint ckpt-1: file "a.txt": sha256 aa expected, the stored blob hashes to bb');
+    };
+    const r = await call('session_restore', { checkpoint_id: 'ckpt-1', create_new_session: true });
+    expect(r.isError).toBe(true);
+    expect(text(r)).toMatch(/DATA_LOSS: .*sha256 aa expected/);
+    expect(text(r)).toMatch(/nothing was changed/);
+  });
+
+  it('checkpoints, lists, restores and deletes through the tools', async () => {
+    const port = new FakeCoordinatorPort();
+    mcp = await connectInProcess(port);
+    await call('fs_write', { path: 'a.txt', contents: 'one' });
+    const c = await call('session_checkpoint', { name: 'first' });
+    expect(c.isError).toBeFalsy();
+    const id = (c.structuredContent as { checkpoint_id: string }).checkpoint_id;
+    const list = await call('checkpoint_list', {});
+    expect((list.structuredContent as { count: number }).count).toBe(1);
+    const restored = await call('session_restore', { checkpoint_id: id });
+    expect(restored.structuredContent).toMatchObject({ restored_in_place: true, checkpoint: { checkpoint_id: id, name: 'first' } });
+    const fresh = await call('session_restore', { checkpoint_id: id, create_new_session: true });
+    expect(fresh.structuredContent).toMatchObject({ restored_in_place: false });
+    const destroyed = await call('session_destroy', { save_checkpoint: true });
+    expect((destroyed.structuredContent as { checkpoint_id: string }).checkpoint_id).toMatch(/^ckpt-/);
+    const del = await call('checkpoint_delete', { checkpoint_id: id });
+    expect(del.structuredContent).toEqual({ checkpoint_id: id, deleted: true });
   });
 
   it('no capacity says what to do', async () => {

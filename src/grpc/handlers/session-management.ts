@@ -24,11 +24,6 @@ const stringMap = (field: string, v: unknown): Record<string, string> => {
 
 /** SessionManagement: decode, call the port, encode (`encodeListing`: ListSessions as pre-encoded bytes, see session-listing.ts). */
 export function sessionManagementHandlers(access: ClientAccess, encodeListing?: (views: readonly SessionView[]) => Buffer): SessionManagementHandlers {
-  const notYet = <Req, Res>(what: string) =>
-    unaryHandler<Req, Res>((_req, call) => {
-      access.portFor(call.metadata); // credentials first, as on every call
-      throw new CodegenError('UNIMPLEMENTED', `${what} is not implemented yet in this version (see the README)`);
-    });
   return {
     CreateSession: unaryHandler(async (req, call) => {
       const port = access.portFor(call.metadata);
@@ -81,7 +76,8 @@ export function sessionManagementHandlers(access: ClientAccess, encodeListing?: 
       const port = access.portFor(call.metadata);
       const id = requireSessionId(req);
       const view = await port.getSession(id);
-      const last = (await port.listCheckpoints(id).catch(() => [])).at(-1);
+      // The status stands without its checkpoints when the store cannot be read.
+      const last = (await Promise.resolve().then(() => port.listCheckpoints(id)).catch(() => [])).at(-1);
       return { ...encodeSessionStatus(view), last_checkpoint_id: last?.checkpointId ?? '' };
     }),
     ListSessions: unaryHandler(async (_req, call) => {
