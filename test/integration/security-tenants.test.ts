@@ -257,3 +257,36 @@ describe('MCP over HTTP', () => {
     }
   }, 60_000);
 });
+
+describe('checkpoints', () => {
+  it("keeps a tenant's checkpoints its own: another tenant can neither list, restore, delete nor take them, and hears NOT_FOUND as for none", async () => {
+    const s = (await unary(acme.sessions, 'CreateSession', {})) as Wire;
+    try {
+      await runTask(acme, { session_id: s['session_id'], typed_request: { fs_write: { path: 'secret.txt', contents: 'acme only' } } });
+      const c = (await unary(acme.sessions, 'CheckpointSession', { session_id: s['session_id'] }, { deadlineMs: 60_000 })) as Wire;
+      const id = c['checkpoint_id'] as string;
+      const theirs = ((await unary(globex.sessions, 'ListCheckpoints', {})) as Wire)['checkpoints'].map((x: Wire) => x.checkpoint_id);
+      expect(theirs).not.toContain(id);
+      const none = await grpcError(unary(globex.sessions, 'RestoreSession', { checkpoint_id: 'ckpt-000000000000000000000000', create_new_session: true }));
+      for (const call of [
+        () => unary(globex.sessions, 'RestoreSession', { checkpoint_id: id, create_new_session: true }),
+        () => unary(globex.sessions, 'RestoreSession', { checkpoint_id: id }),
+        () => unary(globex.sessions, 'DeleteCheckpoint', { checkpoint_id: id }),
+      ]) {
+        const e = await grpcError(call());
+        expect(e.code).toBe(grpc.status.NOT_FOUND);
+        expect(e.details.replace(id, 'ckpt-000000000000000000000000')).toBe(none.details);
+      }
+      expect((await grpcError(unary(globex.sessions, 'CheckpointSession', { session_id: s['session_id'] }))).code).toBe(grpc.status.NOT_FOUND);
+      expect((await grpcError(unary(globex.sessions, 'ListCheckpoints', { session_id: s['session_id'] }))).code).toBe(grpc.status.NOT_FOUND);
+      // Its owner and the admin see it; the owner restores it.
+      expect(((await unary(acme.sessions, 'ListCheckpoints', {})) as Wire)['checkpoints'].map((x: Wire) => x.checkpoint_id)).toContain(id);
+      expect(((await unary(admin.sessions, 'ListCheckpoints', {})) as Wire)['checkpoints'].map((x: Wire) => x.checkpoint_id)).toContain(id);
+      const r = (await unary(acme.sessions, 'RestoreSession', { checkpoint_id: id }, { deadlineMs: 60_000 })) as Wire;
+      expect(r['session_id']).toBe(s['session_id']);
+      expect(((await unary(acme.sessions, 'DeleteCheckpoint', { checkpoint_id: id })) as Wire)['deleted']).toBe(true);
+    } finally {
+      await unary(acme.sessions, 'DestroySession', { session_id: s['session_id'], force: true }).catch(() => {});
+    }
+  }, 60_000);
+});
