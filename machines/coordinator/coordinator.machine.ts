@@ -1,6 +1,7 @@
 import { enqueueActions, setup, type ActorRefFrom, type AnyActorRef, type SnapshotFrom } from 'xstate';
 import { errorInfo, type ErrorInfo } from '../domain/errors.js';
-import type { SessionDescription, SessionReport } from '../domain/sessions.js';
+import type { CheckpointRestore, SessionDescription, SessionReport } from '../domain/sessions.js';
+import { sessionProxyIdOf } from './session-proxy.machine.js';
 import { supervisorIdOf, supervisorMachine, type SupervisorInput, type SupervisorParentEvent } from '../supervisor.machine.js';
 import { removeFailedChild, type BackoffPolicy, type RestartIntensity } from '../supervision.js';
 import { choose, emptyPlacement, setSlot, slotOf, updateSlot, type PlacementIndex } from './placement.js';
@@ -23,6 +24,16 @@ export interface CoordinatorInput {
 
 export interface CoordinatorContext extends CoordinatorInput {
   placement: PlacementIndex;
+  /** Sessions no worker holds, kept in their latest checkpoint (evicted, or waiting for a worker to be recovered on). */
+  evicted: Record<string, EvictedSession>;
+}
+
+export interface EvictedSession {
+  description: SessionDescription;
+  restore: CheckpointRestore;
+  /** The worker it left. */
+  fromWorker: string;
+  evictedAtMs: number;
 }
 
 export type CoordinatorEvent =
@@ -31,6 +42,12 @@ export type CoordinatorEvent =
   | { type: 'worker.deregister'; workerId: string; registrationId: string; reason: string; atMs: number }
   | { type: 'stream.opened'; workerId: string; registrationId: string; streamId: string; atMs: number }
   | { type: 'session.create'; requestId: string; workerId: string; description: SessionDescription; atMs: number }
+  /** An evicted session's next use: it is made again on the least-loaded worker from its checkpoint. */
+  | { type: 'session.rehome'; requestId: string; sessionId: string; atMs: number }
+  /** An evicted session destroyed: only its checkpoints remain. */
+  | { type: 'session.forget'; requestId: string; sessionId: string }
+  /** At start: an evicted session the checkpoint store remembers. */
+  | { type: 'session.keep'; session: EvictedSession }
   | { type: 'coordinator.drain' }
   | ShardParentEvent
   | SupervisorParentEvent
@@ -44,6 +61,10 @@ export type CoordinatorEmitted =
   | { type: 'worker.unknown'; workerId: string; registrationId: string }
   | { type: 'session.placed'; requestId: string; sessionId: string; workerId: string }
   | { type: 'session.rejected'; requestId: string; error: ErrorInfo }
+  /** An evicted session to remember across restarts (the coordinator writes it to the checkpoint store), and one to forget. */
+  | { type: 'session.kept'; session: EvictedSession }
+  | { type: 'session.unkept'; sessionId: string }
+  | { type: 'session.forgotten'; requestId: string; found: boolean }
   | { type: 'coordinator.warning'; message: string; details: Record<string, string> };
 
 export const COORDINATOR_ID = 'coordinator';
@@ -133,6 +154,44 @@ export const coordinatorMachine = setup({
       enqueue.sendTo(shardRef, create);
       enqueue.emit({ type: 'session.placed', requestId: e.requestId, sessionId: e.description.sessionId, workerId: choice.workerId });
     }),
+    keep: enqueueActions(({ context, enqueue }, p: { session: EvictedSession; rehome: boolean; tell: boolean }) => {
+      const id = p.session.description.sessionId;
+      enqueue.assign({ evicted: { ...context.evicted, [id]: p.session } });
+      if (p.tell) enqueue.emit({ type: 'session.kept', session: p.session });
+      if (p.rehome) enqueue.raise({ type: 'session.rehome', requestId: '', sessionId: id, atMs: p.session.evictedAtMs });
+    }),
+    rehome: enqueueActions(({ context, enqueue, system }, e: Extract<CoordinatorEvent, { type: 'session.rehome' }>) => {
+      const kept = context.evicted[e.sessionId];
+      const reject = (error: ErrorInfo) => enqueue.emit({ type: 'session.rejected', requestId: e.requestId, error });
+      // Made again already (another call got there first): its proxy answers.
+      if (system.get(sessionProxyIdOf(e.sessionId))) {
+        enqueue.emit({ type: 'session.placed', requestId: e.requestId, sessionId: e.sessionId, workerId: '' });
+        return;
+      }
+      if (!kept) return reject(errorInfo('SESSION_NOT_FOUND', `session_id: no session ${JSON.stringify(e.sessionId)} exists`));
+      const choice = choose(context.placement, '');
+      if (!choice.ok) return reject(errorInfo(choice.code === 'CAPACITY_EXHAUSTED' ? 'UNAVAILABLE' : choice.code, `session ${e.sessionId} is EVICTED (its files are in checkpoint ${kept.restore.checkpointId}) and no worker can take it now: ${choice.message}`));
+      const shardRef = system.get(shardIdOf(choice.workerId)) as AnyActorRef | undefined;
+      if (!shardRef) return reject(errorInfo('UNAVAILABLE', `worker ${choice.workerId}'s shard is restarting; try again shortly`));
+      const slot = slotOf(context.placement, choice.workerId)!;
+      const evicted = { ...context.evicted };
+      delete evicted[e.sessionId];
+      enqueue.assign({ evicted, placement: setSlot(context.placement, choice.workerId, { ...slot, load: slot.load + 1 }) });
+      const create: ShardEvent = { type: 'session.create', description: { ...kept.description, restoreFrom: kept.restore }, atMs: e.atMs };
+      enqueue.sendTo(shardRef, create);
+      enqueue.emit({ type: 'session.unkept', sessionId: e.sessionId });
+      enqueue.emit({ type: 'session.placed', requestId: e.requestId, sessionId: e.sessionId, workerId: choice.workerId });
+    }),
+    forget: enqueueActions(({ context, enqueue }, e: Extract<CoordinatorEvent, { type: 'session.forget' }>) => {
+      const found = e.sessionId in context.evicted;
+      if (found) {
+        const evicted = { ...context.evicted };
+        delete evicted[e.sessionId];
+        enqueue.assign({ evicted });
+        enqueue.emit({ type: 'session.unkept', sessionId: e.sessionId });
+      }
+      enqueue.emit({ type: 'session.forgotten', requestId: e.requestId, found });
+    }),
     noteLoad: enqueueActions(({ context, enqueue }, e: Extract<ShardParentEvent, { type: 'shard.load' }>) => {
       const reg = e.registration;
       const placement = updateSlot(context.placement, e.workerId, {
@@ -149,8 +208,16 @@ export const coordinatorMachine = setup({
   },
 }).createMachine({
   id: 'coordinator',
-  context: ({ input }) => ({ ...input, placement: emptyPlacement() }),
+  context: ({ input }) => ({ ...input, placement: emptyPlacement(), evicted: {} }),
   on: {
+    'session.evicted': {
+      actions: {
+        type: 'keep',
+        params: ({ event }) => ({ session: { description: event.report.description, restore: event.restore, fromWorker: event.from, evictedAtMs: event.atMs }, rehome: event.rehome, tell: true }),
+      },
+    },
+    'session.keep': { guard: ({ context, event }) => !(event.session.description.sessionId in context.evicted), actions: { type: 'keep', params: ({ event }) => ({ session: event.session, rehome: false, tell: false }) } },
+    'session.forget': { actions: { type: 'forget', params: ({ event }) => event } },
     'worker.register': [
       // A second live process with the same WORKER_ID is refused, never allowed to take the first one's sessions.
       { guard: { type: 'isAnotherLiveInstance', params: ({ event }) => event }, actions: { type: 'refuseDuplicate', params: ({ event }) => event } },
@@ -191,10 +258,10 @@ export const coordinatorMachine = setup({
   states: {
     recovering: {
       after: { recoveryGrace: 'serving' },
-      on: { 'session.create': { actions: { type: 'place', params: ({ event }) => event } }, 'coordinator.drain': 'draining' },
+      on: { 'session.create': { actions: { type: 'place', params: ({ event }) => event } }, 'session.rehome': { actions: { type: 'rehome', params: ({ event }) => event } }, 'coordinator.drain': 'draining' },
     },
     serving: {
-      on: { 'session.create': { actions: { type: 'place', params: ({ event }) => event } }, 'coordinator.drain': 'draining' },
+      on: { 'session.create': { actions: { type: 'place', params: ({ event }) => event } }, 'session.rehome': { actions: { type: 'rehome', params: ({ event }) => event } }, 'coordinator.drain': 'draining' },
     },
     draining: {
       entry: enqueueActions(({ enqueue, self, system }) => {
@@ -206,6 +273,7 @@ export const coordinatorMachine = setup({
       }),
       on: {
         'session.create': { actions: enqueueActions(({ enqueue, event }) => enqueue.emit({ type: 'session.rejected', requestId: event.requestId, error: errorInfo('UNAVAILABLE', 'the coordinator is shutting down; create the session again once it is back') })) },
+        'session.rehome': { actions: enqueueActions(({ enqueue, event }) => enqueue.emit({ type: 'session.rejected', requestId: event.requestId, error: errorInfo('UNAVAILABLE', 'the coordinator is shutting down; the session is restored from its checkpoint once it is back') })) },
       },
     },
   },

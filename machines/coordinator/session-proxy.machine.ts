@@ -1,6 +1,7 @@
 import { assign, enqueueActions, sendParent, setup, type ActorRefFrom, type AnyActorRef, type SnapshotFrom } from 'xstate';
 import { errorInfo, type ErrorInfo } from '../domain/errors.js';
-import type { SessionReport, SessionState, SessionView } from '../domain/sessions.js';
+import type { CheckpointRestore, SessionReport, SessionState, SessionView } from '../domain/sessions.js';
+import { isCheckpointingTool } from '../domain/tools.js';
 import { addRecord, emptyTaskBook, findRecord, liveRecords, taskStateOf, updateRecord, type TaskBook, type TaskSpec, type TaskState } from '../domain/tasks.js';
 import { removeFailedChild } from '../supervision.js';
 import { taskProxyIdOf, taskProxyMachine, type TaskProxyEndedEvent } from './task-proxy.machine.js';
@@ -50,6 +51,9 @@ export interface SessionProxyContext {
   metadataAsks: string[];
   createTimeoutMs: number;
   destroyTimeoutMs: number;
+  /** The checkpoint an eviction or recovery hands the session over with. */
+  handover: CheckpointRestore | null;
+  evictRequestId: string;
 }
 
 export type SessionProxyEvent =
@@ -64,6 +68,13 @@ export type SessionProxyEvent =
   | TaskProxyEndedEvent
   | { type: 'metadata.put'; requestId: string; metadata: Record<string, string>; merge: boolean; atMs: number }
   | { type: 'session.destroy'; requestId: string; force: boolean; atMs: number }
+  /**
+   * Evict: the worker drops the session (its slot freed); the session lives on in `restore`, its
+   * latest checkpoint, taken at `checkpointedAtMs`, which no client task may have outlived.
+   */
+  | { type: 'session.evict'; requestId: string; restore: CheckpointRestore; checkpointedAtMs: number; atMs: number }
+  /** Recover: the worker has been unreachable too long; the session is made again elsewhere from `restore`. */
+  | { type: 'session.recover'; restore: CheckpointRestore; atMs: number }
   | { type: `xstate.error.actor.${string}`; error: unknown };
 
 /** Answers to the front doors, matched by requestId. */
@@ -72,7 +83,8 @@ export type SessionProxyEmitted =
   | { type: 'task.rejected'; requestId: string; error: ErrorInfo }
   | { type: 'cancel.answered'; requestId: string; cancelled: boolean; state: TaskState }
   | { type: 'metadata.answered'; requestId: string; metadata: Record<string, string>; error: ErrorInfo | null }
-  | { type: 'destroy.answered'; requestId: string; error: ErrorInfo };
+  | { type: 'destroy.answered'; requestId: string; error: ErrorInfo }
+  | { type: 'evict.answered'; requestId: string; error: ErrorInfo | null };
 
 /** Told to the bucket above. */
 export type SessionProxyParentEvent =
@@ -81,10 +93,12 @@ export type SessionProxyParentEvent =
 
 export interface SessionProxyOutput {
   sessionId: string;
-  end: 'terminated' | 'refused' | 'moved';
+  /** evicted: its worker dropped it, its checkpoint holds it; rehome: to be made again elsewhere from its checkpoint. */
+  end: 'terminated' | 'refused' | 'moved' | 'evicted' | 'rehome';
   error: ErrorInfo | null;
   movedTo: string;
   report: SessionReport;
+  handover: CheckpointRestore | null;
 }
 
 export const sessionProxyIdOf = (sessionId: string): string => `session:${sessionId}`;
@@ -95,6 +109,16 @@ export const destroyCommandIdOf = (sessionId: string): string => `destroy:${sess
 
 // CHECKPOINTING takes tasks: they queue behind the checkpoint on the worker.
 const acceptingStates: ReadonlySet<SessionState> = new Set(['INITIALIZING', 'READY', 'BUSY', 'IDLE', 'CHECKPOINTING']);
+
+/** When the session's last client task (not its own checkpoints and restores) ended; 0: none in the book. */
+export function lastClientTaskEndOf(book: TaskBook): number {
+  let last = 0;
+  for (const id of book.order) {
+    const r = book.records[id];
+    if (r && !isCheckpointingTool(r.tool)) last = Math.max(last, r.endedAtMs || r.enqueuedAtMs);
+  }
+  return last;
+}
 
 function command(enqueue: { sendTo: (ref: AnyActorRef, event: { type: 'worker.command'; command: WorkerCommandMessage }) => void }, system: { get(id: string): AnyActorRef | undefined }, workerId: string, message: WorkerCommandMessage): boolean {
   const connection = system.get(connectionIdOf(workerId));
@@ -133,6 +157,12 @@ export const sessionProxyMachine = setup({
     reachable: ({ context }) => context.reachable,
     hasNoLiveTasks: ({ context }) => liveRecords(context.book).length === 0,
     refusesDestroy: ({ context }, p: { force: boolean }) => !p.force && liveRecords(context.book).length > 0,
+    /** Nothing ran since the checkpoint: no live task, no client task that ended after it, and the session is READY or IDLE. */
+    evictable: ({ context }, p: { checkpointedAtMs: number }) =>
+      context.reachable &&
+      (context.report.state === 'IDLE' || context.report.state === 'READY') &&
+      liveRecords(context.book).length === 0 &&
+      lastClientTaskEndOf(context.book) < p.checkpointedAtMs,
     // A task's constraints only narrow the session's permissions.
     widensNetwork: ({ context }, p: { spec: TaskSpec }) => p.spec.constraints.allow_network && !context.report.description.config.allow_network,
   },
@@ -261,6 +291,8 @@ export const sessionProxyMachine = setup({
     metadataAsks: [],
     createTimeoutMs: input.createTimeoutMs,
     destroyTimeoutMs: input.destroyTimeoutMs,
+    handover: null,
+    evictRequestId: '',
   }),
   initial: 'starting',
   on: {
@@ -377,6 +409,53 @@ export const sessionProxyMachine = setup({
           },
           { target: 'destroying', actions: assign({ destroyRequestId: ({ event }) => event.requestId }) },
         ],
+        'session.evict': [
+          { guard: { type: 'evictable', params: ({ event }) => event }, target: 'evicting', actions: assign({ handover: ({ event }) => event.restore, evictRequestId: ({ event }) => event.requestId }) },
+          {
+            actions: enqueueActions(({ context, enqueue, event }) =>
+              enqueue.emit({ type: 'evict.answered', requestId: event.requestId, error: errorInfo('FAILED_PRECONDITION', `session ${context.sessionId} is ${context.report.state}${liveRecords(context.book).length ? ' with tasks' : ''} or changed since the checkpoint; not evicted`) }),
+            ),
+          },
+        ],
+        // Only a session whose worker is away is made again elsewhere (the worker, if it comes back, drops its copy).
+        'session.recover': { guard: ({ context }) => !context.reachable, target: 'ending', actions: assign({ handover: ({ event }) => event.restore }) },
+      },
+    },
+    // The worker drops the session; the coordinator keeps it as EVICTED, to be made again from its checkpoint.
+    evicting: {
+      entry: 'sendDestroy',
+      after: {
+        destroyTimeout: {
+          target: 'active',
+          actions: [
+            enqueueActions(({ context, enqueue }) => enqueue.emit({ type: 'evict.answered', requestId: context.evictRequestId, error: errorInfo('UNAVAILABLE', `worker ${context.workerId} did not drop session ${context.sessionId} within ${context.destroyTimeoutMs} ms`) })),
+            assign({ handover: null }),
+          ],
+        },
+      },
+      on: {
+        'command.replied': [
+          { guard: ({ context, event }) => event.requestId === destroyCommandIdOf(context.sessionId) && event.ok, target: 'done' },
+          {
+            guard: { type: 'isDestroyReply', params: ({ event }) => event },
+            target: 'active',
+            actions: [
+              enqueueActions(({ context, enqueue, event }) => enqueue.emit({ type: 'evict.answered', requestId: context.evictRequestId, error: event.error ?? errorInfo('INTERNAL', 'the worker could not drop the session') })),
+              assign({ handover: null }),
+            ],
+          },
+        ],
+        'session.reported': [{ guard: { type: 'isGone', params: ({ event }) => event }, target: 'done' }, { actions: { type: 'mirror', params: ({ event }) => event } }],
+        'worker.lost': {
+          target: 'active',
+          actions: [
+            { type: 'markLost', params: ({ event }) => event },
+            enqueueActions(({ context, enqueue }) => enqueue.emit({ type: 'evict.answered', requestId: context.evictRequestId, error: errorInfo('UNAVAILABLE', `worker ${context.workerId} was lost during the eviction`) })),
+            assign({ handover: null }),
+          ],
+        },
+        'task.submit': { actions: { type: 'rejectTaskWith', params: ({ context, event }) => ({ requestId: event.requestId, error: errorInfo('UNAVAILABLE', `session ${context.sessionId} is being evicted; send the task again and it restores the session`) }) } },
+        'session.destroy': { actions: { type: 'answerDestroy', params: ({ context, event }) => ({ requestId: event.requestId, error: errorInfo('UNAVAILABLE', `session ${context.sessionId} is being evicted; destroy it again in a moment`) }) } },
       },
     },
     destroying: {
@@ -433,10 +512,11 @@ export const sessionProxyMachine = setup({
   },
   output: ({ context }) => ({
     sessionId: context.sessionId,
-    end: context.error ? 'refused' : context.movedTo ? 'moved' : 'terminated',
+    end: context.error ? 'refused' : context.movedTo ? 'moved' : context.handover ? (context.reachable ? 'evicted' : 'rehome') : 'terminated',
     error: context.error,
     movedTo: context.movedTo,
     report: context.report,
+    handover: context.handover,
   }),
 });
 

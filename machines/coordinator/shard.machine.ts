@@ -1,5 +1,5 @@
 import { assign, enqueueActions, setup, type ActorRefFrom, type AnyActorRef, type SnapshotFrom } from 'xstate';
-import type { SessionDescription, SessionReport } from '../domain/sessions.js';
+import type { CheckpointRestore, SessionDescription, SessionReport } from '../domain/sessions.js';
 import { removeFailedChild } from '../supervision.js';
 import { bucketMachine, type BucketEvent, type BucketParentEvent } from './bucket.machine.js';
 import { sessionProxyIdOf, type SessionProxyInput } from './session-proxy.machine.js';
@@ -60,6 +60,8 @@ export type ShardEvent =
 export type ShardParentEvent =
   | { type: 'shard.load'; workerId: string; sessions: number; online: boolean; registration: Registration | null }
   | { type: 'session.moved'; sessionId: string; from: string; to: string; report: SessionReport; atMs: number }
+  /** The session left this worker for its checkpoint: kept EVICTED by the root, made again elsewhere at once when `rehome`. */
+  | { type: 'session.evicted'; from: string; report: SessionReport; restore: CheckpointRestore; rehome: boolean; atMs: number }
   | { type: 'coordinator.warning'; message: string; details: Record<string, string> };
 
 export const shardIdOf = (workerId: string): string => `shard:${workerId}`;
@@ -220,6 +222,11 @@ export const shardMachine = setup({
           enqueue.assign(oneFewer(context, event.bucketId));
           const out = event.output;
           if (out.end === 'moved') enqueue.sendParent({ type: 'session.moved', sessionId: out.sessionId, from: context.workerId, to: out.movedTo, report: out.report, atMs: out.report.description.lastActivityMs } satisfies ShardParentEvent);
+          if ((out.end === 'evicted' || out.end === 'rehome') && out.handover) {
+            // A recovered session's copy on this (lost) worker is dropped if the worker comes back.
+            if (out.end === 'rehome') enqueue.assign({ tombstones: [...context.tombstones.filter((id) => id !== out.sessionId), out.sessionId].slice(-MAX_TOMBSTONES) });
+            enqueue.sendParent({ type: 'session.evicted', from: context.workerId, report: out.report, restore: out.handover, rehome: out.end === 'rehome', atMs: out.report.description.lastActivityMs } satisfies ShardParentEvent);
+          }
         }),
         'tellLoad',
       ],

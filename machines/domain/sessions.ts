@@ -1,7 +1,15 @@
 /** The guide's session states, as the wire names them (without the SESSION_STATE_ prefix). */
-export type SessionState = 'INITIALIZING' | 'READY' | 'BUSY' | 'IDLE' | 'DRAINING' | 'CHECKPOINTING' | 'FAILED' | 'TERMINATED';
+export type SessionState = 'INITIALIZING' | 'READY' | 'BUSY' | 'IDLE' | 'DRAINING' | 'CHECKPOINTING' | 'FAILED' | 'TERMINATED' | 'EVICTED';
 
-export const sessionStates: readonly SessionState[] = ['INITIALIZING', 'READY', 'BUSY', 'IDLE', 'DRAINING', 'CHECKPOINTING', 'FAILED', 'TERMINATED'];
+export const sessionStates: readonly SessionState[] = ['INITIALIZING', 'READY', 'BUSY', 'IDLE', 'DRAINING', 'CHECKPOINTING', 'FAILED', 'TERMINATED', 'EVICTED'];
+
+/** A checkpoint a session is made from (after an eviction, or a recovery from a lost worker). */
+export interface CheckpointRestore {
+  checkpointId: string;
+  manifestSha256: string;
+  /** The survival note the session carries once restored. */
+  note: string;
+}
 
 export interface SessionConfig {
   env_vars: Record<string, string>;
@@ -38,6 +46,8 @@ export interface SessionDescription {
   survivalNote: string;
   /** READY → IDLE after this long without tasks; 0: never. */
   idleTimeoutMs: number;
+  /** Only in a create: make the session from this checkpoint (never kept on disk). */
+  restoreFrom?: CheckpointRestore;
 }
 
 /** A worker's report on one of its sessions: sent on every state change, and listed at registration. */

@@ -28,7 +28,15 @@ export interface TaskSpec {
 export interface TaskProgress { stage: string; message: string; percent: number; elapsedMs: number }
 export interface TaskLog { stream: 'stdout' | 'stderr' | 'system'; line: string; timestampMs: number }
 
-export interface TaskMetadata { workerId: string; startedAtMs: number; finishedAtMs: number; durationMs: number; queuedMs: number }
+export interface TaskMetadata {
+  workerId: string;
+  startedAtMs: number;
+  finishedAtMs: number;
+  durationMs: number;
+  queuedMs: number;
+  /** The session was evicted (or recovered) and restored from this checkpoint before the task ran. */
+  restoredFromCheckpoint?: string;
+}
 
 /** How a task ended: exactly one of these per task. Carries the tool's whole reply (possibly large). */
 export type TaskOutcome =

@@ -28,6 +28,7 @@ export class LocalCheckpointStore implements CheckpointStore {
   private readonly blobs: string;
   private readonly records: string;
   private readonly tmp: string;
+  private readonly evicted: string;
   private used: Promise<number> | undefined;
   /** The readable records, read from the folder at the first listing and kept up to date after (one coordinator owns a store). */
   private index: Map<string, CheckpointRecord> | undefined;
@@ -38,11 +39,12 @@ export class LocalCheckpointStore implements CheckpointStore {
     this.blobs = path.join(dir, 'blobs');
     this.records = path.join(dir, 'checkpoints');
     this.tmp = path.join(dir, 'tmp');
+    this.evicted = path.join(dir, 'evicted');
   }
 
   /** Makes the folders and clears writes a crash left in tmp/. */
   async open(): Promise<this> {
-    await Promise.all([mkdir(this.blobs, { recursive: true }), mkdir(this.records, { recursive: true })]);
+    await Promise.all([mkdir(this.blobs, { recursive: true }), mkdir(this.records, { recursive: true }), mkdir(this.evicted, { recursive: true })]);
     await rm(this.tmp, { recursive: true, force: true });
     await mkdir(this.tmp, { recursive: true });
     return this;
@@ -196,6 +198,41 @@ export class LocalCheckpointStore implements CheckpointStore {
     this.account(-size);
     this.index?.delete(checkpointId);
     return true;
+  }
+
+  private evictedPath(sessionId: string): string {
+    if (!isSafeId(sessionId)) throw invalidArgument('session_id', 'letters, digits, ".", "_" and "-" only, at most 128');
+    return path.join(this.evicted, `${sessionId}.json`);
+  }
+
+  async putEvicted(sessionId: string, value: unknown): Promise<void> {
+    const tmp = path.join(this.tmp, `evicted-${randomBytes(8).toString('hex')}`);
+    const fh = await open(tmp, 'wx', 0o600);
+    try {
+      await fh.write(JSON.stringify(value));
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, this.evictedPath(sessionId));
+  }
+
+  async listEvicted(): Promise<unknown[]> {
+    const out: unknown[] = [];
+    for (const name of await readdir(this.evicted).catch(() => [] as string[])) {
+      if (!name.endsWith('.json')) continue;
+      const raw = await readFile(path.join(this.evicted, name), 'utf8').catch(() => '');
+      try {
+        out.push(JSON.parse(raw));
+      } catch {
+        // A damaged entry is skipped: its checkpoints are still listed and restorable.
+      }
+    }
+    return out;
+  }
+
+  async deleteEvicted(sessionId: string): Promise<void> {
+    await rm(this.evictedPath(sessionId), { force: true });
   }
 
   async sweep(keep: ReadonlySet<string>, graceMs: number): Promise<{ removed: number; freedBytes: number }> {

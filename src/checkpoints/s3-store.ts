@@ -250,6 +250,32 @@ export class S3CheckpointStore implements CheckpointStore {
     return true;
   }
 
+  async putEvicted(sessionId: string, value: unknown): Promise<void> {
+    if (!isSafeId(sessionId)) throw invalidArgument('session_id', 'letters, digits, ".", "_" and "-" only, at most 128');
+    const body = Buffer.from(JSON.stringify(value));
+    await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.key('evicted', `${sessionId}.json`), Body: body, ContentLength: body.length })).catch((err: unknown) => {
+      throw unavailable(`remember evicted session ${sessionId}`, err);
+    });
+  }
+
+  async listEvicted(): Promise<unknown[]> {
+    const out: unknown[] = [];
+    for (const o of await this.listAll(this.key('evicted/'))) {
+      try {
+        const res = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: o.key }));
+        out.push(JSON.parse((await res.Body?.transformToString('utf8')) ?? ''));
+      } catch {
+        // A damaged or vanished entry is skipped: its checkpoints are still listed and restorable.
+      }
+    }
+    return out;
+  }
+
+  async deleteEvicted(sessionId: string): Promise<void> {
+    if (!isSafeId(sessionId)) return;
+    await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.key('evicted', `${sessionId}.json`) })).catch(() => {});
+  }
+
   async sweep(keep: ReadonlySet<string>, graceMs: number): Promise<{ removed: number; freedBytes: number }> {
     const cutoff = Date.now() - graceMs;
     for (const [sha, at] of this.claimed) if (at < cutoff) this.claimed.delete(sha);

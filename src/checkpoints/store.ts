@@ -66,6 +66,10 @@ export interface CheckpointStore {
   deleteRecord(checkpointId: string): Promise<boolean>;
   /** Removes blobs no record names that are older than `graceMs` (a checkpoint in progress may still name them). */
   sweep(keep: ReadonlySet<string>, graceMs: number): Promise<{ removed: number; freedBytes: number }>;
+  /** Evicted sessions (no worker holds them; their files are in a checkpoint), remembered across coordinator restarts. */
+  putEvicted(sessionId: string, value: unknown): Promise<void>;
+  listEvicted(): Promise<unknown[]>;
+  deleteEvicted(sessionId: string): Promise<void>;
 }
 
 /** A record file that does not parse: the checkpoint exists, but cannot be trusted. */

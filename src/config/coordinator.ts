@@ -69,6 +69,10 @@ export const CoordinatorEnv = z.object({
   CHECKPOINT_RETENTION_DAYS: z.coerce.number().min(0).default(7),
   /** A session that goes IDLE with changes since its latest checkpoint is checkpointed. */
   CHECKPOINT_ON_IDLE: bool(false),
+  /** An idle session is checkpointed and evicted from its worker after this long without a task (0: never); its next task restores it. */
+  SESSION_EVICT_AFTER_SECONDS: z.coerce.number().min(0).default(0),
+  /** A lost worker's sessions with a checkpoint are restored on another worker when it is not back within this (0: never). */
+  SESSION_RECOVERY_SECONDS: z.coerce.number().min(0).default(30),
   /** The most bytes the checkpoint store may hold (0: what its disk has). */
   CHECKPOINT_STORE_MAX_BYTES: z.coerce.number().int().min(0).default(0),
 });
@@ -94,7 +98,7 @@ export interface CoordinatorConfig {
   drainTimeoutMs: number;
   createTimeoutMs: number;
   recoveryGraceMs: number;
-  checkpoints: { dir: string; store: string; s3Endpoint: string; s3Region: string; maxBytes: number; retentionMs: number; onIdle: boolean };
+  checkpoints: { dir: string; store: string; s3Endpoint: string; s3Region: string; maxBytes: number; retentionMs: number; onIdle: boolean; evictAfterMs: number; recoveryMs: number };
 }
 
 export function coordinatorConfig(env: Record<string, string | undefined>): CoordinatorConfig {
@@ -139,6 +143,8 @@ export function coordinatorConfig(env: Record<string, string | undefined>): Coor
       maxBytes: e.CHECKPOINT_STORE_MAX_BYTES,
       retentionMs: Math.round(e.CHECKPOINT_RETENTION_DAYS * 86_400_000),
       onIdle: e.CHECKPOINT_ON_IDLE,
+      evictAfterMs: Math.round(e.SESSION_EVICT_AFTER_SECONDS * 1000),
+      recoveryMs: Math.round(e.SESSION_RECOVERY_SECONDS * 1000),
     },
   };
 }

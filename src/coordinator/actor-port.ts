@@ -3,7 +3,7 @@ import { checkEnvVars } from '../domain/env.js';
 import { checkMetadataSize } from '../domain/metadata.js';
 import { CodegenError, invalidArgument, type ErrorInfo } from '../domain/errors.js';
 import { isSafeId, newRequestId, newSessionId, newTaskId } from '../domain/ids.js';
-import type { SessionConfig, SessionDescription, SessionView, WorkerView } from '../domain/sessions.js';
+import type { CheckpointRestore, SessionConfig, SessionDescription, SessionView, WorkerView } from '../domain/sessions.js';
 import { findRecord, isFinalTaskState, liveRecords, type TaskConstraints, type TaskOutcome, type TaskOutcomeSummary, type TaskRecord, type TaskSpec, type TaskUpdate } from '../domain/tasks.js';
 import { askLater, askNow } from '../runtime/ask.js';
 import type { CheckpointView, CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../runtime/port.js';
@@ -13,9 +13,9 @@ import { isCheckpointingTool } from '../domain/tools.js';
 import { waitForOutcome } from '../runtime/wait-task.js';
 import { ownerOf, type TenancyBackend, type TenantUsage } from '../runtime/tenancy.js';
 import type { ResultStore } from '../runtime/result-store.js';
-import type { CoordinatorActor, CoordinatorEmitted } from '../../machines/coordinator/coordinator.machine.js';
+import type { CoordinatorActor, CoordinatorEmitted, CoordinatorEvent, EvictedSession } from '../../machines/coordinator/coordinator.machine.js';
 import { allSlots } from '../../machines/coordinator/placement.js';
-import { isSettled, sessionProxyIdOf, sessionViewOf, type SessionProxyActor, type SessionProxyEmitted, type SessionProxyOutput, type SessionProxySnapshot } from '../../machines/coordinator/session-proxy.machine.js';
+import { isSettled, lastClientTaskEndOf, sessionProxyIdOf, sessionViewOf, type SessionProxyActor, type SessionProxyEmitted, type SessionProxyOutput, type SessionProxySnapshot } from '../../machines/coordinator/session-proxy.machine.js';
 import { shardIdOf } from '../../machines/coordinator/shard.machine.js';
 import { liveTaskStateOf, taskProxyIdOf, type TaskProxyActor, type TaskProxyEmitted } from '../../machines/coordinator/task-proxy.machine.js';
 
@@ -30,6 +30,31 @@ export interface ActorPortOptions {
   onSweep?: (result: { removed: number; freedBytes: number } | Error) => void;
 }
 
+/** What the front doors show of a session no worker holds: EVICTED, its files in its latest checkpoint. */
+function evictedView(k: EvictedSession): SessionView {
+  const d = k.description;
+  return {
+    sessionId: d.sessionId,
+    workerId: '',
+    workspaceId: d.workspaceId,
+    userId: d.userId,
+    tenant: d.tenant,
+    workspacePath: '',
+    state: 'EVICTED',
+    createdAtMs: d.createdAtMs,
+    lastActivityMs: d.lastActivityMs,
+    activeTasks: 0,
+    recentTasks: [],
+    metadata: { ...d.metadata },
+    failureReason: '',
+    restartedAtMs: d.restartedAtMs,
+    survivalNote: `no worker holds it since ${new Date(k.evictedAtMs).toISOString()} (it left worker ${k.fromWorker}); its files and packages are in checkpoint ${k.restore.checkpointId}, and its next task restores it on the least-loaded worker`,
+    unreachableSinceMs: 0,
+    usage: { memoryBytes: 0, cpuMillicores: 0, diskBytes: 0 },
+    limits: { memoryBytes: 0, maxProcesses: 0, cpuSecondsPerTask: 0, cpuMillicores: 0, diskBytes: 0 },
+  };
+}
+
 /** An outcome the result cache no longer holds: rebuilt from the proxy's summary, without the tool's reply. */
 const fromSummary = (s: TaskOutcomeSummary): TaskOutcome => (s.type === 'error' ? s : { type: 'result', status: s.status, artifacts: [], metadata: s.metadata });
 
@@ -39,6 +64,9 @@ const fromSummary = (s: TaskOutcomeSummary): TaskOutcome => (s.type === 'error' 
  */
 export class ActorCoordinatorPort implements TenancyBackend {
   private readonly checkpointService: CheckpointService | undefined;
+  /** Evicted sessions being made again now (calls that arrive meanwhile wait), and the checkpoint each came from. */
+  private readonly rehoming = new Map<string, Promise<unknown>>();
+  private readonly rehomedFrom = new Map<string, string>();
 
   constructor(
     private readonly root: CoordinatorActor,
@@ -50,6 +78,66 @@ export class ActorCoordinatorPort implements TenancyBackend {
   get checkpoints(): CheckpointService {
     if (!this.checkpointService) throw new CodegenError('UNIMPLEMENTED', 'this coordinator has no checkpoint store');
     return this.checkpointService;
+  }
+
+  /** Being evicted, or being made again from its checkpoint: a task waits for the session rather than being refused. */
+  private isComingBack(sessionId: string): boolean {
+    const p = this.system.get(sessionProxyIdOf(sessionId)) as SessionProxyActor | undefined;
+    if (this.rehoming.has(sessionId)) return true;
+    return Boolean(p && p.getSnapshot().status === 'active' && p.getSnapshot().matches('evicting'));
+  }
+
+  /** Reachable sessions with no live task, READY or IDLE, whose last client task ended (or that were last active) before `idleSinceMs`. */
+  evictionCandidates(idleSinceMs: number): Array<{ sessionId: string; lastClientMs: number }> {
+    const out: Array<{ sessionId: string; lastClientMs: number }> = [];
+    for (const proxy of this.proxies()) {
+      const snap = proxy.getSnapshot();
+      const c = snap.context;
+      if (!snap.matches('active') || !c.reachable || liveRecords(c.book).length > 0) continue;
+      if (c.report.state !== 'IDLE' && c.report.state !== 'READY') continue;
+      const lastClientMs = lastClientTaskEndOf(c.book) || c.report.description.createdAtMs;
+      if (lastClientMs < idleSinceMs) out.push({ sessionId: c.sessionId, lastClientMs });
+    }
+    return out;
+  }
+
+  /** Asks the session's proxy to evict it; resolves once its worker dropped it (or with the refusal). */
+  async evict(sessionId: string, restore: CheckpointRestore, checkpointedAtMs: number): Promise<void> {
+    const proxy = this.proxy(sessionId);
+    const requestId = newRequestId();
+    let refusal: ErrorInfo | null = null;
+    const sub = proxy.on('evict.answered', (e: Extract<SessionProxyEmitted, { type: 'evict.answered' }>) => {
+      if (e.requestId === requestId) refusal = e.error;
+    });
+    try {
+      proxy.send({ type: 'session.evict', requestId, restore, checkpointedAtMs, atMs: Date.now() });
+      await waitFor(proxy, (s) => refusal !== null || s.status !== 'active' || !s.matches('evicting'), { timeout: this.opts.settleBoundMs });
+    } finally {
+      sub.unsubscribe();
+    }
+    if (refusal) throw CodegenError.from(refusal);
+  }
+
+  /** Sessions whose worker has been unreachable since before `sinceMs`. */
+  unreachableSince(sinceMs: number): Array<{ sessionId: string; workerId: string; unreachableSinceMs: number }> {
+    const out: Array<{ sessionId: string; workerId: string; unreachableSinceMs: number }> = [];
+    for (const proxy of this.proxies()) {
+      const snap = proxy.getSnapshot();
+      const c = snap.context;
+      if (!snap.matches('active') || c.reachable || !c.unreachableSinceMs || c.unreachableSinceMs > sinceMs) continue;
+      out.push({ sessionId: c.sessionId, workerId: c.workerId, unreachableSinceMs: c.unreachableSinceMs });
+    }
+    return out;
+  }
+
+  /** The session's worker is gone for good: its proxy hands it over, and it is made again elsewhere from `restore`. */
+  recover(sessionId: string, restore: CheckpointRestore): void {
+    this.proxy(sessionId).send({ type: 'session.recover', restore, atMs: Date.now() });
+  }
+
+  /** Whether some worker is online with room for another session. */
+  hasRoom(): boolean {
+    return allSlots(this.root.getSnapshot().context.placement).some(([, slot]) => slot.online && slot.load < slot.maxSessions);
   }
 
   /** The session's description as its worker last reported it. */
@@ -101,7 +189,7 @@ export class ActorCoordinatorPort implements TenancyBackend {
   }
 
   async listCheckpoints(sessionId = ''): Promise<CheckpointView[]> {
-    if (sessionId) this.proxy(sessionId);
+    if (sessionId) this.sessionViewNow(sessionId);
     return this.checkpoints.list(sessionId);
   }
 
@@ -127,7 +215,65 @@ export class ActorCoordinatorPort implements TenancyBackend {
 
   /** The session's view now (for tenancy's checks, in the same step as the call they guard). */
   sessionViewNow(sessionId: string): SessionView {
+    const kept = this.keptNow(sessionId);
+    if (kept) return evictedView(kept);
     return this.viewOf(this.proxy(sessionId).getSnapshot());
+  }
+
+  /** The session when no worker holds it and its checkpoint does (EVICTED), and no proxy stands for it. */
+  private keptNow(sessionId: string): EvictedSession | undefined {
+    const kept = this.root.getSnapshot().context.evicted[sessionId];
+    return kept && !this.system.get(sessionProxyIdOf(sessionId)) ? kept : undefined;
+  }
+
+  /**
+   * An EVICTED session is made again on the least-loaded worker from its checkpoint, and this
+   * resolves once it is READY (with the checkpoint it came from); a session a worker holds
+   * resolves at once with ''. One being evicted right now is waited for first.
+   */
+  async ensureLive(sessionId: string): Promise<string> {
+    const current = this.system.get(sessionProxyIdOf(sessionId)) as SessionProxyActor | undefined;
+    if (current && current.getSnapshot().status === 'active' && current.getSnapshot().matches('evicting')) {
+      await waitFor(current, (s) => s.status !== 'active' || !s.matches('evicting'), { timeout: this.opts.settleBoundMs }).catch(() => undefined);
+    }
+    // Being made again from its checkpoint for another call: this one waits for it too.
+    const underway = this.rehoming.get(sessionId);
+    if (underway) {
+      await underway.catch(() => undefined);
+      return this.keptNow(sessionId) ? this.ensureLive(sessionId) : (this.rehomedFrom.get(sessionId) ?? '');
+    }
+    const kept = this.keptNow(sessionId);
+    if (!kept) return '';
+    const done = this.placeAndSettle(sessionId, (requestId) => ({ type: 'session.rehome', requestId, sessionId, atMs: Date.now() }));
+    this.rehoming.set(sessionId, done);
+    this.rehomedFrom.set(sessionId, kept.restore.checkpointId);
+    try {
+      await done;
+    } finally {
+      this.rehoming.delete(sessionId);
+      // Kept a moment for calls that waited on it; the next eviction sets it anew.
+      setTimeout(() => this.rehomedFrom.delete(sessionId), 1_000).unref();
+    }
+    return kept.restore.checkpointId;
+  }
+
+  /** Sends a placing event to the root, then waits for the session's proxy to be READY (or to end, refused). */
+  private async placeAndSettle(sessionId: string, event: (requestId: string) => CoordinatorEvent): Promise<SessionView> {
+    const requestId = newRequestId();
+    const placed = askNow(this.root, event(requestId), ['session.placed', 'session.rejected'], (e) => {
+      const a = e as CoordinatorEmitted;
+      return (a.type === 'session.placed' || a.type === 'session.rejected') && a.requestId === requestId ? a : undefined;
+    });
+    if (placed.type === 'session.rejected') throw CodegenError.from(placed.error);
+    const proxy = this.system.get(sessionProxyIdOf(sessionId)) as SessionProxyActor | undefined;
+    if (!proxy) throw new CodegenError('INTERNAL', `session ${sessionId} was placed on worker ${placed.workerId} but has no proxy`);
+    const snap = await waitFor(proxy, isSettled, { timeout: this.opts.settleBoundMs }).catch(() => proxy.getSnapshot());
+    if (snap.status === 'done') {
+      const out = snap.output as SessionProxyOutput;
+      throw CodegenError.from(out.error ?? { code: 'INTERNAL', message: `session ${sessionId} ended while it was being made`, details: '', retriable: true });
+    }
+    if (!isSettled(snap)) throw new CodegenError('INTERNAL', `session ${sessionId} did not settle within ${this.opts.settleBoundMs} ms`);
+    return sessionViewOf(snap);
   }
 
   /** A tenant's sessions (made or being made) and its tasks queued or running: a scan, like a listing. */
@@ -140,6 +286,7 @@ export class ActorCoordinatorPort implements TenancyBackend {
       sessions++;
       liveTasks += liveRecords(c.book).length;
     }
+    for (const kept of Object.values(this.root.getSnapshot().context.evicted)) if (ownerOf(kept.description) === tenant) sessions++;
     return { sessions, liveTasks };
   }
 
@@ -177,24 +324,17 @@ export class ActorCoordinatorPort implements TenancyBackend {
       survivalNote: '',
       idleTimeoutMs: this.opts.idleTimeoutMs,
     };
-    const requestId = newRequestId();
-    const placed = askNow(this.root, { type: 'session.create', requestId, workerId: input.workerId ?? '', description, atMs: now }, ['session.placed', 'session.rejected'], (e) => {
-      const a = e as CoordinatorEmitted;
-      return (a.type === 'session.placed' || a.type === 'session.rejected') && a.requestId === requestId ? a : undefined;
-    });
-    if (placed.type === 'session.rejected') throw CodegenError.from(placed.error);
-    const proxy = this.system.get(sessionProxyIdOf(sessionId)) as SessionProxyActor | undefined;
-    if (!proxy) throw new CodegenError('INTERNAL', `session ${sessionId} was placed on worker ${placed.workerId} but has no proxy`);
-    const snap = await waitFor(proxy, isSettled, { timeout: this.opts.settleBoundMs }).catch(() => proxy.getSnapshot());
-    if (snap.status === 'done') {
-      const out = snap.output as SessionProxyOutput;
-      throw CodegenError.from(out.error ?? { code: 'INTERNAL', message: `session ${sessionId} ended while it was being made`, details: '', retriable: true });
-    }
-    if (!isSettled(snap)) throw new CodegenError('INTERNAL', `session ${sessionId} did not settle within ${this.opts.settleBoundMs} ms`);
-    return sessionViewOf(snap);
+    return this.placeAndSettle(sessionId, (requestId) => ({ type: 'session.create', requestId, workerId: input.workerId ?? '', description, atMs: now }));
   }
 
   async destroySession(sessionId: string, options: { force?: boolean; saveCheckpoint?: boolean } = {}): Promise<{ destroyed: boolean; artifacts: string[]; checkpointId: string }> {
+    const kept = this.keptNow(sessionId);
+    if (kept) {
+      // Its files are in its checkpoint already: that is the checkpoint a save asks for.
+      const requestId = newRequestId();
+      askNow(this.root, { type: 'session.forget', requestId, sessionId }, ['session.forgotten'], (e) => (e as Extract<CoordinatorEmitted, { type: 'session.forgotten' }>).requestId === requestId ? e : undefined);
+      return { destroyed: true, artifacts: [], checkpointId: options.saveCheckpoint ? kept.restore.checkpointId : '' };
+    }
     let checkpointId = '';
     // The checkpoint first, behind the running task (a refused destroy would keep the session anyway): when it fails, the session stays.
     if (options.saveCheckpoint) {
@@ -263,18 +403,23 @@ export class ActorCoordinatorPort implements TenancyBackend {
   }
 
   async listSessions(): Promise<SessionView[]> {
+    const kept = Object.values(this.root.getSnapshot().context.evicted).filter((k) => !this.system.get(sessionProxyIdOf(k.description.sessionId)));
     return this.proxies()
       .map((p) => p.getSnapshot())
       .filter((s) => isSettled(s))
       .map((s) => this.viewOf(s))
+      .concat(kept.map(evictedView))
       .sort((a, b) => a.createdAtMs - b.createdAtMs || (a.sessionId < b.sessionId ? -1 : a.sessionId > b.sessionId ? 1 : 0));
   }
 
   async getMetadata(sessionId: string): Promise<Record<string, string>> {
+    const kept = this.keptNow(sessionId);
+    if (kept) return { ...kept.description.metadata };
     return { ...this.proxy(sessionId).getSnapshot().context.report.description.metadata };
   }
 
   async putMetadata(sessionId: string, metadata: Record<string, string>, merge: boolean): Promise<Record<string, string>> {
+    if (this.keptNow(sessionId)) await this.ensureLive(sessionId);
     const proxy = this.proxy(sessionId);
     checkMetadataSize(merge ? { ...proxy.getSnapshot().context.report.description.metadata, ...metadata } : metadata);
     const requestId = newRequestId();
@@ -288,6 +433,12 @@ export class ActorCoordinatorPort implements TenancyBackend {
   }
 
   async submitTask(input: SubmitTaskInput, onUpdate: (update: TaskUpdate, taskId: string) => void): Promise<TaskHandle> {
+    // An evicted session comes back first (transparently: the call only takes longer), and its task's metadata says so.
+    const restoredFrom = this.keptNow(input.sessionId) || this.isComingBack(input.sessionId) ? await this.ensureLive(input.sessionId) : '';
+    if (restoredFrom) {
+      const deliver = onUpdate;
+      onUpdate = (u, taskId) => deliver(u.type === 'outcome' && u.outcome.type === 'result' ? { ...u, outcome: { ...u.outcome, metadata: { ...u.outcome.metadata, restoredFromCheckpoint: restoredFrom } } } : u, taskId);
+    }
     const proxy = this.proxy(input.sessionId);
     if (input.taskId && !isSafeId(input.taskId)) throw invalidArgument('task_id', 'letters, digits, ".", "_" and "-" only, at most 128');
     const sequence = input.sequence ?? 0;

@@ -11,6 +11,10 @@ import type { ActorCoordinatorPort } from './actor-port.js';
  */
 export interface CheckpointPolicyOptions {
   onIdle: boolean;
+  /** SESSION_EVICT_AFTER_SECONDS in ms (0: never). */
+  evictAfterMs: number;
+  /** SESSION_RECOVERY_SECONDS in ms (0: never). */
+  recoveryMs: number;
   retentionMs: number;
   /** How often idle sessions are looked for. */
   intervalMs: number;
@@ -33,7 +37,7 @@ export class CheckpointPolicies {
   ) {}
 
   start(): void {
-    if (!this.opts.onIdle && this.opts.retentionMs <= 0) return;
+    if (!this.opts.onIdle && this.opts.retentionMs <= 0 && this.opts.evictAfterMs <= 0 && this.opts.recoveryMs <= 0) return;
     this.timer = setInterval(() => void this.tick(Date.now()), this.opts.intervalMs);
     this.timer.unref();
   }
@@ -47,7 +51,9 @@ export class CheckpointPolicies {
     if (this.ticking) return;
     this.ticking = true;
     try {
+      if (this.opts.recoveryMs > 0) await this.recoverLost(nowMs);
       if (this.opts.onIdle) await this.checkpointIdle();
+      if (this.opts.evictAfterMs > 0) await this.evictIdle(nowMs);
       if (this.opts.retentionMs > 0 && nowMs - this.lastRetentionMs >= this.opts.retentionIntervalMs) {
         this.lastRetentionMs = nowMs;
         const deleted = await this.port.checkpoints.applyRetention(nowMs, this.opts.retentionMs, this.port.sessionIds());
@@ -57,6 +63,58 @@ export class CheckpointPolicies {
       this.opts.logger.warn({ err }, 'checkpoint policies: a tick failed; the next one tries again');
     } finally {
       this.ticking = false;
+    }
+  }
+
+  /** Sessions of a worker unreachable for longer than SESSION_RECOVERY_SECONDS: each with a checkpoint is made again on another worker. */
+  private async recoverLost(nowMs: number): Promise<void> {
+    const lost = this.port.unreachableSince(nowMs - this.opts.recoveryMs);
+    if (lost.length === 0 || !this.port.hasRoom()) return;
+    const latest = await this.port.checkpoints.latestBySession();
+    for (const s of lost) {
+      const c = latest.get(s.sessionId);
+      if (!c) continue;
+      const seconds = Math.round((nowMs - s.unreachableSinceMs) / 1000);
+      const note = `recovered on another worker after worker ${s.workerId} was lost for ${seconds} s: the files and installed packages as of checkpoint ${c.checkpointId} (${new Date(c.createdAtMs).toISOString()}) survived; later changes and the interpreter's memory were lost`;
+      this.port.recover(s.sessionId, { checkpointId: c.checkpointId, manifestSha256: c.manifestSha256, note });
+      this.opts.logger.warn({ sessionId: s.sessionId, workerId: s.workerId, checkpointId: c.checkpointId, lostForSeconds: seconds }, 'session recovered from its latest checkpoint (its worker did not come back within SESSION_RECOVERY_SECONDS)');
+    }
+  }
+
+  /** Idle sessions past SESSION_EVICT_AFTER_SECONDS: checkpointed when they changed, then dropped by their worker. */
+  private async evictIdle(nowMs: number): Promise<void> {
+    const candidates = this.port.evictionCandidates(nowMs - this.opts.evictAfterMs);
+    if (candidates.length === 0) return;
+    const latest = await this.port.checkpoints.latestBySession();
+    for (const { sessionId, lastClientMs } of candidates) {
+      if (this.running.has(sessionId) || Date.now() - (this.failedAt.get(sessionId) ?? 0) < 60_000) continue;
+      this.running.add(sessionId);
+      void (async () => {
+        let c = latest.get(sessionId);
+        let checkpointedAtMs = c?.createdAtMs ?? 0;
+        let checkpointId = c?.checkpointId ?? '';
+        let manifest = c?.manifestSha256 ?? '';
+        if (!c || c.createdAtMs <= lastClientMs) {
+          const fresh = await this.port.checkpointSession(sessionId, { name: 'evict' });
+          const record = await this.port.checkpoints.record(fresh.checkpointId);
+          c = record;
+          checkpointedAtMs = record.createdAtMs;
+          checkpointId = record.checkpointId;
+          manifest = record.manifestSha256;
+        }
+        const idleSeconds = Math.round((Date.now() - lastClientMs) / 1000);
+        const note = `evicted after ${idleSeconds} s idle and restored from checkpoint ${checkpointId} (${new Date(checkpointedAtMs).toISOString()}): files and installed packages kept; the interpreter's memory was not`;
+        await this.port.evict(sessionId, { checkpointId, manifestSha256: manifest, note }, checkpointedAtMs);
+        this.opts.logger.info({ sessionId, checkpointId, idleSeconds }, 'idle session evicted (SESSION_EVICT_AFTER_SECONDS); its next task restores it');
+      })()
+        .then(
+          () => this.failedAt.delete(sessionId),
+          (err: unknown) => {
+            this.failedAt.set(sessionId, Date.now());
+            this.opts.logger.info({ sessionId, err }, 'idle session not evicted (it was used, or the checkpoint failed); tried again later');
+          },
+        )
+        .finally(() => this.running.delete(sessionId));
     }
   }
 

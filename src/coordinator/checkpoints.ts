@@ -17,6 +17,8 @@ import type { CheckpointRecord, CheckpointStore } from '../checkpoints/store.js'
  * checkpoint into a new session, which is undone when the restore fails.
  */
 export interface CheckpointSessions {
+  /** An evicted session is made again first; resolves at once for one a worker holds. */
+  ensureLive(sessionId: string): Promise<string>;
   descriptionNow(sessionId: string): SessionDescription;
   liveTaskIds(sessionId: string): string[];
   getSession(sessionId: string): Promise<SessionView>;
@@ -104,6 +106,7 @@ export class CheckpointService {
 
   async checkpoint(sessionId: string, name = ''): Promise<CheckpointView> {
     checkCheckpointName(name);
+    await this.sessions.ensureLive(sessionId);
     this.sessions.descriptionNow(sessionId); // an unknown session fails before anything is done
     const previous = (await this.store.listRecords()).filter((r) => r.sessionId === sessionId).at(-1);
     const checkpointId = newCheckpointId();
@@ -159,6 +162,7 @@ export class CheckpointService {
     }
     let view: SessionView;
     try {
+      await this.sessions.ensureLive(r.sessionId);
       view = await this.sessions.getSession(r.sessionId);
     } catch (err) {
       if (err instanceof CodegenError && (err.code === 'SESSION_NOT_FOUND' || err.code === 'NOT_FOUND')) {

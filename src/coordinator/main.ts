@@ -12,6 +12,13 @@ import { ResultStore } from '../runtime/result-store.js';
 import { provideCoordinator } from './actors.js';
 import { checkpointStoreFor } from '../checkpoints/open-store.js';
 import { CheckpointPolicies } from './checkpoint-policies.js';
+import type { EvictedSession } from '../../machines/coordinator/coordinator.machine.js';
+
+/** An evicted session as the store gives it back (written by this coordinator; checked anyway). */
+const isEvictedSession = (v: unknown): v is EvictedSession => {
+  const e = v as Partial<EvictedSession> | null;
+  return Boolean(e && typeof e.description?.sessionId === 'string' && typeof e.restore?.checkpointId === 'string' && typeof e.restore?.manifestSha256 === 'string' && typeof e.fromWorker === 'string');
+};
 import { ActorCoordinatorPort } from './actor-port.js';
 import { StreamTable } from './streams.js';
 import { WorkerRegistry } from './worker-registry.js';
@@ -73,7 +80,12 @@ const tlsMode = (config: CoordinatorConfig): string => (config.tls.cert ? (confi
 export async function startCoordinator(config: CoordinatorConfig, logger: Logger): Promise<RunningCoordinator> {
   const { root, streams, coordinator, registry, checkpoints } = coordinatorActors(config, logger);
   await checkpoints.open();
-  logger.info({ store: checkpoints.url, maxBytes: config.checkpoints.maxBytes }, 'checkpoint store ready');
+  // Evicted sessions live in the store between coordinator runs; the root keeps them while it runs.
+  root.on('session.kept', (e) => void checkpoints.putEvicted(e.session.description.sessionId, e.session).catch((err: unknown) => logger.warn({ err, sessionId: e.session.description.sessionId }, 'could not remember an evicted session in the checkpoint store')));
+  root.on('session.unkept', (e) => void checkpoints.deleteEvicted(e.sessionId).catch(() => {}));
+  const evicted = (await checkpoints.listEvicted()).filter(isEvictedSession);
+  for (const session of evicted) root.send({ type: 'session.keep', session });
+  logger.info({ store: checkpoints.url, maxBytes: config.checkpoints.maxBytes, evictedSessions: evicted.length }, 'checkpoint store ready');
   // An errored root with no error observer would kill the process: report it instead.
   root.subscribe({ error: (err) => logger.fatal({ err }, 'coordinator supervisor failed') });
   root.on('coordinator.warning', (e) => logger.warn(e.details, e.message));
@@ -88,6 +100,8 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
 
   const policies = new CheckpointPolicies(coordinator, {
     onIdle: config.checkpoints.onIdle,
+    evictAfterMs: config.checkpoints.evictAfterMs,
+    recoveryMs: config.checkpoints.recoveryMs,
     retentionMs: config.checkpoints.retentionMs,
     intervalMs: 2_000,
     retentionIntervalMs: 3_600_000,

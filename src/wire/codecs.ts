@@ -208,7 +208,7 @@ export function encodeOutcome(outcome: TaskOutcome): Pick<TaskResponse, 'result'
       status: encodeTaskStatus(outcome.status),
       typed_response: outcome.reply ? encodeToolReply(outcome.reply) : undefined,
       artifacts: outcome.artifacts,
-      metadata: { worker_id: m.workerId, started_at_ms: m.startedAtMs, finished_at_ms: m.finishedAtMs, duration_ms: m.durationMs, queued_ms: m.queuedMs },
+      metadata: { worker_id: m.workerId, started_at_ms: m.startedAtMs, finished_at_ms: m.finishedAtMs, duration_ms: m.durationMs, queued_ms: m.queuedMs, restored_from_checkpoint: m.restoredFromCheckpoint ?? '' },
     },
   };
 }
@@ -235,7 +235,14 @@ export function decodeTaskUpdate(wire: TaskResponse__Output): TaskUpdate {
           status: decodeTaskStatus(r?.status) ?? 'FAILURE',
           ...(reply ? { reply } : {}),
           artifacts: (r?.artifacts ?? []).map(str),
-          metadata: { workerId: str(m?.worker_id), startedAtMs: num(m?.started_at_ms), finishedAtMs: num(m?.finished_at_ms), durationMs: num(m?.duration_ms), queuedMs: num(m?.queued_ms) },
+          metadata: {
+            workerId: str(m?.worker_id),
+            startedAtMs: num(m?.started_at_ms),
+            finishedAtMs: num(m?.finished_at_ms),
+            durationMs: num(m?.duration_ms),
+            queuedMs: num(m?.queued_ms),
+            ...(str(m?.restored_from_checkpoint) ? { restoredFromCheckpoint: str(m?.restored_from_checkpoint) } : {}),
+          },
         },
       };
     }

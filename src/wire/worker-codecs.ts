@@ -137,6 +137,7 @@ export function encodeCommand(requestId: string, c: WorkerCommandMessage): Coord
           metadata: d.metadata,
           idle_timeout_ms: d.idleTimeoutMs,
           created_at_ms: d.createdAtMs,
+          ...(d.restoreFrom ? { restore: { checkpoint_id: d.restoreFrom.checkpointId, manifest_sha256: d.restoreFrom.manifestSha256, note: d.restoreFrom.note } } : {}),
         },
       };
     }
@@ -175,6 +176,9 @@ export function decodeCommand(msg: CoordinatorMessage__Output, atMs: number): Wo
           restartedAtMs: 0,
           survivalNote: '',
           idleTimeoutMs: Math.max(0, num(c?.idle_timeout_ms)),
+          ...(c?.restore?.checkpoint_id
+            ? { restoreFrom: { checkpointId: sessionIdFrom('create_session.restore.checkpoint_id', c.restore.checkpoint_id), manifestSha256: str(c.restore.manifest_sha256), note: str(c.restore.note) } }
+            : {}),
         },
       };
     }

@@ -2,6 +2,7 @@ import type { DiskQuota } from './disk-quota.js';
 import { releaseAllSessionLimits, releaseSessionLimits, sessionLimitsOf, type SessionLimits } from '../sandbox/enforcement.js';
 import path from 'node:path';
 import type { BlobTransport } from '../checkpoints/snapshot.js';
+import { restoreSnapshot } from '../checkpoints/restore.js';
 import { fromCallback, fromPromise } from 'xstate';
 import { CodegenError, errorInfo, toErrorInfo } from '../domain/errors.js';
 import type { SessionDescription, SessionLimitsRequest } from '../domain/sessions.js';
@@ -122,12 +123,23 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
     if (!(await opts.locks.tryLock(id))) throw new CodegenError('FAILED_PRECONDITION', `session ${id} is held by another worker process (its lock in ${opts.store.dir} is taken)`);
     writer.open(id);
     const onDisk = await opts.store.read(id);
-    let description = input.description;
+    const { restoreFrom, ...asked } = input.description;
+    let description: SessionDescription = asked;
+    // Files already here (a shared BASE_WORKSPACE) are newer than any checkpoint: they win.
+    const restore = onDisk ? undefined : restoreFrom;
     if (onDisk) description = fromStored(onDisk);
-    else await writer.save(description);
+    else if (!restore) await writer.save(description);
     // The session's own filesystem first, so its venv and files are inside the quota.
     await opts.diskQuota?.attach(id, path.join(opts.baseWorkspace, id));
     const workspacePath = await createWorkspace(opts.baseWorkspace, id, opts.pool);
+    if (restore) {
+      // Made from a checkpoint: its description is written once the files are back (a crash before leaves no session that looks whole).
+      if (!opts.checkpoints) throw new CodegenError('UNIMPLEMENTED', 'this worker has no checkpoint store to restore from');
+      await restoreSnapshot({ workspace: workspacePath, transport: opts.checkpoints, checkpointId: restore.checkpointId, manifestSha256: restore.manifestSha256 });
+      const atMs = Date.now();
+      description = { ...description, restartedAtMs: atMs, survivalNote: restore.note, lastActivityMs: atMs };
+      await writer.save(description);
+    }
     return { workspacePath, description, atMs: Date.now() };
   });
 

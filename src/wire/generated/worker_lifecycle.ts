@@ -10,6 +10,7 @@ import type { CancelResponse as _codegen_v1_CancelResponse, CancelResponse__Outp
 import type { CancelTaskCommand as _codegen_v1_CancelTaskCommand, CancelTaskCommand__Output as _codegen_v1_CancelTaskCommand__Output } from './codegen/v1/CancelTaskCommand.js';
 import type { CheckpointInfo as _codegen_v1_CheckpointInfo, CheckpointInfo__Output as _codegen_v1_CheckpointInfo__Output } from './codegen/v1/CheckpointInfo.js';
 import type { CheckpointMetadata as _codegen_v1_CheckpointMetadata, CheckpointMetadata__Output as _codegen_v1_CheckpointMetadata__Output } from './codegen/v1/CheckpointMetadata.js';
+import type { CheckpointRestore as _codegen_v1_CheckpointRestore, CheckpointRestore__Output as _codegen_v1_CheckpointRestore__Output } from './codegen/v1/CheckpointRestore.js';
 import type { CheckpointSessionRequest as _codegen_v1_CheckpointSessionRequest, CheckpointSessionRequest__Output as _codegen_v1_CheckpointSessionRequest__Output } from './codegen/v1/CheckpointSessionRequest.js';
 import type { CheckpointSessionResponse as _codegen_v1_CheckpointSessionResponse, CheckpointSessionResponse__Output as _codegen_v1_CheckpointSessionResponse__Output } from './codegen/v1/CheckpointSessionResponse.js';
 import type { CheckpointToolRequest as _codegen_v1_CheckpointToolRequest, CheckpointToolRequest__Output as _codegen_v1_CheckpointToolRequest__Output } from './codegen/v1/CheckpointToolRequest.js';
@@ -103,6 +104,7 @@ export interface ProtoGrpcType {
       CancelTaskCommand: MessageTypeDefinition<_codegen_v1_CancelTaskCommand, _codegen_v1_CancelTaskCommand__Output>
       CheckpointInfo: MessageTypeDefinition<_codegen_v1_CheckpointInfo, _codegen_v1_CheckpointInfo__Output>
       CheckpointMetadata: MessageTypeDefinition<_codegen_v1_CheckpointMetadata, _codegen_v1_CheckpointMetadata__Output>
+      CheckpointRestore: MessageTypeDefinition<_codegen_v1_CheckpointRestore, _codegen_v1_CheckpointRestore__Output>
       CheckpointSessionRequest: MessageTypeDefinition<_codegen_v1_CheckpointSessionRequest, _codegen_v1_CheckpointSessionRequest__Output>
       CheckpointSessionResponse: MessageTypeDefinition<_codegen_v1_CheckpointSessionResponse, _codegen_v1_CheckpointSessionResponse__Output>
       CheckpointToolRequest: MessageTypeDefinition<_codegen_v1_CheckpointToolRequest, _codegen_v1_CheckpointToolRequest__Output>

@@ -2,6 +2,7 @@
 // Original file: proto/codegen/v1/worker_lifecycle.proto
 
 import type { SessionConfig as _codegen_v1_SessionConfig, SessionConfig__Output as _codegen_v1_SessionConfig__Output } from '../../codegen/v1/SessionConfig.js';
+import type { CheckpointRestore as _codegen_v1_CheckpointRestore, CheckpointRestore__Output as _codegen_v1_CheckpointRestore__Output } from '../../codegen/v1/CheckpointRestore.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface CreateSessionCommand {
@@ -13,6 +14,7 @@ export interface CreateSessionCommand {
   'idle_timeout_ms'?: (number | string | Long);
   'created_at_ms'?: (number | string | Long);
   'tenant'?: (string);
+  'restore'?: (_codegen_v1_CheckpointRestore | null);
 }
 
 export interface CreateSessionCommand__Output {
@@ -24,4 +26,5 @@ export interface CreateSessionCommand__Output {
   'idle_timeout_ms': (string);
   'created_at_ms': (string);
   'tenant': (string);
+  'restore': (_codegen_v1_CheckpointRestore__Output | null);
 }

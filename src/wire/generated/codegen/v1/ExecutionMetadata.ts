@@ -9,6 +9,7 @@ export interface ExecutionMetadata {
   'finished_at_ms'?: (number | string | Long);
   'duration_ms'?: (number | string | Long);
   'queued_ms'?: (number | string | Long);
+  'restored_from_checkpoint'?: (string);
 }
 
 export interface ExecutionMetadata__Output {
@@ -17,4 +18,5 @@ export interface ExecutionMetadata__Output {
   'finished_at_ms': (string);
   'duration_ms': (string);
   'queued_ms': (string);
+  'restored_from_checkpoint': (string);
 }
