@@ -10,6 +10,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { connectCoordinator, unary, type CoordinatorClients } from '../src/wire/client.js';
 import type { TaskRequest, TaskResponse__Output } from '../src/wire/messages.js';
+import { runCheckpointBench } from './checkpoints.js';
 import { runScale } from './scale.js';
 import { startSystem } from './system.js';
 
@@ -66,7 +67,19 @@ async function measureCreates(c: CoordinatorClients, n: number): Promise<number[
   return out;
 }
 
+function printTable(rows: string[][]): void {
+  console.log(`\ncodegen-mcp benchmark — ${new Date().toISOString()} — ${cpus().length} cores, Node ${process.version}\n`);
+  console.log('| measure | p50 / rate | p95 / detail | target | |');
+  console.log('|---|---|---|---|---|');
+  for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+}
+
 async function main(): Promise<void> {
+  // `node dist/bench/run.js checkpoints`: only the checkpoint figures.
+  if (process.argv[2] === 'checkpoints') {
+    printTable(await runCheckpointBench());
+    return;
+  }
   const rows: string[][] = [];
   const sys = await startSystem(2, { MAX_SESSIONS: '12', VENV_POOL_SIZE: '4' });
   const c = connectCoordinator(sys.grpcAddr, {}, { token: sys.token });
@@ -164,10 +177,8 @@ async function main(): Promise<void> {
     c.close();
     await sys.stop();
   }
-  console.log(`\ncodegen-mcp benchmark — ${new Date().toISOString()} — ${cpus().length} cores, Node ${process.version}\n`);
-  console.log('| measure | p50 / rate | p95 | target | |');
-  console.log('|---|---|---|---|---|');
-  for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+  rows.push(...(await runCheckpointBench()));
+  printTable(rows);
 
   // The coordinator's scale figures: synthetic workers over the real protocol, no Python (bench/scale.ts).
   await runScale();

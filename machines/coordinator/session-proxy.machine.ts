@@ -362,9 +362,12 @@ export const sessionProxyMachine = setup({
             actions: sendParent(({ context, event }): SessionProxyParentEvent => ({ type: 'session.conflict', sessionId: context.sessionId, message: `worker ${event.workerId} reported session ${context.sessionId}, which worker ${context.workerId} holds and is connected; the report was ignored` })),
           },
           { guard: { type: 'isGone', params: ({ event }) => event }, target: 'ending', actions: { type: 'loseTasks', params: ({ event }) => ({ reason: 'the worker no longer holds the session', atMs: event.atMs }) } },
-          { actions: [{ type: 'loseTasksOfRestart', params: ({ event }) => event }, { type: 'mirror', params: ({ event }) => event }] },
+          // Still held (an eviction the worker never carried out): it stays here.
+          { actions: [{ type: 'loseTasksOfRestart', params: ({ event }) => event }, { type: 'mirror', params: ({ event }) => event }, assign({ handover: ({ context, event }) => (event.report.removing ? context.handover : null) })] },
         ],
         'session.unreported': [
+          // Its eviction went through while the worker was away: it is kept in its checkpoint.
+          { guard: ({ context }) => context.handover !== null, target: 'ending' },
           // It was being destroyed: the destroy finished while its last report (gone) could not reach us.
           { guard: ({ context }) => context.report.removing === true, target: 'ending', actions: { type: 'loseTasks', params: ({ event }) => ({ reason: 'the session was destroyed', atMs: event.atMs }) } },
           {
@@ -425,12 +428,10 @@ export const sessionProxyMachine = setup({
     evicting: {
       entry: 'sendDestroy',
       after: {
+        // The destroy is on its way and cannot be taken back: the caller hears why it waits no more,
+        // and the proxy keeps waiting for the worker's answer (or its loss), the handover kept.
         destroyTimeout: {
-          target: 'active',
-          actions: [
-            enqueueActions(({ context, enqueue }) => enqueue.emit({ type: 'evict.answered', requestId: context.evictRequestId, error: errorInfo('UNAVAILABLE', `worker ${context.workerId} did not drop session ${context.sessionId} within ${context.destroyTimeoutMs} ms`) })),
-            assign({ handover: null }),
-          ],
+          actions: enqueueActions(({ context, enqueue }) => enqueue.emit({ type: 'evict.answered', requestId: context.evictRequestId, error: errorInfo('UNAVAILABLE', `worker ${context.workerId} did not drop session ${context.sessionId} within ${context.destroyTimeoutMs} ms; it is still being evicted`) })),
         },
       },
       on: {
@@ -446,13 +447,16 @@ export const sessionProxyMachine = setup({
           },
         ],
         'session.reported': [{ guard: { type: 'isGone', params: ({ event }) => event }, target: 'done' }, { actions: { type: 'mirror', params: ({ event }) => event } }],
+        // The handover stays: if the worker comes back without the session (the destroy went through), it is evicted after all.
         'worker.lost': {
           target: 'active',
           actions: [
             { type: 'markLost', params: ({ event }) => event },
             enqueueActions(({ context, enqueue }) => enqueue.emit({ type: 'evict.answered', requestId: context.evictRequestId, error: errorInfo('UNAVAILABLE', `worker ${context.workerId} was lost during the eviction`) })),
-            assign({ handover: null }),
           ],
+        },
+        'session.evict': {
+          actions: enqueueActions(({ context, enqueue, event }) => enqueue.emit({ type: 'evict.answered', requestId: event.requestId, error: errorInfo('FAILED_PRECONDITION', `session ${context.sessionId} is being evicted already`) })),
         },
         'task.submit': { actions: { type: 'rejectTaskWith', params: ({ context, event }) => ({ requestId: event.requestId, error: errorInfo('UNAVAILABLE', `session ${context.sessionId} is being evicted; send the task again and it restores the session`) }) } },
         'session.destroy': { actions: { type: 'answerDestroy', params: ({ context, event }) => ({ requestId: event.requestId, error: errorInfo('UNAVAILABLE', `session ${context.sessionId} is being evicted; destroy it again in a moment`) }) } },
@@ -460,6 +464,8 @@ export const sessionProxyMachine = setup({
     },
     destroying: {
       entry: enqueueActions(({ context, enqueue }) => {
+        // A destroy asked for ends the session for good, whatever eviction was left over.
+        if (context.handover) enqueue.assign({ handover: null });
         if (context.reachable) enqueue('sendDestroy');
         // Its worker is away: it destroys the session when it comes back (the shard remembers).
         else enqueue.sendParent({ type: 'session.tombstone', sessionId: context.sessionId } satisfies SessionProxyParentEvent);

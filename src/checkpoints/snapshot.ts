@@ -106,8 +106,31 @@ export async function readBlob(transport: BlobTransport, sha256: string, maxByte
   return Buffer.concat(parts);
 }
 
+/**
+ * The sha256 of files whose size, mtime, ctime and inode have not changed since they were last
+ * hashed (as git's index does): a second checkpoint of an unchanged workspace reads nothing.
+ * Per session, in the worker's memory; a new worker process hashes everything once.
+ */
+export class HashCache {
+  private readonly bySession = new Map<string, Map<string, { key: string; sha256: string }>>();
+
+  of(sessionId: string): Map<string, { key: string; sha256: string }> {
+    let m = this.bySession.get(sessionId);
+    if (!m) this.bySession.set(sessionId, (m = new Map()));
+    return m;
+  }
+
+  forget(sessionId: string): void {
+    this.bySession.delete(sessionId);
+  }
+}
+
+const statKey = (s: { size: number; mtimeMs: number; ctimeMs: number; ino: number }): string => `${s.size}:${s.mtimeMs}:${s.ctimeMs}:${s.ino}`;
+
 export interface SnapshotOptions {
   workspace: string;
+  /** The session's entries of a HashCache (absent: every file is hashed). */
+  hashes?: Map<string, { key: string; sha256: string }>;
   transport: BlobTransport;
   /** The session's previous checkpoint's manifest ('' for none): modified_files is relative to it. */
   previousManifestSha256: string;
@@ -125,13 +148,26 @@ export async function takeSnapshot(opts: SnapshotOptions): Promise<CheckpointToo
   const files = [...walked.files.entries()];
   const total = files.reduce((n, [e]) => n + (e.kind === 'file' ? e.size : 0), 0);
   let hashed = 0;
+  const seen = new Set<string>();
   await eachLimited(files, 4, async ([entry, abs]) => {
     if (entry.kind !== 'file') return;
+    const cacheKey = `${entry.root}:${entry.path}`;
+    seen.add(cacheKey);
+    const before = await lstat(abs);
+    const cached = opts.hashes?.get(cacheKey);
+    if (cached && cached.key === statKey(before)) {
+      entry.sha256 = cached.sha256;
+      entry.size = before.size;
+      return;
+    }
     entry.sha256 = await hashFile(abs, opts.signal);
-    // A file that grew or shrank while it was read would not match its blob: the size is the one hashed.
-    entry.size = (await lstat(abs)).size;
+    // A file that changed while it was read would not match its blob: its size and stat are taken after, and kept only when unchanged.
+    const after = await lstat(abs);
+    entry.size = after.size;
+    if (statKey(after) === statKey(before)) opts.hashes?.set(cacheKey, { key: statKey(after), sha256: entry.sha256 });
     hashed += entry.size;
   });
+  for (const k of [...(opts.hashes?.keys() ?? [])]) if (!seen.has(k)) opts.hashes?.delete(k);
   opts.onProgress?.(hashed, total, `hashed ${files.length} files (${total} bytes)`);
 
   const manifest: Manifest = { version: 1, python: site?.python ?? '', entries: walked.entries };

@@ -116,6 +116,8 @@ export class ActorCoordinatorPort implements TenancyBackend {
       sub.unsubscribe();
     }
     if (refusal) throw CodegenError.from(refusal);
+    // Only a proxy that ended handed the session over; one back in `active` kept it.
+    if (proxy.getSnapshot().status !== 'done') throw new CodegenError('FAILED_PRECONDITION', `session ${sessionId} was not evicted: its worker kept it`);
   }
 
   /** Sessions whose worker has been unreachable since before `sinceMs`. */

@@ -1,7 +1,7 @@
 import type { DiskQuota } from './disk-quota.js';
 import { releaseAllSessionLimits, releaseSessionLimits, sessionLimitsOf, type SessionLimits } from '../sandbox/enforcement.js';
 import path from 'node:path';
-import type { BlobTransport } from '../checkpoints/snapshot.js';
+import { HashCache, type BlobTransport } from '../checkpoints/snapshot.js';
 import { restoreSnapshot } from '../checkpoints/restore.js';
 import { fromCallback, fromPromise } from 'xstate';
 import { CodegenError, errorInfo, toErrorInfo } from '../domain/errors.js';
@@ -115,6 +115,7 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
     ? new WarmPythonRegistry({ root: opts.warmRoot ?? path.join(opts.baseWorkspace, '.warm', opts.workerId), ...(opts.warmLog ? { log: opts.warmLog } : {}) })
     : undefined;
   const writer = new DescriptionWriter(opts.store, opts.saveLog ?? (() => {}));
+  const hashCache = new HashCache();
 
   // A new session takes its lock, then its description is written; an adopted or restarted one
   // already holds its lock and has its description on disk, which wins (it has the latest metadata).
@@ -145,6 +146,7 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
 
   // A destroy removes the files, the description and the lock.
   async function removeSession(sessionId: string): Promise<void> {
+    hashCache.forget(sessionId);
     await writer.close(sessionId);
     await opts.diskQuota?.remove(sessionId, path.join(opts.baseWorkspace, sessionId));
     await removeWorkspace(opts.baseWorkspace, sessionId);
@@ -202,7 +204,7 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
       ...(opts.basePython ? { basePython: opts.basePython } : {}),
       // The session's warm interpreter when its actor runs one; else a fresh interpreter per task.
       ...(warm?.current(spec.sessionId) ? { warm: warm.current(spec.sessionId)! } : {}),
-      ...(opts.checkpoints ? { checkpoints: opts.checkpoints } : {}),
+      ...(opts.checkpoints ? { checkpoints: opts.checkpoints, hashes: hashCache.of(spec.sessionId) } : {}),
     };
     runTool(spec.call, ctx).then(
       (done) => {

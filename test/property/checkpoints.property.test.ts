@@ -11,7 +11,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LocalCheckpointStore } from '../../src/checkpoints/local-store.js';
 import { restoreSnapshot } from '../../src/checkpoints/restore.js';
-import { takeSnapshot, type BlobTransport } from '../../src/checkpoints/snapshot.js';
+import { HashCache, takeSnapshot, type BlobTransport } from '../../src/checkpoints/snapshot.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'codegen-ckpt-prop-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -77,6 +77,8 @@ describe('checkpoints (model-based)', () => {
         const store = await new LocalCheckpointStore({ dir: path.join(root, `store-${run}`) }).open();
         const transport: BlobTransport = { missing: (s) => store.missing(s), put: (sha, size, open) => store.putBlob(sha, size, open()), get: (sha) => store.readBlob(sha) };
         let n = 0;
+        // The worker's cache of unchanged files' hashes, as in production (one per workspace).
+        const hashes = new HashCache();
         let ws = newWorkspace(`ws-${run}-${n++}`);
         let model: Files = read(ws);
         const checkpoints: Array<{ sha: string; files: Files }> = [];
@@ -107,7 +109,7 @@ describe('checkpoints (model-based)', () => {
               break;
             }
             case 'checkpoint': {
-              const out = await takeSnapshot({ workspace: ws, transport, previousManifestSha256: checkpoints.at(-1)?.sha ?? '' });
+              const out = await takeSnapshot({ workspace: ws, transport, previousManifestSha256: checkpoints.at(-1)?.sha ?? '', hashes: hashes.of(ws) });
               const pkgs = [...model.keys()].filter((k) => k.startsWith('packages:') && k.endsWith('.dist-info/METADATA')).map((k) => k.slice('packages:'.length).replace('.dist-info/METADATA', '').replace('-', '=='));
               expect(out.installed_packages).toEqual(pkgs.sort());
               const before = checkpoints.at(-1)?.files;

@@ -16,7 +16,7 @@ const progress = (ctx: ToolContext, stage: string) => {
 
 /** The session's files and packages to the checkpoint store (the coordinator writes the record). */
 export async function runCheckpoint(input: CheckpointToolInput, ctx: ToolContext): Promise<ToolExecution> {
-  const output = await takeSnapshot({ workspace: ctx.workspace, transport: transportOf(ctx), previousManifestSha256: input.previous_manifest_sha256, signal: ctx.signal, onProgress: progress(ctx, 'checkpoint') });
+  const output = await takeSnapshot({ workspace: ctx.workspace, transport: transportOf(ctx), previousManifestSha256: input.previous_manifest_sha256, ...(ctx.hashes ? { hashes: ctx.hashes } : {}), signal: ctx.signal, onProgress: progress(ctx, 'checkpoint') });
   return { status: 'SUCCESS', reply: { tool: 'checkpoint', output } };
 }
 

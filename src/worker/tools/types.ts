@@ -39,6 +39,8 @@ export interface ToolContext {
   warm?: WarmPython;
   /** Optional. The checkpoint store (the coordinator's blob calls), for the checkpoint and restore tasks. */
   checkpoints?: BlobTransport;
+  /** Optional. The session's file hashes from its previous checkpoints (unchanged files are not read again). */
+  hashes?: Map<string, { key: string; sha256: string }>;
 }
 
 /** A completed tool run. Tool errors (bad path, missing file, bad input) are thrown as CodegenError. */
