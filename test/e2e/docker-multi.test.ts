@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildWheel } from '../helpers/wheels.js';
 import { countBy, dockerEnv, GrpcDriver, McpDriver, probeImports, type Session } from './docker-helpers.js';
+import { unary } from '../../src/wire/client.js';
 
 const enabled = dockerEnv.enabled && dockerEnv.mode === 'multi' && Boolean(dockerEnv.mcpUrl);
 
@@ -92,6 +93,21 @@ describe.skipIf(!enabled)('docker compose: coordinator + two workers', () => {
     expect(JSON.parse(seen[1]!.stdout)).toEqual({ cgdemo_alpha: null, cgdemo_beta: 'beta-1' });
     expect(JSON.parse(seen[2]!.stdout)).toEqual({ cgdemo_alpha: 'alpha-2', cgdemo_beta: null });
     expect(JSON.parse(seen[3]!.stdout)).toEqual({ cgdemo_alpha: null, cgdemo_beta: null });
+  }, 300_000);
+
+  it('checkpoints a session on worker-1 and restores it on worker-2, files and package included', async () => {
+    const a = sessions.filter((s) => s.worker_id.startsWith('worker-1-'))[0]!;
+    const target = sessions.find((s) => s.worker_id.startsWith('worker-2-'))!.worker_id;
+    const c: any = await unary(grpc.clients.sessions, 'CheckpointSession', { session_id: a.session_id, checkpoint_name: 'compose' }, { deadlineMs: 180_000 });
+    expect(c.metadata.installed_packages).toContain('cgdemo_alpha==1.0.0');
+    const r: any = await unary(grpc.clients.sessions, 'RestoreSession', { checkpoint_id: c.checkpoint_id, create_new_session: true, worker_id: target }, { deadlineMs: 180_000 });
+    sessions.push({ session_id: r.session_id, worker_id: r.worker_id, workspace_path: '', state: r.state });
+    expect(r.worker_id).toBe(target);
+    const seen = await grpc.runPython(r.session_id, probeImports(['cgdemo_alpha']));
+    expect(seen.exit_code, seen.stderr).toBe(0);
+    expect(JSON.parse(seen.stdout)).toEqual({ cgdemo_alpha: 'alpha-1' });
+    const file = await grpc.execute(r.session_id, { fs_read: { path: 'data/file-0.txt' } });
+    expect(file.response.contents).toBe(`${a.session_id}:0\n`);
   }, 300_000);
 
   it('keeps installed packages apart between sessions over MCP (Streamable HTTP)', async () => {
