@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { CodegenError } from '../domain/errors.js';
 import { isSafeId } from '../domain/ids.js';
+import { StoredSessionConfig } from '../domain/session-schemas.js';
 import { SHA256_HEX } from './manifest.js';
 
 /**
@@ -30,12 +31,7 @@ export const CheckpointRecord = z.object({
   modifiedCount: z.number().int().nonnegative(),
   pythonVersion: z.string(),
   previousCheckpointId: z.string(),
-  config: z.object({
-    env_vars: z.record(z.string(), z.string()),
-    allow_network: z.boolean(),
-    language: z.string(),
-    limits: z.object({ max_memory_bytes: z.number().int().nonnegative(), max_cpu_millicores: z.number().int().nonnegative() }).optional(),
-  }),
+  config: StoredSessionConfig,
   metadata: z.record(z.string(), z.string()),
 });
 export type CheckpointRecord = z.infer<typeof CheckpointRecord>;

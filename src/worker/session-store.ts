@@ -5,6 +5,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { CodegenError } from '../domain/errors.js';
 import { isSafeId } from '../domain/ids.js';
+import { StoredSessionConfig } from '../domain/session-schemas.js';
 
 /**
  * Each session's description, kept beside the workspaces in BASE_WORKSPACE/.sessions/<id>.json
@@ -30,12 +31,7 @@ export const StoredSession = z.object({
   userId: z.string(),
   /** Absent in descriptions written before tenants: the default tenant's. */
   tenant: z.string().default(''),
-  config: z.object({
-    env_vars: z.record(z.string(), z.string()),
-    allow_network: z.boolean(),
-    language: z.string(),
-    limits: z.object({ max_memory_bytes: z.number().int().nonnegative(), max_cpu_millicores: z.number().int().nonnegative() }).optional(),
-  }),
+  config: StoredSessionConfig,
   metadata: z.record(z.string(), z.string()),
   metadataVersion: z.number().int().nonnegative(),
   createdAtMs: ms,
