@@ -69,10 +69,10 @@ export type SessionProxyEvent =
   | { type: 'metadata.put'; requestId: string; metadata: Record<string, string>; merge: boolean; atMs: number }
   | { type: 'session.destroy'; requestId: string; force: boolean; atMs: number }
   /**
-   * Evict: the worker drops the session (its slot freed); the session lives on in `restore`, its
-   * latest checkpoint, taken at `checkpointedAtMs`, which no client task may have outlived.
+   * Evict: the worker drops the session (its slot freed); the session lives on in `restore`, the
+   * checkpoint its task `afterTaskId` took, which must be the session's last task (nothing changed since).
    */
-  | { type: 'session.evict'; requestId: string; restore: CheckpointRestore; checkpointedAtMs: number; atMs: number }
+  | { type: 'session.evict'; requestId: string; restore: CheckpointRestore; afterTaskId: string; atMs: number }
   /** Recover: the worker has been unreachable too long; the session is made again elsewhere from `restore`. */
   | { type: 'session.recover'; restore: CheckpointRestore; atMs: number }
   | { type: `xstate.error.actor.${string}`; error: unknown };
@@ -109,6 +109,13 @@ export const destroyCommandIdOf = (sessionId: string): string => `destroy:${sess
 
 // CHECKPOINTING takes tasks: they queue behind the checkpoint on the worker.
 const acceptingStates: ReadonlySet<SessionState> = new Set(['INITIALIZING', 'READY', 'BUSY', 'IDLE', 'CHECKPOINTING']);
+
+/** The session's last task is this successful checkpoint (any id when `taskId` is empty). */
+export function lastTaskIsCheckpoint(book: TaskBook, taskId = ''): boolean {
+  const last = book.order.at(-1);
+  const r = last ? book.records[last] : undefined;
+  return Boolean(r && r.tool === 'checkpoint' && (!taskId || r.taskId === taskId) && r.outcome?.type === 'result' && r.outcome.status === 'SUCCESS');
+}
 
 /** When the session's last client task (not its own checkpoints and restores) ended; 0: none in the book. */
 export function lastClientTaskEndOf(book: TaskBook): number {
@@ -157,12 +164,15 @@ export const sessionProxyMachine = setup({
     reachable: ({ context }) => context.reachable,
     hasNoLiveTasks: ({ context }) => liveRecords(context.book).length === 0,
     refusesDestroy: ({ context }, p: { force: boolean }) => !p.force && liveRecords(context.book).length > 0,
-    /** Nothing ran since the checkpoint: no live task, no client task that ended after it, and the session is READY or IDLE. */
-    evictable: ({ context }, p: { checkpointedAtMs: number }) =>
+    /**
+     * Nothing ran since the checkpoint: its task is the session's last one and succeeded, no task is
+     * live, and the session is READY or IDLE. Task order, not clocks: the worker's and ours may differ.
+     */
+    evictable: ({ context }, p: { afterTaskId: string }) =>
       context.reachable &&
       (context.report.state === 'IDLE' || context.report.state === 'READY') &&
       liveRecords(context.book).length === 0 &&
-      lastClientTaskEndOf(context.book) < p.checkpointedAtMs,
+      lastTaskIsCheckpoint(context.book, p.afterTaskId),
     // A task's constraints only narrow the session's permissions.
     widensNetwork: ({ context }, p: { spec: TaskSpec }) => p.spec.constraints.allow_network && !context.report.description.config.allow_network,
   },
@@ -291,7 +301,8 @@ export const sessionProxyMachine = setup({
     metadataAsks: [],
     createTimeoutMs: input.createTimeoutMs,
     destroyTimeoutMs: input.destroyTimeoutMs,
-    handover: null,
+    // A session made again from its checkpoint (evicted, recovered) hands it back if that fails, so it is not lost.
+    handover: input.report.description.restoreFrom ?? null,
     evictRequestId: '',
   }),
   initial: 'starting',
@@ -332,7 +343,7 @@ export const sessionProxyMachine = setup({
         'session.reported': [
           { guard: { type: 'isGone', params: ({ event }) => event }, target: 'refused', actions: assign({ error: ({ event }) => errorInfo('INTERNAL', `the worker dropped the session while making it: ${event.report.failureReason || 'no reason given'}`) }) },
           { guard: { type: 'isFailed', params: ({ event }) => event }, target: 'refused', actions: [{ type: 'mirror', params: ({ event }) => event }, { type: 'refuse', params: ({ event }) => ({ error: errorInfo('INTERNAL', `session could not be created: ${event.report.failureReason}`) }) }] },
-          { guard: { type: 'isReady', params: ({ event }) => event }, target: 'active', actions: { type: 'mirror', params: ({ event }) => event } },
+          { guard: { type: 'isReady', params: ({ event }) => event }, target: 'active', actions: [{ type: 'mirror', params: ({ event }) => event }, assign({ handover: null })] },
           { actions: { type: 'mirror', params: ({ event }) => event } },
         ],
         'command.replied': { guard: ({ context, event }) => !event.ok && event.requestId === createCommandIdOf(context.sessionId), target: 'refused', actions: assign({ error: ({ event }) => event.error ?? errorInfo('INTERNAL', 'the worker refused the session') }) },

@@ -222,6 +222,11 @@ export const shardMachine = setup({
           enqueue.assign(oneFewer(context, event.bucketId));
           const out = event.output;
           if (out.end === 'moved') enqueue.sendParent({ type: 'session.moved', sessionId: out.sessionId, from: context.workerId, to: out.movedTo, report: out.report, atMs: out.report.description.lastActivityMs } satisfies ShardParentEvent);
+          // Made again from its checkpoint and that failed: it stays EVICTED, its checkpoint kept for the next try.
+          if (out.end === 'refused' && out.handover) {
+            enqueue({ type: 'warn', params: { message: `session ${out.sessionId} could not be restored from checkpoint ${out.handover.checkpointId}; it stays EVICTED: ${out.error?.message ?? ''}`, details: { sessionId: out.sessionId } } });
+            enqueue.sendParent({ type: 'session.evicted', from: context.workerId, report: out.report, restore: out.handover, rehome: false, atMs: out.report.description.lastActivityMs } satisfies ShardParentEvent);
+          }
           if ((out.end === 'evicted' || out.end === 'rehome') && out.handover) {
             // A recovered session's copy on this (lost) worker is dropped if the worker comes back.
             if (out.end === 'rehome') enqueue.assign({ tombstones: [...context.tombstones.filter((id) => id !== out.sessionId), out.sessionId].slice(-MAX_TOMBSTONES) });

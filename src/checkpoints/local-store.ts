@@ -6,7 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { CodegenError, invalidArgument } from '../domain/errors.js';
 import { isSafeId } from '../domain/ids.js';
 import { isSha256 } from './manifest.js';
-import { recordFrom, type BlobWrite, type CheckpointRecord, type CheckpointStore } from './store.js';
+import { drainBounded, recordFrom, type BlobWrite, type CheckpointRecord, type CheckpointStore } from './store.js';
 
 /**
  * The checkpoint store in a folder (the coordinator's CHECKPOINT_DIR):
@@ -100,7 +100,7 @@ export class LocalCheckpointStore implements CheckpointStore {
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0) throw invalidArgument('size_bytes', 'must be a non-negative integer');
     const there = await stat(dest).catch(() => undefined);
     if (there) {
-      for await (const _ of data) void _; // the sender streams it anyway; take it and drop it
+      await drainBounded(data, sha256, sizeBytes); // the sender streams it anyway: taken and dropped, never more than announced
       return { added: false, sizeBytes };
     }
     await this.reserve(sizeBytes);

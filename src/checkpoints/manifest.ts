@@ -70,7 +70,35 @@ export function decodeManifest(bytes: Buffer, sha256: string, what: string): Man
   }
   const r = Manifest.safeParse(parsed);
   if (!r.success) throw new CodegenError('DATA_LOSS', `${what}: its manifest (sha256 ${sha256}) is malformed: ${r.error.issues[0]?.path.join('.')} ${r.error.issues[0]?.message}`);
+  const problem = layoutProblem(r.data);
+  if (problem) throw new CodegenError('DATA_LOSS', `${what}: its manifest (sha256 ${sha256}) is malformed: ${problem}`);
   return r.data;
+}
+
+/** Names at the workspace root that are the system's, never a checkpoint's files. */
+export const isReservedRootName = (name: string): boolean => name === '.venv' || name === 'lost+found' || name.startsWith('.codegen-restore-');
+
+/**
+ * What a manifest that passed its checksum may still not do, since a restore writes what it
+ * says: name a path twice, put an entry below a symlink (it would be written through the link,
+ * outside the workspace) or below a file, or use the workspace root's reserved names.
+ */
+export function layoutProblem(m: Manifest): string | undefined {
+  const kinds = new Map<string, ManifestEntry['kind']>();
+  for (const e of m.entries) {
+    const key = `${e.root}:${e.path}`;
+    if (kinds.has(key)) return `${e.root} path ${JSON.stringify(e.path)} is listed twice`;
+    kinds.set(key, e.kind);
+    if (e.root === 'workspace' && isReservedRootName(e.path.split('/')[0]!)) return `${JSON.stringify(e.path)} is a reserved name at the workspace root`;
+  }
+  for (const e of m.entries) {
+    const parts = e.path.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const parent = kinds.get(`${e.root}:${parts.slice(0, i).join('/')}`);
+      if (parent && parent !== 'dir') return `${e.root} path ${JSON.stringify(e.path)} is below a ${parent}, not a folder`;
+    }
+  }
+  return undefined;
 }
 
 /** Every blob a manifest needs (its files' contents), without repeats. */

@@ -3,8 +3,8 @@ import { chmod, copyFile, mkdir, mkdtemp, open, readdir, rename, rm, symlink } f
 import path from 'node:path';
 import { CodegenError } from '../domain/errors.js';
 import type { RestoreToolOutput } from '../domain/tools.js';
-import { decodeManifest, MAX_MANIFEST_BYTES, type FileEntry, type Manifest } from './manifest.js';
-import { eachLimited, readBlob, RESTORE_STAGING_PREFIX, sitePackagesOf, VENV_DIR, type BlobTransport } from './snapshot.js';
+import { decodeManifest, isReservedRootName, MAX_MANIFEST_BYTES, type FileEntry, type Manifest } from './manifest.js';
+import { eachLimited, readBlob, RESTORE_STAGING_PREFIX, sitePackagesOf, type BlobTransport } from './snapshot.js';
 
 /**
  * The worker's half of a restore: fetch the manifest and every blob into a staging folder inside
@@ -65,7 +65,14 @@ export async function restoreSnapshot(opts: RestoreOptions): Promise<RestoreTool
   const site = await sitePackagesOf(opts.workspace);
   const hasPackages = manifest.entries.some((e) => e.root === 'packages');
   if (hasPackages && !site) throw new CodegenError('FAILED_PRECONDITION', `checkpoint ${opts.checkpointId} has packages, but the session has no venv to put them in`);
+  if (hasPackages && site && manifest.python && manifest.python !== site.python) {
+    throw new CodegenError('FAILED_PRECONDITION', `checkpoint ${opts.checkpointId} holds packages for Python ${manifest.python}, and this worker's sessions run Python ${site.python}: they would not import; restore it on a worker with Python ${manifest.python}`);
+  }
 
+  // What an earlier restore left when its worker died mid-way goes first.
+  for (const name of await readdir(opts.workspace)) {
+    if (name.startsWith(RESTORE_STAGING_PREFIX)) await rm(path.join(opts.workspace, name), { recursive: true, force: true });
+  }
   const staging = await mkdtemp(path.join(opts.workspace, RESTORE_STAGING_PREFIX));
   const stagedRoot = (root: 'workspace' | 'packages') => path.join(staging, root);
   try {
@@ -98,15 +105,20 @@ export async function restoreSnapshot(opts: RestoreOptions): Promise<RestoreTool
     for (const e of manifest.entries) if (e.kind === 'symlink') await symlink(e.target, path.join(stagedRoot(e.root), e.path));
     for (const d of dirs) await chmod(path.join(stagedRoot(d.root), d.path), d.mode);
 
-    // Everything is here and checked: the swap.
+    // Everything is here and checked: the swap, by renames only (the old files are set aside in the
+    // staging folder first and removed with it), so it takes moments and nothing is half-copied.
     opts.signal?.throwIfAborted();
+    const aside = path.join(staging, 'old');
+    await mkdir(aside);
     for (const name of await readdir(opts.workspace)) {
-      if (name === VENV_DIR || name === 'lost+found' || name.startsWith(RESTORE_STAGING_PREFIX)) continue;
-      await rm(path.join(opts.workspace, name), { recursive: true, force: true });
+      if (isReservedRootName(name)) continue;
+      await rename(path.join(opts.workspace, name), path.join(aside, name));
     }
     for (const name of await readdir(stagedRoot('workspace'))) await rename(path.join(stagedRoot('workspace'), name), path.join(opts.workspace, name));
     if (site) {
-      await rm(site.dir, { recursive: true, force: true });
+      await rename(site.dir, path.join(aside, '.site-packages')).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
       await rename(stagedRoot('packages'), site.dir);
     }
     return { file_count: files.length, total_bytes: total };

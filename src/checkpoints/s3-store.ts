@@ -14,7 +14,7 @@ import { CodegenError, invalidArgument } from '../domain/errors.js';
 import { isSafeId } from '../domain/ids.js';
 import { isSha256 } from './manifest.js';
 import { eachLimited } from './snapshot.js';
-import { recordFrom, type BlobWrite, type CheckpointRecord, type CheckpointStore } from './store.js';
+import { drainBounded, recordFrom, type BlobWrite, type CheckpointRecord, type CheckpointStore } from './store.js';
 
 /**
  * The checkpoint store in S3-compatible object storage (CHECKPOINT_STORE=s3://bucket/prefix),
@@ -158,7 +158,7 @@ export class S3CheckpointStore implements CheckpointStore {
     const dest = this.blobKey(sha256);
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0) throw invalidArgument('size_bytes', 'must be a non-negative integer');
     if (await this.exists(dest)) {
-      for await (const _ of data) void _;
+      await drainBounded(data, sha256, sizeBytes);
       this.claimed.set(sha256, Date.now());
       return { added: false, sizeBytes };
     }

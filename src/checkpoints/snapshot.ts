@@ -5,7 +5,7 @@ import path from 'node:path';
 import { CodegenError } from '../domain/errors.js';
 import type { CheckpointToolOutput } from '../domain/tools.js';
 import { MAX_LISTED_FILES } from './store.js';
-import { blobsOf, decodeManifest, encodeManifest, modifiedSince, sha256Hex, type Manifest, type ManifestEntry } from './manifest.js';
+import { blobsOf, decodeManifest, encodeManifest, isReservedRootName, MAX_MANIFEST_BYTES, modifiedSince, sha256Hex, type Manifest, type ManifestEntry } from './manifest.js';
 
 /**
  * The worker's half of a checkpoint: walk the workspace and the venv's site-packages, hash every
@@ -25,7 +25,7 @@ export interface BlobTransport {
 /** Names at the workspace root that are not the user's files. */
 export const VENV_DIR = '.venv';
 export const RESTORE_STAGING_PREFIX = '.codegen-restore-';
-const skippedAtRoot = (name: string): boolean => name === VENV_DIR || name === 'lost+found' || name.startsWith(RESTORE_STAGING_PREFIX);
+const skippedAtRoot = isReservedRootName;
 
 /** The venv's site-packages and its Python minor version ("3.11"), or undefined when there is none. */
 export async function sitePackagesOf(workspace: string): Promise<{ dir: string; python: string } | undefined> {
@@ -172,6 +172,7 @@ export async function takeSnapshot(opts: SnapshotOptions): Promise<CheckpointToo
 
   const manifest: Manifest = { version: 1, python: site?.python ?? '', entries: walked.entries };
   const manifestBytes = encodeManifest(manifest);
+  if (manifestBytes.length > MAX_MANIFEST_BYTES) throw new CodegenError('LIMIT_EXCEEDED', `the workspace has ${walked.entries.length} files and folders: its manifest would be ${manifestBytes.length} bytes, more than the ${MAX_MANIFEST_BYTES} a restore accepts; remove files (caches, build output) and checkpoint again`);
   const manifestSha = sha256Hex(manifestBytes);
 
   const need = new Set(await opts.transport.missing(blobsOf(manifest)));

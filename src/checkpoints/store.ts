@@ -31,6 +31,8 @@ export const CheckpointRecord = z.object({
   modifiedCount: z.number().int().nonnegative(),
   pythonVersion: z.string(),
   previousCheckpointId: z.string(),
+  /** The session's task that took it (the session's last task then, if nothing ran after it: what an eviction checks). */
+  taskId: z.string().optional(),
   config: StoredSessionConfig,
   metadata: z.record(z.string(), z.string()),
 });
@@ -66,6 +68,15 @@ export interface CheckpointStore {
   putEvicted(sessionId: string, value: unknown): Promise<void>;
   listEvicted(): Promise<unknown[]>;
   deleteEvicted(sessionId: string): Promise<void>;
+}
+
+/** Reads and drops a blob the store already has, refusing more bytes than were announced. */
+export async function drainBounded(data: AsyncIterable<Buffer>, sha256: string, sizeBytes: number): Promise<void> {
+  let n = 0;
+  for await (const chunk of data) {
+    n += chunk.length;
+    if (n > sizeBytes) throw new CodegenError('INVALID_ARGUMENT', `data: blob ${sha256} is longer than the ${sizeBytes} bytes its first chunk announced`);
+  }
 }
 
 /** A record file that does not parse: the checkpoint exists, but cannot be trusted. */

@@ -9,13 +9,12 @@ import { askLater, askNow } from '../runtime/ask.js';
 import type { CheckpointView, CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../runtime/port.js';
 import type { CheckpointStore } from '../checkpoints/store.js';
 import { CheckpointService } from './checkpoints.js';
-import { isCheckpointingTool } from '../domain/tools.js';
 import { waitForOutcome } from '../runtime/wait-task.js';
 import { ownerOf, type TenancyBackend, type TenantUsage } from '../runtime/tenancy.js';
 import type { ResultStore } from '../runtime/result-store.js';
 import type { CoordinatorActor, CoordinatorEmitted, CoordinatorEvent, EvictedSession } from '../../machines/coordinator/coordinator.machine.js';
 import { allSlots } from '../../machines/coordinator/placement.js';
-import { isSettled, lastClientTaskEndOf, sessionProxyIdOf, sessionViewOf, type SessionProxyActor, type SessionProxyEmitted, type SessionProxyOutput, type SessionProxySnapshot } from '../../machines/coordinator/session-proxy.machine.js';
+import { isSettled, lastClientTaskEndOf, lastTaskIsCheckpoint, sessionProxyIdOf, sessionViewOf, type SessionProxyActor, type SessionProxyEmitted, type SessionProxyOutput, type SessionProxySnapshot } from '../../machines/coordinator/session-proxy.machine.js';
 import { shardIdOf } from '../../machines/coordinator/shard.machine.js';
 import { liveTaskStateOf, taskProxyIdOf, type TaskProxyActor, type TaskProxyEmitted } from '../../machines/coordinator/task-proxy.machine.js';
 
@@ -73,6 +72,7 @@ export class ActorCoordinatorPort implements TenancyBackend {
     private readonly opts: ActorPortOptions,
   ) {
     this.checkpointService = opts.checkpoints ? new CheckpointService(opts.checkpoints, this, opts.onSweep) : undefined;
+    this.checkpointService?.pinWith(() => new Set(Object.values(this.root.getSnapshot().context.evicted).map((k) => k.restore.checkpointId)));
   }
 
   get checkpoints(): CheckpointService {
@@ -85,6 +85,12 @@ export class ActorCoordinatorPort implements TenancyBackend {
     const p = this.system.get(sessionProxyIdOf(sessionId)) as SessionProxyActor | undefined;
     if (this.rehoming.has(sessionId)) return true;
     return Boolean(p && p.getSnapshot().status === 'active' && p.getSnapshot().matches('evicting'));
+  }
+
+  /** The session's last task, if it was a successful checkpoint: the eviction's checkpoint when nothing ran since. */
+  lastCheckpointTask(sessionId: string): string {
+    const book = this.proxy(sessionId).getSnapshot().context.book;
+    return lastTaskIsCheckpoint(book) ? book.order.at(-1)! : '';
   }
 
   /** Reachable sessions with no live task, READY or IDLE, whose last client task ended (or that were last active) before `idleSinceMs`. */
@@ -102,7 +108,7 @@ export class ActorCoordinatorPort implements TenancyBackend {
   }
 
   /** Asks the session's proxy to evict it; resolves once its worker dropped it (or with the refusal). */
-  async evict(sessionId: string, restore: CheckpointRestore, checkpointedAtMs: number): Promise<void> {
+  async evict(sessionId: string, restore: CheckpointRestore, afterTaskId: string): Promise<void> {
     const proxy = this.proxy(sessionId);
     const requestId = newRequestId();
     let refusal: ErrorInfo | null = null;
@@ -110,7 +116,7 @@ export class ActorCoordinatorPort implements TenancyBackend {
       if (e.requestId === requestId) refusal = e.error;
     });
     try {
-      proxy.send({ type: 'session.evict', requestId, restore, checkpointedAtMs, atMs: Date.now() });
+      proxy.send({ type: 'session.evict', requestId, restore, afterTaskId, atMs: Date.now() });
       await waitFor(proxy, (s) => refusal !== null || s.status !== 'active' || !s.matches('evicting'), { timeout: this.opts.settleBoundMs });
     } finally {
       sub.unsubscribe();
@@ -149,28 +155,25 @@ export class ActorCoordinatorPort implements TenancyBackend {
 
   /**
    * Sessions IDLE now, on a reachable worker, whose files may have changed since their latest
-   * checkpoint: a client task of theirs ended after `checkpointedAtMs(sessionId)` (0: none yet).
-   * Only tasks change a workspace. A scan, like a listing.
+   * checkpoint: their last task (only tasks change a workspace) was not a checkpoint. A scan, like a listing.
    */
-  idleSessionsChangedSince(checkpointedAtMs: (sessionId: string) => number): string[] {
+  idleSessionsChanged(): string[] {
     const out: string[] = [];
     for (const proxy of this.proxies()) {
       const snap = proxy.getSnapshot();
       const c = snap.context;
       if (!c.reachable || sessionViewOf(snap).state !== 'IDLE') continue;
-      let lastChange = 0;
-      for (const id of c.book.order) {
-        const r = c.book.records[id];
-        if (r && !isCheckpointingTool(r.tool)) lastChange = Math.max(lastChange, r.endedAtMs);
-      }
-      if (lastChange > checkpointedAtMs(c.sessionId)) out.push(c.sessionId);
+      // A task ran since the last checkpoint (a restore counts: it changed the files).
+      if (c.book.order.length > 0 && !lastTaskIsCheckpoint(c.book)) out.push(c.sessionId);
     }
     return out;
   }
 
-  /** Every session the coordinator knows now (any state). */
+  /** Every session the coordinator knows now (any state, evicted ones too). */
   sessionIds(): Set<string> {
-    return new Set(this.proxies().map((p) => p.getSnapshot().context.sessionId));
+    const ids = new Set(this.proxies().map((p) => p.getSnapshot().context.sessionId));
+    for (const id of Object.keys(this.root.getSnapshot().context.evicted)) ids.add(id);
+    return ids;
   }
 
   /** The session's tasks queued or running, oldest first. */
@@ -288,7 +291,9 @@ export class ActorCoordinatorPort implements TenancyBackend {
       sessions++;
       liveTasks += liveRecords(c.book).length;
     }
-    for (const kept of Object.values(this.root.getSnapshot().context.evicted)) if (ownerOf(kept.description) === tenant) sessions++;
+    for (const kept of Object.values(this.root.getSnapshot().context.evicted)) {
+      if (ownerOf(kept.description) === tenant && !this.system.get(sessionProxyIdOf(kept.description.sessionId))) sessions++;
+    }
     return { sessions, liveTasks };
   }
 
@@ -364,6 +369,8 @@ export class ActorCoordinatorPort implements TenancyBackend {
     );
     const failure = await Promise.race([done, answered]);
     if (failure) throw CodegenError.from(failure);
+    // An evicted entry left over (kept across a restart while its worker still held it) goes with it.
+    if (this.root.getSnapshot().context.evicted[sessionId]) this.root.send({ type: 'session.forget', requestId: newRequestId(), sessionId });
     return { destroyed: true, artifacts: [], checkpointId };
   }
 

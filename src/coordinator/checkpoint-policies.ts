@@ -90,21 +90,17 @@ export class CheckpointPolicies {
       if (this.running.has(sessionId) || Date.now() - (this.failedAt.get(sessionId) ?? 0) < 60_000) continue;
       this.running.add(sessionId);
       void (async () => {
+        // The checkpoint it is evicted with must be its last task: a fresh one unless its last task already is one.
+        const byTask = this.port.lastCheckpointTask(sessionId);
         let c = latest.get(sessionId);
-        let checkpointedAtMs = c?.createdAtMs ?? 0;
-        let checkpointId = c?.checkpointId ?? '';
-        let manifest = c?.manifestSha256 ?? '';
-        if (!c || c.createdAtMs <= lastClientMs) {
+        if (!c || !byTask || c.taskId !== byTask) {
           const fresh = await this.port.checkpointSession(sessionId, { name: 'evict' });
-          const record = await this.port.checkpoints.record(fresh.checkpointId);
-          c = record;
-          checkpointedAtMs = record.createdAtMs;
-          checkpointId = record.checkpointId;
-          manifest = record.manifestSha256;
+          c = await this.port.checkpoints.record(fresh.checkpointId);
         }
+        const checkpointId = c.checkpointId;
         const idleSeconds = Math.round((Date.now() - lastClientMs) / 1000);
-        const note = `evicted after ${idleSeconds} s idle and restored from checkpoint ${checkpointId} (${new Date(checkpointedAtMs).toISOString()}): files and installed packages kept; the interpreter's memory was not`;
-        await this.port.evict(sessionId, { checkpointId, manifestSha256: manifest, note }, checkpointedAtMs);
+        const note = `evicted after ${idleSeconds} s idle and restored from checkpoint ${checkpointId} (${new Date(c.createdAtMs).toISOString()}): files and installed packages kept; the interpreter's memory was not`;
+        await this.port.evict(sessionId, { checkpointId, manifestSha256: c.manifestSha256, note }, c.taskId ?? '');
         this.opts.logger.info({ sessionId, checkpointId, idleSeconds }, 'idle session evicted (SESSION_EVICT_AFTER_SECONDS); its next task restores it');
       })()
         .then(
@@ -119,8 +115,7 @@ export class CheckpointPolicies {
   }
 
   private async checkpointIdle(): Promise<void> {
-    const latest = await this.port.checkpoints.latestBySession();
-    for (const sessionId of this.port.idleSessionsChangedSince((id) => latest.get(id)?.createdAtMs ?? 0)) {
+    for (const sessionId of this.port.idleSessionsChanged()) {
       if (this.running.has(sessionId) || Date.now() - (this.failedAt.get(sessionId) ?? 0) < 60_000) continue;
       this.running.add(sessionId);
       void this.port

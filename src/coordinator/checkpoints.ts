@@ -55,11 +55,12 @@ export function viewOfRecord(r: CheckpointRecord, storeUrl: string): CheckpointV
     modifiedFiles: [...r.modifiedFiles],
     fileCount: r.fileCount,
     totalBytes: r.totalBytes,
+    ...(r.taskId ? { taskId: r.taskId } : {}),
   };
 }
 
 /** Runs one of the session's own tasks to its end: its reply, or its error thrown. */
-async function runSessionTask<K extends 'checkpoint' | 'restore'>(sessions: CheckpointSessions, sessionId: string, call: { tool: K; input: ToolInputs[K] }): Promise<ToolOutputs[K]> {
+async function runSessionTask<K extends 'checkpoint' | 'restore'>(sessions: CheckpointSessions, sessionId: string, call: { tool: K; input: ToolInputs[K] }): Promise<{ output: ToolOutputs[K]; taskId: string }> {
   let handle: TaskHandle | undefined;
   const outcome = await new Promise<TaskOutcome>((resolve, reject) => {
     sessions.submitTask({ sessionId, call: call as ToolCall }, (u) => {
@@ -71,12 +72,15 @@ async function runSessionTask<K extends 'checkpoint' | 'restore'>(sessions: Chec
   if (outcome.status !== 'SUCCESS' || !outcome.reply || outcome.reply.tool !== call.tool) {
     throw new CodegenError(outcome.status === 'CANCELLED' ? 'CANCELLED' : 'INTERNAL', `the ${call.tool} of session ${sessionId} ended ${outcome.status}${outcome.status === 'CANCELLED' ? ' (cancelled: the session was destroyed, restored or shut down meanwhile)' : ''}`);
   }
-  return outcome.reply.output as ToolOutputs[K];
+  return { output: outcome.reply.output as ToolOutputs[K], taskId: handle?.taskId ?? '' };
 }
 
 export class CheckpointService {
   /** Sweeps run one at a time; a delete during one asks for another after it. */
   private sweeping: Promise<void> = Promise.resolve();
+  /** Checkpoints being taken now: no sweep runs meanwhile (one is owed for when they are done). */
+  private inFlight = 0;
+  private sweepOwed = false;
 
   constructor(
     private readonly store: CheckpointStore,
@@ -110,7 +114,20 @@ export class CheckpointService {
     this.sessions.descriptionNow(sessionId); // an unknown session fails before anything is done
     const previous = (await this.store.listRecords()).filter((r) => r.sessionId === sessionId).at(-1);
     const checkpointId = newCheckpointId();
-    const out = await runSessionTask(this.sessions, sessionId, { tool: 'checkpoint', input: { checkpoint_id: checkpointId, previous_manifest_sha256: previous?.manifestSha256 ?? '' } });
+    this.inFlight++;
+    try {
+      return await this.takeCheckpoint(sessionId, name, checkpointId, previous);
+    } finally {
+      this.inFlight--;
+      if (this.inFlight === 0 && this.sweepOwed) {
+        this.sweepOwed = false;
+        void this.requestSweep();
+      }
+    }
+  }
+
+  private async takeCheckpoint(sessionId: string, name: string, checkpointId: string, previous: CheckpointRecord | undefined): Promise<CheckpointView> {
+    const { output: out, taskId } = await runSessionTask(this.sessions, sessionId, { tool: 'checkpoint', input: { checkpoint_id: checkpointId, previous_manifest_sha256: previous?.manifestSha256 ?? '' } });
     const d = this.sessions.descriptionNow(sessionId);
     const record: CheckpointRecord = {
       version: 1,
@@ -130,6 +147,7 @@ export class CheckpointService {
       modifiedCount: out.modified_count,
       pythonVersion: out.python_version,
       previousCheckpointId: previous?.checkpointId ?? '',
+      taskId,
       config: { env_vars: { ...d.config.env_vars }, allow_network: d.config.allow_network, language: d.config.language, ...(d.config.limits ? { limits: { ...d.config.limits } } : {}) },
       metadata: { ...d.metadata },
     };
@@ -137,6 +155,13 @@ export class CheckpointService {
     for (let i = 0; i < 3; i++) record.sizeBytes = out.added_bytes + Buffer.byteLength(JSON.stringify(record));
     await this.store.putRecord(record);
     return this.view(record);
+  }
+
+  /** Checkpoints an evicted session's files live in: never deleted while it is evicted. */
+  private pinned: () => ReadonlySet<string> = () => new Set();
+
+  pinWith(pinned: () => ReadonlySet<string>): void {
+    this.pinned = pinned;
   }
 
   async restore(checkpointId: string, opts: { workerId?: string; createNew?: boolean } = {}): Promise<{ session: SessionView; checkpoint: CheckpointView }> {
@@ -198,6 +223,7 @@ export class CheckpointService {
     for (const r of await this.store.listRecords()) {
       if (nowMs - r.createdAtMs <= maxAgeMs) continue;
       if (live.has(r.sessionId) && latest.get(r.sessionId)?.checkpointId === r.checkpointId) continue;
+      if (this.pinned().has(r.checkpointId)) continue;
       if (await this.store.deleteRecord(r.checkpointId)) deleted.push(r.checkpointId);
     }
     if (deleted.length > 0) await this.requestSweep();
@@ -205,6 +231,9 @@ export class CheckpointService {
   }
 
   async delete(checkpointId: string): Promise<boolean> {
+    if (this.pinned().has(checkpointId)) {
+      throw new CodegenError('FAILED_PRECONDITION', `checkpoint ${checkpointId} holds the files of an EVICTED session: its next task restores from it; destroy that session (or use it) first`);
+    }
     await this.record(checkpointId).catch((err: unknown) => {
       // A record that no longer parses can still be deleted.
       if (!(err instanceof CodegenError && err.code === 'DATA_LOSS')) throw err;
@@ -230,9 +259,17 @@ export class CheckpointService {
               bytes.push(c);
             }
             for (const sha of blobsOf(decodeManifest(Buffer.concat(bytes), r.manifestSha256, r.checkpointId))) keep.add(sha);
-          } catch {
-            // A damaged checkpoint keeps nothing alive but its manifest name; restoring it fails with DATA_LOSS anyway.
+          } catch (err) {
+            // Only a checkpoint known to be damaged (its manifest gone or not matching its checksum) keeps
+            // nothing alive; any other failure (a slow or flaky store) stops the sweep: it deletes nothing it is unsure of.
+            const damaged = err instanceof CodegenError && (err.code === 'DATA_LOSS' || err.code === 'NOT_FOUND');
+            if (!damaged) throw err;
           }
+        }
+        // A checkpoint started meanwhile counts on blobs this listing did not see named: the sweep waits for a quiet store.
+        if (this.inFlight > 0) {
+          this.sweepOwed = true;
+          return;
         }
         this.onSweep(await this.store.sweep(keep, graceMs));
       } catch (err) {

@@ -81,8 +81,17 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
   const { root, streams, coordinator, registry, checkpoints } = coordinatorActors(config, logger);
   await checkpoints.open();
   // Evicted sessions live in the store between coordinator runs; the root keeps them while it runs.
-  root.on('session.kept', (e) => void checkpoints.putEvicted(e.session.description.sessionId, e.session).catch((err: unknown) => logger.warn({ err, sessionId: e.session.description.sessionId }, 'could not remember an evicted session in the checkpoint store')));
-  root.on('session.unkept', (e) => void checkpoints.deleteEvicted(e.sessionId).catch(() => {}));
+  // One queue per session: a keep and the unkeep right after it (a recovery) reach the store in that order.
+  const evictedWrites = new Map<string, Promise<void>>();
+  const inOrder = (sessionId: string, write: () => Promise<void>) => {
+    const next = (evictedWrites.get(sessionId) ?? Promise.resolve()).then(write).catch((err: unknown) => logger.warn({ err, sessionId }, 'could not update an evicted session in the checkpoint store'));
+    evictedWrites.set(sessionId, next);
+    void next.then(() => {
+      if (evictedWrites.get(sessionId) === next) evictedWrites.delete(sessionId);
+    });
+  };
+  root.on('session.kept', (e) => inOrder(e.session.description.sessionId, () => checkpoints.putEvicted(e.session.description.sessionId, e.session)));
+  root.on('session.unkept', (e) => inOrder(e.sessionId, () => checkpoints.deleteEvicted(e.sessionId)));
   const evicted = (await checkpoints.listEvicted()).filter(isEvictedSession);
   for (const session of evicted) root.send({ type: 'session.keep', session });
   logger.info({ store: checkpoints.url, maxBytes: config.checkpoints.maxBytes, evictedSessions: evicted.length }, 'checkpoint store ready');

@@ -66,6 +66,8 @@ export interface CheckpointView {
   modifiedFiles: string[];
   fileCount: number;
   totalBytes: number;
+  /** The session's task that took it ('' when not known). */
+  taskId?: string;
 }
 
 export interface CreateSessionInput {

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import type { BlobTransport } from '../checkpoints/snapshot.js';
-import { BLOB_CHUNK_BYTES } from '../grpc/handlers/blob-store.js';
+import { BLOB_CHUNK_BYTES, drainOrClose } from '../grpc/handlers/blob-store.js';
 import { unary } from '../wire/client.js';
 import type { BlobChunk, BlobChunk__Output, PutBlobResponse__Output, WorkerLifecycleClient } from '../wire/messages.js';
 import { WORKER_TOKEN_METADATA } from '../wire/metadata.js';
@@ -35,7 +35,11 @@ export function grpcBlobTransport(client: WorkerLifecycleClient, token: string):
 
     put(sha256, sizeBytes, open) {
       return new Promise((resolve, reject) => {
+        let answered = false;
+        let wake = () => {};
         const call = client.PutBlob(md(), (err: grpc.ServiceError | null, res?: PutBlobResponse__Output) => {
+          answered = true;
+          wake();
           if (err) reject(remoteError(err, peer));
           else resolve({ added: Boolean(res?.added) });
         });
@@ -43,7 +47,11 @@ export function grpcBlobTransport(client: WorkerLifecycleClient, token: string):
           call.write({ sha256, size_bytes: sizeBytes } satisfies BlobChunk);
           for await (const piece of open()) {
             for (let at = 0; at < piece.length; at += BLOB_CHUNK_BYTES) {
-              if (!call.write({ data: piece.subarray(at, at + BLOB_CHUNK_BYTES) } satisfies BlobChunk)) await new Promise<void>((r) => call.once('drain', r));
+              // An early answer (a refusal) ends the upload: nothing waits for a drain that will not come.
+              if (answered) return;
+              if (!call.write({ data: piece.subarray(at, at + BLOB_CHUNK_BYTES) } satisfies BlobChunk)) {
+                await Promise.race([drainOrClose(call), new Promise<void>((r) => (wake = r))]);
+              }
             }
           }
           call.end();
@@ -69,11 +77,16 @@ export function grpcBlobTransport(client: WorkerLifecycleClient, token: string):
       const it = chunks()[Symbol.asyncIterator]();
       const first = await it.next();
       return (async function* () {
-        if (!first.done) yield first.value;
-        for (;;) {
-          const n = await it.next();
-          if (n.done) return;
-          yield n.value;
+        // A reader that stops early (abort, a bad blob) ends the call too: finally returns the inner iterator.
+        try {
+          if (!first.done) yield first.value;
+          for (;;) {
+            const n = await it.next();
+            if (n.done) return;
+            yield n.value;
+          }
+        } finally {
+          await it.return?.(undefined);
         }
       })();
     },

@@ -48,7 +48,7 @@ const uploading = () => until(async () => readdirSync(path.join(store(), 'tmp'))
 
 describe('a crash mid-checkpoint', () => {
   it('worker SIGKILLed while it sends blobs: the call ends saying the worker was lost, no checkpoint is recorded, and after the restart one works', async () => {
-    const { sid, sha } = await bigSession(400);
+    const { sid, sha } = await bigSession(200);
     const call = unary(sys.clients.sessions, 'CheckpointSession', { session_id: sid, checkpoint_name: 'doomed' }, { deadlineMs: 120_000 });
     const failed = grpcError(call);
     await uploading();
@@ -71,7 +71,7 @@ describe('a crash mid-checkpoint', () => {
   }, 180_000);
 
   it('coordinator SIGKILLed while it takes blobs: the call ends, the restarted coordinator shows no such checkpoint, its store is whole, and a new checkpoint works', async () => {
-    const { sid, sha } = await bigSession(400);
+    const { sid, sha } = await bigSession(200);
     const before = readdirSync(path.join(store(), 'checkpoints')).length;
     const failed = grpcError(unary(sys.clients.sessions, 'CheckpointSession', { session_id: sid }, { deadlineMs: 120_000 }));
     await uploading();

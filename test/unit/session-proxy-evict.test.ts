@@ -6,7 +6,8 @@
  *   once the worker dropped it, or goes back to `active` with an answer when it did not.
  * - `session.recover` (the worker is away too long; the session is made again elsewhere): only
  *   while the worker is unreachable; ends the proxy `rehome` once its live tasks ended.
- * - `lastClientTaskEndOf`, which the eviction guard uses, counts the client's tasks only.
+ * - `lastClientTaskEndOf` counts the client's tasks only; the eviction guard goes by task order
+ *   (`lastTaskIsCheckpoint`): the checkpoint it names must be the session's last task.
  * Same harness as session-proxy-machine.test.ts: the real proxy next to a real worker connection
  * whose stream is faked (the test plays the worker); simulated time.
  */
@@ -15,6 +16,7 @@ import { fromCallback, type AnyActorRef } from 'xstate';
 import {
   destroyCommandIdOf,
   lastClientTaskEndOf,
+  lastTaskIsCheckpoint,
   sessionProxyIdOf,
   sessionViewOf,
   type SessionProxyEmitted,
@@ -81,9 +83,9 @@ function start(report: SessionReport = sessionReport('s1', { state: 'IDLE' }), o
       return host.ask(ref, { type: 'task.submit', requestId: rid('submit'), spec, followerId: 'client-1', atMs: clock.now() }, ['task.accepted', 'task.rejected']);
     },
     /** Sends session.evict; returns its request id and the answer it emitted at once, if any. */
-    evict(checkpointedAtMs: number, restore: CheckpointRestore = RESTORE): { requestId: string; answer: EvictAnswer | undefined } {
+    evict(afterTaskId: string, restore: CheckpointRestore = RESTORE): { requestId: string; answer: EvictAnswer | undefined } {
       const requestId = rid('evict');
-      ref.send({ type: 'session.evict', requestId, restore, checkpointedAtMs, atMs: clock.now() });
+      ref.send({ type: 'session.evict', requestId, restore, afterTaskId, atMs: clock.now() });
       return { requestId, answer: evictAnswers().find((a) => a.requestId === requestId) };
     },
     evictAnswers,
@@ -107,6 +109,12 @@ function ranClientTask(p: Proxy, taskId: string, endedAtMs: number): void {
   expect(p.snap().context.book.records[taskId]).toMatchObject({ endedAtMs });
 }
 
+/** The session's own checkpoint task `taskId` ran and succeeded. */
+function checkpointed(p: Proxy, taskId = 'c1', tool: 'checkpoint' | 'restore' = 'checkpoint'): void {
+  expect(p.submit(ownTaskSpec(taskId, tool)).type).toBe('task.accepted');
+  p.worker().finish(taskId, resultOutcome('SUCCESS', T0 + 700));
+}
+
 /** The proxy was left as it was: active, nothing handed over, no destroy sent. */
 function expectUntouched(p: Proxy): void {
   expect(p.status()).toBe('active');
@@ -116,10 +124,11 @@ function expectUntouched(p: Proxy): void {
 }
 
 describe('session proxy: session.evict', () => {
-  it.each(['IDLE', 'READY'] as const)('evicts a reachable %s session with no live task whose last client task ended before the checkpoint: evicting, then a destroy to the worker', (state) => {
+  it.each(['IDLE', 'READY'] as const)('evicts a reachable %s session with no live task whose last task is the checkpoint named: evicting, then a destroy to the worker', (state) => {
     const p = start(sessionReport('s1', { state }));
     ranClientTask(p, 't1', T0 + 500);
-    const { answer } = p.evict(T0 + 600);
+    checkpointed(p, 'c1');
+    const { answer } = p.evict('c1');
     expect(answer).toBeUndefined();
     expect(p.value()).toBe('evicting');
     expect(p.snap().context.handover).toEqual(RESTORE);
@@ -129,7 +138,8 @@ describe('session proxy: session.evict', () => {
   it('ends with end "evicted" and the checkpoint as its handover once the worker replies that it dropped the session', () => {
     const p = start();
     ranClientTask(p, 't1', T0 + 500);
-    p.evict(T0 + 600);
+    checkpointed(p, 'c1');
+    p.evict('c1');
     expect(destroyCommandIdOf('s1')).toBe('destroy:s1');
     p.worker().reply('s1', true, undefined, destroyCommandIdOf('s1'));
     expect(p.status()).toBe('done');
@@ -140,32 +150,34 @@ describe('session proxy: session.evict', () => {
 
   it('ends "evicted" too when the worker reports the session gone before its reply', () => {
     const p = start();
-    p.evict(T0 + 1);
+    checkpointed(p, 'c1');
+    p.evict('c1');
     p.worker().report(sessionReport('s1', { state: 'TERMINATED', gone: true }));
     expect(p.status()).toBe('done');
     expect(p.output()).toMatchObject({ end: 'evicted', handover: RESTORE });
   });
 
-  it('evicts a session that never ran a client task (nothing to have outlived the checkpoint)', () => {
+  it('evicts a session whose only task is its checkpoint', () => {
     const p = start();
-    p.evict(T0);
+    checkpointed(p, 'c1');
+    p.evict('c1');
     expect(p.value()).toBe('evicting');
   });
 
-  it.each(['checkpoint', 'restore'] as const)('is not held back by the session\'s own %s task ending after the checkpoint time', (tool) => {
+  it('goes by task order, not clocks: a client task whose worker clock says it ended "after" the checkpoint does not hold it back when it ran before', () => {
     const p = start();
-    ranClientTask(p, 't1', T0 + 500);
-    expect(p.submit(ownTaskSpec('c1', tool)).type).toBe('task.accepted');
-    p.worker().finish('c1', resultOutcome('SUCCESS', T0 + 900));
-    p.evict(T0 + 600);
+    ranClientTask(p, 't1', T0 + 99_000);
+    checkpointed(p, 'c1');
+    p.evict('c1');
     expect(p.value()).toBe('evicting');
   });
 
   describe('refused with an evict.answered error, the proxy staying active and no destroy sent', () => {
     it('while a task is live', () => {
       const p = start();
+      checkpointed(p, 'c1');
       p.submit(taskSpec('t1', 's1'));
-      const { requestId, answer } = p.evict(T0 + 10_000);
+      const { requestId, answer } = p.evict('c1');
       expect(answer).toEqual({ type: 'evict.answered', requestId, error: expect.objectContaining({ code: 'FAILED_PRECONDITION', message: expect.stringContaining('with tasks') }) });
       expectUntouched(p);
     });
@@ -173,32 +185,55 @@ describe('session proxy: session.evict', () => {
     it('while a checkpoint task of its own is live', () => {
       const p = start();
       p.submit(ownTaskSpec('c1', 'checkpoint'));
-      expect(p.evict(T0 + 10_000).answer?.error?.code).toBe('FAILED_PRECONDITION');
+      expect(p.evict('c1').answer?.error?.code).toBe('FAILED_PRECONDITION');
       expectUntouched(p);
     });
 
-    it.each([
-      ['after', T0 + 400],
-      ['at the same ms as', T0 + 500],
-    ])('when a client task ended %s the checkpoint time', (_, checkpointedAtMs) => {
+    it('when a client task ran after the checkpoint', () => {
       const p = start();
+      checkpointed(p, 'c1');
       ranClientTask(p, 't1', T0 + 500);
-      const { answer } = p.evict(checkpointedAtMs);
+      const { answer } = p.evict('c1');
       expect(answer?.error).toMatchObject({ code: 'FAILED_PRECONDITION', message: expect.stringContaining('changed since the checkpoint') });
+      expectUntouched(p);
+    });
+
+    it('when a restore ran after the checkpoint (it changed the files)', () => {
+      const p = start();
+      checkpointed(p, 'c1');
+      checkpointed(p, 'r1', 'restore');
+      expect(p.evict('c1').answer?.error?.code).toBe('FAILED_PRECONDITION');
+      expectUntouched(p);
+    });
+
+    it('when the checkpoint named is not the last one', () => {
+      const p = start();
+      checkpointed(p, 'c1');
+      checkpointed(p, 'c2');
+      expect(p.evict('c1').answer?.error?.code).toBe('FAILED_PRECONDITION');
+      expect(p.evict('c2').answer).toBeUndefined();
+    });
+
+    it('when the checkpoint task failed', () => {
+      const p = start();
+      expect(p.submit(ownTaskSpec('c1', 'checkpoint')).type).toBe('task.accepted');
+      p.worker().finish('c1', resultOutcome('FAILURE', T0 + 700));
+      expect(p.evict('c1').answer?.error?.code).toBe('FAILED_PRECONDITION');
       expectUntouched(p);
     });
 
     it('while its worker is unreachable', () => {
       const p = start();
+      checkpointed(p, 'c1');
       p.lose();
-      expect(p.evict(T0 + 10_000).answer?.error?.code).toBe('FAILED_PRECONDITION');
+      expect(p.evict('c1').answer?.error?.code).toBe('FAILED_PRECONDITION');
       expectUntouched(p);
       expect(p.snap().context.reachable).toBe(false);
     });
 
     it.each(['BUSY', 'CHECKPOINTING', 'DRAINING', 'FAILED'] as const satisfies readonly SessionState[])('while the worker reports it %s', (state) => {
       const p = start(sessionReport('s1', { state }));
-      const { answer } = p.evict(T0 + 10_000);
+      const { answer } = p.evict('c1');
       expect(answer?.error).toMatchObject({ code: 'FAILED_PRECONDITION', message: expect.stringContaining(`is ${state}`) });
       expectUntouched(p);
     });
@@ -206,9 +241,10 @@ describe('session proxy: session.evict', () => {
     it('and a later evict, once the session is evictable, is taken', () => {
       const p = start();
       p.submit(taskSpec('t1', 's1'));
-      expect(p.evict(T0 + 10_000).answer?.error).not.toBeNull();
+      expect(p.evict('c0').answer?.error).not.toBeNull();
       p.worker().finish('t1', resultOutcome('SUCCESS', T0 + 500));
-      expect(p.evict(T0 + 600).answer).toBeUndefined();
+      checkpointed(p, 'c1');
+      expect(p.evict('c1').answer).toBeUndefined();
       expect(p.value()).toBe('evicting');
     });
   });
@@ -217,7 +253,8 @@ describe('session proxy: session.evict', () => {
     function evicting() {
       const p = start();
       ranClientTask(p, 't1', T0 + 500);
-      const { requestId } = p.evict(T0 + 600);
+      checkpointed(p, 'c1');
+      const { requestId } = p.evict('c1');
       expect(p.value()).toBe('evicting');
       return { p, requestId };
     }
@@ -226,7 +263,7 @@ describe('session proxy: session.evict', () => {
       const { p } = evicting();
       const answer = p.submit(taskSpec('t2', 's1'));
       expect(answer).toMatchObject({ type: 'task.rejected', error: { code: 'UNAVAILABLE', retriable: true, message: expect.stringContaining('being evicted') } });
-      expect(p.assigned()).toEqual(['t1']);
+      expect(p.assigned()).toEqual(['t1', 'c1']);
       expect(p.value()).toBe('evicting');
     });
 
@@ -278,7 +315,7 @@ describe('session proxy: session.evict', () => {
 
     it('answers a second evict while evicting with FAILED_PRECONDITION', () => {
       const { p } = evicting();
-      p.ref.send({ type: 'session.evict', requestId: 'second', restore: RESTORE, checkpointedAtMs: T0 + 10_000, atMs: T0 });
+      p.ref.send({ type: 'session.evict', requestId: 'second', restore: RESTORE, afterTaskId: 'c1', atMs: T0 });
       expect(p.evictAnswers()).toEqual([{ type: 'evict.answered', requestId: 'second', error: expect.objectContaining({ code: 'FAILED_PRECONDITION', message: expect.stringContaining('being evicted already') }) }]);
       expect(p.value()).toBe('evicting');
     });
@@ -349,19 +386,31 @@ describe('session proxy: session.recover', () => {
   });
 });
 
-describe('lastClientTaskEndOf', () => {
-  const record = (taskId: string, tool: string, enqueuedAtMs: number, endedAtMs: number): TaskRecord => ({
-    taskId,
-    tool,
-    sequence: 0,
-    state: endedAtMs ? 'succeeded' : 'queued',
-    enqueuedAtMs,
-    startedAtMs: 0,
-    endedAtMs,
-    progress: null,
-    outcome: endedAtMs ? { type: 'result', status: 'SUCCESS', metadata: { workerId: 'w1', startedAtMs: enqueuedAtMs, finishedAtMs: endedAtMs, durationMs: 0, queuedMs: 0 } } : null,
+const record = (taskId: string, tool: string, enqueuedAtMs: number, endedAtMs: number): TaskRecord => ({
+  taskId,
+  tool,
+  sequence: 0,
+  state: endedAtMs ? 'succeeded' : 'queued',
+  enqueuedAtMs,
+  startedAtMs: 0,
+  endedAtMs,
+  progress: null,
+  outcome: endedAtMs ? { type: 'result', status: 'SUCCESS', metadata: { workerId: 'w1', startedAtMs: enqueuedAtMs, finishedAtMs: endedAtMs, durationMs: 0, queuedMs: 0 } } : null,
+});
+const bookOf = (...records: TaskRecord[]): TaskBook => records.reduce(addRecord, emptyTaskBook());
+
+describe('lastTaskIsCheckpoint', () => {
+  it('holds when the last task of the book is a checkpoint that succeeded (by that id when one is named)', () => {
+    const ok = { ...record('c1', 'checkpoint', 0, 10), outcome: { type: 'result' as const, status: 'SUCCESS' as const, metadata: { workerId: 'w', startedAtMs: 0, finishedAtMs: 10, durationMs: 10, queuedMs: 0 } } };
+    expect(lastTaskIsCheckpoint(bookOf(record('t1', 'echo', 0, 5), ok))).toBe(true);
+    expect(lastTaskIsCheckpoint(bookOf(record('t1', 'echo', 0, 5), ok), 'c1')).toBe(true);
+    expect(lastTaskIsCheckpoint(bookOf(record('t1', 'echo', 0, 5), ok), 'c2')).toBe(false);
+    expect(lastTaskIsCheckpoint(bookOf(ok, record('t1', 'echo', 20, 25)))).toBe(false);
+    expect(lastTaskIsCheckpoint(emptyTaskBook())).toBe(false);
   });
-  const bookOf = (...records: TaskRecord[]): TaskBook => records.reduce(addRecord, emptyTaskBook());
+});
+
+describe('lastClientTaskEndOf', () => {
 
   it('is 0 for an empty book', () => {
     expect(lastClientTaskEndOf(emptyTaskBook())).toBe(0);

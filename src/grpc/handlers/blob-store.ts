@@ -5,6 +5,23 @@ import type { CheckpointStore } from '../../checkpoints/store.js';
 import type { BlobChunk, BlobChunk__Output, GetBlobRequest__Output, MissingBlobsRequest__Output, MissingBlobsResponse, PutBlobResponse } from '../../wire/messages.js';
 import { toServiceError, unaryHandler } from '../../wire/status.js';
 
+/** Resolves when the stream can take more, or when it closed (its reader went away): never waits forever. */
+function drainOrClose(s: NodeJS.EventEmitter): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      s.off('drain', done);
+      s.off('close', done);
+      s.off('cancelled', done);
+      s.off('error', done);
+      resolve();
+    };
+    s.once('drain', done);
+    s.once('close', done);
+    s.once('cancelled', done);
+    s.once('error', done);
+  });
+}
+
 /** Data per chunk, both ways: bounded, so a 1 GB file is a thousand messages, never one. */
 export const BLOB_CHUNK_BYTES = 1024 * 1024;
 const MAX_MISSING_PER_CALL = 10_000;
@@ -13,7 +30,9 @@ const MAX_MISSING_PER_CALL = 10_000;
  * The checkpoint store's calls for workers (WorkerLifecycle.MissingBlobs/PutBlob/GetBlob), each
  * behind `check` (the worker token or certificate). The store checks what it takes.
  */
-export function blobStoreHandlers(store: CheckpointStore, check: (call: { metadata: grpc.Metadata }) => void) {
+export { drainOrClose };
+
+export function blobStoreHandlers(store: CheckpointStore, check: (call: { metadata: grpc.Metadata; getAuthContext?: () => unknown }) => void) {
   const MissingBlobs = unaryHandler<MissingBlobsRequest__Output, MissingBlobsResponse>(async (req, call) => {
     check(call);
     const shas = (req.sha256 ?? []).map(String);
@@ -50,6 +69,7 @@ export function blobStoreHandlers(store: CheckpointStore, check: (call: { metada
       if (!isSha256(sha)) throw invalidArgument('sha256', 'the first chunk must name the blob by its sha256');
       async function* data(): AsyncIterable<Buffer> {
         const firstData = Buffer.from(head.data ?? []);
+        if (firstData.length > BLOB_CHUNK_BYTES) throw invalidArgument('data', `a chunk may carry at most ${BLOB_CHUNK_BYTES} bytes`);
         if (firstData.length > 0) yield firstData;
         for (;;) {
           const next = await chunks.next();
@@ -78,7 +98,7 @@ export function blobStoreHandlers(store: CheckpointStore, check: (call: { metada
           const msg: BlobChunk = first ? { sha256: sha, data: piece.subarray(at, at + BLOB_CHUNK_BYTES) } : { data: piece.subarray(at, at + BLOB_CHUNK_BYTES) };
           first = false;
           if (call.cancelled) throw new CodegenError('CANCELLED', 'the worker went away');
-          if (!call.write(msg)) await new Promise<void>((resolve) => call.once('drain', resolve));
+          if (!call.write(msg)) await drainOrClose(call);
           if (piece.length === 0) break;
         }
       }

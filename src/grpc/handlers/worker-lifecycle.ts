@@ -128,9 +128,12 @@ export function workerLifecycleHandlers(workers: WorkerLifecyclePort, opts: Work
       return { deregistered: true };
     }),
     TaskStream: taskStream,
-    // A worker's certificate (mutual TLS) was checked when the connection was made.
+    // With mutual TLS a blob call needs a certificate the CA verified (any worker's: blobs belong to no one worker).
     ...blobStoreHandlers(opts.checkpoints, (call) => {
       if (!opts.mutualTls) checkWorkerToken(opts.token, call.metadata);
+      else if (!(call as Parameters<typeof checkWorkerCertificate>[0]).getAuthContext?.()?.sslPeerCertificate) {
+        throw new CodegenError('UNAUTHENTICATED', 'worker certificate: none (or one not signed by TLS_CLIENT_CA) was presented; give the worker TLS_CERT and TLS_KEY');
+      }
     }),
   };
 }
