@@ -1,18 +1,21 @@
 /**
  * Checkpoint policies and the MCP checkpoint tools with real processes: CHECKPOINT_ON_IDLE
- * checkpoints an idle session that changed (once per change, not at every idle), and an agent
- * over MCP HTTP checkpoints, lists, restores and deletes.
+ * checkpoints an idle session that changed (once per change, not at every idle), an agent
+ * over MCP HTTP checkpoints, lists, restores and deletes, and a full store (CHECKPOINT_STORE_MAX_BYTES)
+ * answers RESOURCE_EXHAUSTED without hurting the session or the checkpoints it has.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { runTask, TestSystem, unary, until, type Wire } from '../helpers/system.js';
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+import { grpc, grpcError, python, replyOf, runTask, TestSystem, unary, until, type Wire } from '../helpers/system.js';
 
 let sys: TestSystem;
 
 beforeAll(async () => {
   sys = new TestSystem({ label: 'ckpt-policy' });
-  await sys.startUp(1, { SESSION_IDLE_TIMEOUT_SECONDS: '1', CHECKPOINT_ON_IDLE: 'true', HTTP_HOST: '127.0.0.1' });
+  await sys.startUp(1, { SESSION_IDLE_TIMEOUT_SECONDS: '1', CHECKPOINT_ON_IDLE: 'true', HTTP_HOST: '127.0.0.1', CHECKPOINT_STORE_MAX_BYTES: String(6 * 1024 * 1024) });
 }, 120_000);
 
 afterAll(async () => {
@@ -65,5 +68,26 @@ describe('MCP checkpoint tools over HTTP', () => {
     } finally {
       await client.close();
     }
+  }, 60_000);
+});
+
+describe('a full store', () => {
+  it('answers RESOURCE_EXHAUSTED naming the limit; the session keeps working and its previous checkpoint still restores', async () => {
+    const s = (await unary(sys.clients.sessions, 'CreateSession', {})) as Wire;
+    const sid = s['session_id'] as string;
+    const write = (name: string) => runTask(sys.clients, python(sid, `import os\nopen('${name}', 'wb').write(os.urandom(4 << 20))\nprint('ok')`));
+    expect(replyOf(await write('one.bin'), 'run_python')['stdout']).toBe('ok\n');
+    const first = (await unary(sys.clients.sessions, 'CheckpointSession', { session_id: sid }, { deadlineMs: 60_000 })) as Wire;
+    expect(replyOf(await write('two.bin'), 'run_python')['stdout']).toBe('ok\n');
+    const full = await grpcError(unary(sys.clients.sessions, 'CheckpointSession', { session_id: sid }, { deadlineMs: 60_000 }));
+    expect(full.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(full.details).toMatch(/checkpoint store is full.*CHECKPOINT_STORE_MAX_BYTES/);
+    expect(readdirSync(path.join(sys.stateDir, 'checkpoints', 'tmp'))).toEqual([]);
+    // The session works, and the first checkpoint brings back exactly its files.
+    await unary(sys.clients.sessions, 'RestoreSession', { checkpoint_id: first['checkpoint_id'] }, { deadlineMs: 60_000 });
+    const ls = replyOf(await runTask(sys.clients, python(sid, "import os\nprint(sorted(f for f in os.listdir('.') if f.endswith('.bin')))")), 'run_python');
+    expect(ls['stdout']).toBe("['one.bin']\n");
+    const d = (await unary(sys.clients.sessions, 'DestroySession', { session_id: sid, force: true })) as Wire;
+    expect(d['destroyed']).toBe(true);
   }, 60_000);
 });
