@@ -59,6 +59,9 @@ describe('bad input', () => {
     await taskRefused({ typed_request: { echo: { message: 'x' } } }, grpc.status.INVALID_ARGUMENT, 'session_id');
     await taskRefused({ session_id: sessionId }, grpc.status.INVALID_ARGUMENT, 'typed_request');
     await taskRefused({ session_id: sessionId, typed_request: {} }, grpc.status.INVALID_ARGUMENT, 'typed_request');
+    // The session's own operations are the coordinator's to send, never a client's task.
+    await taskRefused({ session_id: sessionId, typed_request: { checkpoint: { checkpoint_id: 'ckpt-x' } } }, grpc.status.INVALID_ARGUMENT, 'typed_request');
+    await taskRefused({ session_id: sessionId, typed_request: { restore: { checkpoint_id: 'ckpt-x', manifest_sha256: 'a'.repeat(64) } } }, grpc.status.INVALID_ARGUMENT, 'typed_request');
     await taskRefused(rp({ code: 'print(1)', file: 'main.py' }), grpc.status.INVALID_ARGUMENT, 'run_python.code', 'run_python.file');
     await taskRefused(rp({}), grpc.status.INVALID_ARGUMENT, 'run_python.code', 'run_python.file');
     await taskRefused(rp({ code: 'print(1)', timeout_seconds: -1 }), grpc.status.INVALID_ARGUMENT, 'run_python.timeout_seconds');
