@@ -103,8 +103,11 @@ describe('client credentials', () => {
     expect(added.stdout.trim()).toBe(key);
     const file = path.join(sys.stateDir, 'client-keys.json');
     expect(statSync(file).mode & 0o777).toBe(0o600);
-    expect(readFileSync(file, 'utf8')).not.toContain(key.split('_')[2]);
+    // The secret may itself contain "_": it is everything after the id.
     const id = key.split('_')[1]!;
+    const secret = key.slice(`cgm_${id}_`.length);
+    expect(secret.length).toBe(43);
+    expect(readFileSync(file, 'utf8')).not.toContain(secret);
     expect((await keys('ls')).stdout).toMatch(new RegExp(`${id}\\ttemp-tenant\\ttenant\\t`));
     const c = connect(key);
     expect((await unary(c.sessions, 'ListSessions', {})).sessions).toEqual([]);
