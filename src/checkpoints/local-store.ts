@@ -1,12 +1,10 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { CodegenError, invalidArgument } from '../domain/errors.js';
-import { isSafeId } from '../domain/ids.js';
-import { isSha256 } from './manifest.js';
-import { drainBounded, recordFrom, type BlobWrite, type CheckpointRecord, type CheckpointStore } from './store.js';
+import { CodegenError } from '../domain/errors.js';
+import { BlobCheck, checkBlobName, checkStoreId, drainBounded, RecordIndex, recordFrom, storeFull, type BlobWrite, type CheckpointRecord, type CheckpointStore } from './store.js';
 
 /**
  * The checkpoint store in a folder (the coordinator's CHECKPOINT_DIR):
@@ -21,8 +19,6 @@ export interface LocalStoreOptions {
   maxBytes?: number;
 }
 
-const full = (why: string) => new CodegenError('LIMIT_EXCEEDED', `the checkpoint store is full: ${why}; delete checkpoints (DeleteCheckpoint) or give the store more room`);
-
 export class LocalCheckpointStore implements CheckpointStore {
   readonly url: string;
   private readonly blobs: string;
@@ -30,8 +26,8 @@ export class LocalCheckpointStore implements CheckpointStore {
   private readonly tmp: string;
   private readonly evicted: string;
   private used: Promise<number> | undefined;
-  /** The readable records, read from the folder at the first listing and kept up to date after (one coordinator owns a store). */
-  private index: Map<string, CheckpointRecord> | undefined;
+  /** The readable records, read from the folder at the first listing and kept up to date after. */
+  private index: RecordIndex | undefined;
 
   constructor(private readonly opts: LocalStoreOptions) {
     const dir = path.resolve(opts.dir);
@@ -51,13 +47,31 @@ export class LocalCheckpointStore implements CheckpointStore {
   }
 
   private blobPath(sha256: string): string {
-    if (!isSha256(sha256)) throw invalidArgument('sha256', `${JSON.stringify(sha256.slice(0, 80))} is not a sha256 (64 lowercase hex digits)`);
-    return path.join(this.blobs, sha256.slice(0, 2), sha256);
+    return path.join(this.blobs, sha256.slice(0, 2), checkBlobName(sha256));
   }
 
   private recordPath(checkpointId: string): string {
-    if (!isSafeId(checkpointId)) throw invalidArgument('checkpoint_id', 'letters, digits, ".", "_" and "-" only, at most 128');
-    return path.join(this.records, `${checkpointId}.json`);
+    return path.join(this.records, `${checkStoreId('checkpoint_id', checkpointId)}.json`);
+  }
+
+  /** `bytes` to `dest` as a whole or not at all: a temp file in tmp/, fsynced, renamed, its folder fsynced. */
+  private async writeWhole(dest: string, bytes: Buffer): Promise<void> {
+    const tmp = path.join(this.tmp, `write-${randomBytes(8).toString('hex')}`);
+    try {
+      const fh = await open(tmp, 'wx', 0o600);
+      try {
+        await fh.write(bytes);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, dest);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw noSpace(err);
+    }
+    const dir = await open(path.dirname(dest), 'r');
+    await dir.sync().finally(() => dir.close());
   }
 
   async missing(sha256s: readonly string[]): Promise<string[]> {
@@ -85,10 +99,10 @@ export class LocalCheckpointStore implements CheckpointStore {
     const max = this.opts.maxBytes ?? 0;
     if (max > 0) {
       const used = await this.usedBytes();
-      if (used + bytes > max) throw full(`it holds ${used} of its ${max} bytes (CHECKPOINT_STORE_MAX_BYTES) and this needs ${bytes} more`);
+      if (used + bytes > max) throw storeFull(`it holds ${used} of its ${max} bytes (CHECKPOINT_STORE_MAX_BYTES) and this needs ${bytes} more`);
     }
     const fs = await statfs(this.tmp).catch(() => undefined);
-    if (fs && fs.bavail * fs.bsize < bytes + 16 * 1024 * 1024) throw full(`its disk has ${fs.bavail * fs.bsize} bytes free and this needs ${bytes}`);
+    if (fs && fs.bavail * fs.bsize < bytes + 16 * 1024 * 1024) throw storeFull(`its disk has ${fs.bavail * fs.bsize} bytes free and this needs ${bytes}`);
   }
 
   private account(delta: number): void {
@@ -97,7 +111,7 @@ export class LocalCheckpointStore implements CheckpointStore {
 
   async putBlob(sha256: string, sizeBytes: number, data: AsyncIterable<Buffer>): Promise<BlobWrite> {
     const dest = this.blobPath(sha256);
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0) throw invalidArgument('size_bytes', 'must be a non-negative integer');
+    const check = new BlobCheck(sha256, sizeBytes);
     const there = await stat(dest).catch(() => undefined);
     if (there) {
       await drainBounded(data, sha256, sizeBytes); // the sender streams it anyway: taken and dropped, never more than announced
@@ -105,19 +119,13 @@ export class LocalCheckpointStore implements CheckpointStore {
     }
     await this.reserve(sizeBytes);
     const tmp = path.join(this.tmp, `blob-${randomBytes(8).toString('hex')}`);
-    const hash = createHash('sha256');
-    let count = 0;
     const fh = await open(tmp, 'wx', 0o600);
     try {
       for await (const chunk of data) {
-        count += chunk.length;
-        if (count > sizeBytes) throw invalidArgument('data', `blob ${sha256} is longer than the ${sizeBytes} bytes its first chunk announced`);
-        hash.update(chunk);
+        check.add(chunk);
         await fh.write(chunk);
       }
-      const got = hash.digest('hex');
-      if (count !== sizeBytes) throw invalidArgument('data', `blob ${sha256} ended after ${count} of the ${sizeBytes} bytes announced`);
-      if (got !== sha256) throw invalidArgument('sha256', `the bytes sent hash to ${got}, not to the ${sha256} announced (did the file change while it was read?)`);
+      check.finish();
       await fh.sync();
     } catch (err) {
       await fh.close().catch(() => {});
@@ -142,25 +150,9 @@ export class LocalCheckpointStore implements CheckpointStore {
   async putRecord(record: CheckpointRecord): Promise<number> {
     const text = Buffer.from(JSON.stringify(record));
     await this.reserve(text.length);
-    const dest = this.recordPath(record.checkpointId);
-    const tmp = path.join(this.tmp, `record-${randomBytes(8).toString('hex')}`);
-    try {
-      const fh = await open(tmp, 'wx', 0o600);
-      try {
-        await fh.write(text);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, dest);
-    } catch (err) {
-      await rm(tmp, { force: true });
-      throw noSpace(err);
-    }
-    const dir = await open(this.records, 'r');
-    await dir.sync().finally(() => dir.close());
+    await this.writeWhole(this.recordPath(record.checkpointId), text);
     this.account(text.length);
-    this.index?.set(record.checkpointId, record);
+    this.index?.set(record);
     return text.length;
   }
 
@@ -178,16 +170,15 @@ export class LocalCheckpointStore implements CheckpointStore {
 
   async listRecords(): Promise<CheckpointRecord[]> {
     if (!this.index) {
-      const found = new Map<string, CheckpointRecord>();
+      const found: CheckpointRecord[] = [];
       for (const name of await readdir(this.records).catch(() => [] as string[])) {
         if (!name.endsWith('.json')) continue;
         const r = await this.getRecord(name.slice(0, -'.json'.length)).catch(() => undefined);
-        if (r) found.set(r.checkpointId, r);
+        if (r) found.push(r);
       }
-      this.index = found;
+      this.index = new RecordIndex(found);
     }
-    const out = [...this.index.values()];
-    return out.sort((a, b) => a.createdAtMs - b.createdAtMs || (a.checkpointId < b.checkpointId ? -1 : 1));
+    return this.index.list();
   }
 
   async deleteRecord(checkpointId: string): Promise<boolean> {
@@ -201,20 +192,11 @@ export class LocalCheckpointStore implements CheckpointStore {
   }
 
   private evictedPath(sessionId: string): string {
-    if (!isSafeId(sessionId)) throw invalidArgument('session_id', 'letters, digits, ".", "_" and "-" only, at most 128');
-    return path.join(this.evicted, `${sessionId}.json`);
+    return path.join(this.evicted, `${checkStoreId('session_id', sessionId)}.json`);
   }
 
   async putEvicted(sessionId: string, value: unknown): Promise<void> {
-    const tmp = path.join(this.tmp, `evicted-${randomBytes(8).toString('hex')}`);
-    const fh = await open(tmp, 'wx', 0o600);
-    try {
-      await fh.write(JSON.stringify(value));
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, this.evictedPath(sessionId));
+    await this.writeWhole(this.evictedPath(sessionId), Buffer.from(JSON.stringify(value)));
   }
 
   async listEvicted(): Promise<unknown[]> {
@@ -257,7 +239,7 @@ export class LocalCheckpointStore implements CheckpointStore {
 
 function noSpace(err: unknown): unknown {
   const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ENOSPC' || code === 'EDQUOT') return full(`its disk has no room left (${code})`);
+  if (code === 'ENOSPC' || code === 'EDQUOT') return storeFull(`its disk has no room left (${code})`);
   return err;
 }
 

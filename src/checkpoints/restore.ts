@@ -89,7 +89,8 @@ export async function restoreSnapshot(opts: RestoreOptions): Promise<RestoreTool
       if (first.has(f.sha256)) copies.push(f);
       else first.set(f.sha256, f);
     }
-    for (const f of files) await mkdir(path.dirname(path.join(stagedRoot(f.root), f.path)), { recursive: true });
+    // Each parent folder once (the manifest's own folders are made above; a parent it lacks is made here).
+    for (const parent of new Set(files.map((f) => path.dirname(path.join(stagedRoot(f.root), f.path))))) await mkdir(parent, { recursive: true });
     let done = 0;
     await eachLimited([...first.values()], 4, async (f) => {
       await fetchFile(opts, f, path.join(stagedRoot(f.root), f.path));

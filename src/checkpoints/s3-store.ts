@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import {
   CopyObjectCommand,
@@ -12,9 +12,8 @@ import {
 } from '@aws-sdk/client-s3';
 import { CodegenError, invalidArgument } from '../domain/errors.js';
 import { isSafeId } from '../domain/ids.js';
-import { isSha256 } from './manifest.js';
 import { eachLimited } from './snapshot.js';
-import { drainBounded, recordFrom, type BlobWrite, type CheckpointRecord, type CheckpointStore } from './store.js';
+import { BlobCheck, checkBlobName, checkStoreId, drainBounded, RecordIndex, recordFrom, storeFull, type BlobWrite, type CheckpointRecord, type CheckpointStore } from './store.js';
 
 /**
  * The checkpoint store in S3-compatible object storage (CHECKPOINT_STORE=s3://bucket/prefix),
@@ -60,7 +59,7 @@ export class S3CheckpointStore implements CheckpointStore {
   private readonly s3: S3Client;
   private readonly bucket: string;
   private readonly prefix: string;
-  private records: Map<string, CheckpointRecord> | undefined;
+  private records: RecordIndex | undefined;
   /** Blobs a checkpoint in progress counts on (missing() said the store has them): a sweep spares them. */
   private readonly claimed = new Map<string, number>();
   private used: Promise<number> | undefined;
@@ -86,13 +85,11 @@ export class S3CheckpointStore implements CheckpointStore {
   }
 
   private blobKey(sha256: string): string {
-    if (!isSha256(sha256)) throw invalidArgument('sha256', `${JSON.stringify(sha256.slice(0, 80))} is not a sha256 (64 lowercase hex digits)`);
-    return this.key('blobs', sha256);
+    return this.key('blobs', checkBlobName(sha256));
   }
 
   private recordKey(checkpointId: string): string {
-    if (!isSafeId(checkpointId)) throw invalidArgument('checkpoint_id', 'letters, digits, ".", "_" and "-" only, at most 128');
-    return this.key('checkpoints', `${checkpointId}.json`);
+    return this.key('checkpoints', `${checkStoreId('checkpoint_id', checkpointId)}.json`);
   }
 
   /** Checks the bucket answers (a wrong endpoint or credentials show at start, not at the first checkpoint). */
@@ -147,7 +144,7 @@ export class S3CheckpointStore implements CheckpointStore {
     if (max <= 0) return;
     this.used ??= this.listAll(this.prefix ? `${this.prefix}/` : '').then((l) => l.reduce((n, o) => n + o.size, 0));
     const used = await this.used;
-    if (used + bytes > max) throw new CodegenError('LIMIT_EXCEEDED', `the checkpoint store is full: it holds ${used} of its ${max} bytes (CHECKPOINT_STORE_MAX_BYTES) and this needs ${bytes} more; delete checkpoints (DeleteCheckpoint) or give the store more room`);
+    if (used + bytes > max) throw storeFull(`it holds ${used} of its ${max} bytes (CHECKPOINT_STORE_MAX_BYTES) and this needs ${bytes} more`);
   }
 
   private account(delta: number): void {
@@ -156,7 +153,7 @@ export class S3CheckpointStore implements CheckpointStore {
 
   async putBlob(sha256: string, sizeBytes: number, data: AsyncIterable<Buffer>): Promise<BlobWrite> {
     const dest = this.blobKey(sha256);
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0) throw invalidArgument('size_bytes', 'must be a non-negative integer');
+    const check = new BlobCheck(sha256, sizeBytes);
     if (await this.exists(dest)) {
       await drainBounded(data, sha256, sizeBytes);
       this.claimed.set(sha256, Date.now());
@@ -164,21 +161,15 @@ export class S3CheckpointStore implements CheckpointStore {
     }
     await this.reserve(sizeBytes);
     const tmp = this.key('tmp', randomBytes(8).toString('hex'));
-    const hash = createHash('sha256');
-    let count = 0;
     async function* checked(): AsyncIterable<Buffer> {
       for await (const chunk of data) {
-        count += chunk.length;
-        if (count > sizeBytes) throw invalidArgument('data', `blob ${sha256} is longer than the ${sizeBytes} bytes its first chunk announced`);
-        hash.update(chunk);
+        check.add(chunk);
         yield chunk;
       }
     }
     try {
       await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: tmp, Body: Readable.from(checked()), ContentLength: sizeBytes }));
-      const got = hash.digest('hex');
-      if (count !== sizeBytes) throw invalidArgument('data', `blob ${sha256} ended after ${count} of the ${sizeBytes} bytes announced`);
-      if (got !== sha256) throw invalidArgument('sha256', `the bytes sent hash to ${got}, not to the ${sha256} announced (did the file change while it was read?)`);
+      check.finish();
       await this.s3.send(new CopyObjectCommand({ Bucket: this.bucket, Key: dest, CopySource: `${this.bucket}/${tmp}` }));
     } catch (err) {
       if (err instanceof CodegenError) throw err;
@@ -208,7 +199,7 @@ export class S3CheckpointStore implements CheckpointStore {
     await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.recordKey(record.checkpointId), Body: text, ContentLength: text.length, ContentType: 'application/json' })).catch((err: unknown) => {
       throw unavailable(`write checkpoint ${record.checkpointId}`, err);
     });
-    this.records?.set(record.checkpointId, record);
+    this.records?.set(record);
     this.account(text.length);
     return text.length;
   }
@@ -228,16 +219,16 @@ export class S3CheckpointStore implements CheckpointStore {
 
   async listRecords(): Promise<CheckpointRecord[]> {
     if (!this.records) {
-      const found = new Map<string, CheckpointRecord>();
+      const found: CheckpointRecord[] = [];
       const objects = await this.listAll(this.key('checkpoints/'));
       await eachLimited(objects, 16, async (o) => {
         const id = o.key.slice(o.key.lastIndexOf('/') + 1).replace(/\.json$/, '');
         const r = await this.getRecord(id).catch(() => undefined);
-        if (r) found.set(id, r);
+        if (r) found.push(r);
       });
-      this.records = found;
+      this.records = new RecordIndex(found);
     }
-    return [...this.records.values()].sort((a, b) => a.createdAtMs - b.createdAtMs || (a.checkpointId < b.checkpointId ? -1 : 1));
+    return this.records.list();
   }
 
   async deleteRecord(checkpointId: string): Promise<boolean> {
@@ -251,7 +242,7 @@ export class S3CheckpointStore implements CheckpointStore {
   }
 
   async putEvicted(sessionId: string, value: unknown): Promise<void> {
-    if (!isSafeId(sessionId)) throw invalidArgument('session_id', 'letters, digits, ".", "_" and "-" only, at most 128');
+    checkStoreId('session_id', sessionId);
     const body = Buffer.from(JSON.stringify(value));
     await this.s3.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.key('evicted', `${sessionId}.json`), Body: body, ContentLength: body.length })).catch((err: unknown) => {
       throw unavailable(`remember evicted session ${sessionId}`, err);

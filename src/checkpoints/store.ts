@@ -1,8 +1,9 @@
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { CodegenError } from '../domain/errors.js';
+import { CodegenError, invalidArgument } from '../domain/errors.js';
 import { isSafeId } from '../domain/ids.js';
 import { StoredSessionConfig } from '../domain/session-schemas.js';
-import { SHA256_HEX } from './manifest.js';
+import { isSha256, SHA256_HEX } from './manifest.js';
 
 /**
  * Where checkpoints live: content-addressed blobs (file contents and manifests, named by their
@@ -68,6 +69,79 @@ export interface CheckpointStore {
   putEvicted(sessionId: string, value: unknown): Promise<void>;
   listEvicted(): Promise<unknown[]>;
   deleteEvicted(sessionId: string): Promise<void>;
+}
+
+/** A blob's name, checked before it becomes a file name or an object key. */
+export function checkBlobName(sha256: string): string {
+  if (!isSha256(sha256)) throw invalidArgument('sha256', `${JSON.stringify(sha256.slice(0, 80))} is not a sha256 (64 lowercase hex digits)`);
+  return sha256;
+}
+
+/** A checkpoint id (or a session id), checked before it becomes a file name or an object key. */
+export function checkStoreId(field: 'checkpoint_id' | 'session_id', id: string): string {
+  if (!isSafeId(id)) throw invalidArgument(field, 'letters, digits, ".", "_" and "-" only, at most 128');
+  return id;
+}
+
+/** A checkpoint id that names none: the same words for one that does not exist and for another tenant's. */
+export const unknownCheckpoint = (checkpointId: string): CodegenError =>
+  new CodegenError('NOT_FOUND', `checkpoint_id: no checkpoint ${JSON.stringify(checkpointId)} exists (checkpoint_list shows them)`);
+
+export const storeFull = (why: string): CodegenError => new CodegenError('LIMIT_EXCEEDED', `the checkpoint store is full: ${why}; delete checkpoints (DeleteCheckpoint) or give the store more room`);
+
+/** Both stores' check of a blob as it comes in: no more bytes than announced, then exactly those bytes hashing to its name. */
+export class BlobCheck {
+  private readonly hash = createHash('sha256');
+  private count = 0;
+
+  constructor(
+    private readonly sha256: string,
+    private readonly sizeBytes: number,
+  ) {
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0) throw invalidArgument('size_bytes', 'must be a non-negative integer');
+  }
+
+  add(chunk: Buffer): void {
+    this.count += chunk.length;
+    if (this.count > this.sizeBytes) throw invalidArgument('data', `blob ${this.sha256} is longer than the ${this.sizeBytes} bytes its first chunk announced`);
+    this.hash.update(chunk);
+  }
+
+  finish(): void {
+    const got = this.hash.digest('hex');
+    if (this.count !== this.sizeBytes) throw invalidArgument('data', `blob ${this.sha256} ended after ${this.count} of the ${this.sizeBytes} bytes announced`);
+    if (got !== this.sha256) throw invalidArgument('sha256', `the bytes sent hash to ${got}, not to the ${this.sha256} announced (did the file change while it was read?)`);
+  }
+}
+
+/** Oldest first; the id breaks ties. */
+export const byCreation = (a: CheckpointRecord, b: CheckpointRecord): number => a.createdAtMs - b.createdAtMs || (a.checkpointId < b.checkpointId ? -1 : 1);
+
+/**
+ * Both stores' records in memory after the first listing (one coordinator owns a store), with
+ * their sorted listing kept until the next change: status calls list a session's checkpoints.
+ */
+export class RecordIndex {
+  private readonly byId = new Map<string, CheckpointRecord>();
+  private sorted: CheckpointRecord[] | null = null;
+
+  constructor(records: Iterable<CheckpointRecord>) {
+    for (const r of records) this.byId.set(r.checkpointId, r);
+  }
+
+  set(r: CheckpointRecord): void {
+    this.byId.set(r.checkpointId, r);
+    this.sorted = null;
+  }
+
+  delete(checkpointId: string): void {
+    if (this.byId.delete(checkpointId)) this.sorted = null;
+  }
+
+  list(): CheckpointRecord[] {
+    this.sorted ??= [...this.byId.values()].sort(byCreation);
+    return [...this.sorted];
+  }
 }
 
 /** Reads and drops a blob the store already has, refusing more bytes than were announced. */

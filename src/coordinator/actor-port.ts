@@ -80,11 +80,15 @@ export class ActorCoordinatorPort implements TenancyBackend {
     return this.checkpointService;
   }
 
+  /** The session's proxy while it is evicting the session (its worker dropping it). */
+  private evicting(sessionId: string): SessionProxyActor | undefined {
+    const p = this.system.get(sessionProxyIdOf(sessionId)) as SessionProxyActor | undefined;
+    return p && p.getSnapshot().status === 'active' && p.getSnapshot().matches('evicting') ? p : undefined;
+  }
+
   /** Being evicted, or being made again from its checkpoint: a task waits for the session rather than being refused. */
   private isComingBack(sessionId: string): boolean {
-    const p = this.system.get(sessionProxyIdOf(sessionId)) as SessionProxyActor | undefined;
-    if (this.rehoming.has(sessionId)) return true;
-    return Boolean(p && p.getSnapshot().status === 'active' && p.getSnapshot().matches('evicting'));
+    return this.rehoming.has(sessionId) || this.evicting(sessionId) !== undefined;
   }
 
   /** The session's last task, if it was a successful checkpoint: the eviction's checkpoint when nothing ran since. */
@@ -231,16 +235,19 @@ export class ActorCoordinatorPort implements TenancyBackend {
     return kept && !this.system.get(sessionProxyIdOf(sessionId)) ? kept : undefined;
   }
 
+  /** Every EVICTED session (an entry left while a proxy stands for its id is not one). */
+  private keptSessions(): EvictedSession[] {
+    return Object.values(this.root.getSnapshot().context.evicted).filter((k) => !this.system.get(sessionProxyIdOf(k.description.sessionId)));
+  }
+
   /**
    * An EVICTED session is made again on the least-loaded worker from its checkpoint, and this
    * resolves once it is READY (with the checkpoint it came from); a session a worker holds
    * resolves at once with ''. One being evicted right now is waited for first.
    */
   async ensureLive(sessionId: string): Promise<string> {
-    const current = this.system.get(sessionProxyIdOf(sessionId)) as SessionProxyActor | undefined;
-    if (current && current.getSnapshot().status === 'active' && current.getSnapshot().matches('evicting')) {
-      await waitFor(current, (s) => s.status !== 'active' || !s.matches('evicting'), { timeout: this.opts.settleBoundMs }).catch(() => undefined);
-    }
+    const current = this.evicting(sessionId);
+    if (current) await waitFor(current, (s) => s.status !== 'active' || !s.matches('evicting'), { timeout: this.opts.settleBoundMs }).catch(() => undefined);
     // Being made again from its checkpoint for another call: this one waits for it too.
     const underway = this.rehoming.get(sessionId);
     if (underway) {
@@ -291,9 +298,7 @@ export class ActorCoordinatorPort implements TenancyBackend {
       sessions++;
       liveTasks += liveRecords(c.book).length;
     }
-    for (const kept of Object.values(this.root.getSnapshot().context.evicted)) {
-      if (ownerOf(kept.description) === tenant && !this.system.get(sessionProxyIdOf(kept.description.sessionId))) sessions++;
-    }
+    for (const kept of this.keptSessions()) if (ownerOf(kept.description) === tenant) sessions++;
     return { sessions, liveTasks };
   }
 
@@ -345,9 +350,8 @@ export class ActorCoordinatorPort implements TenancyBackend {
     let checkpointId = '';
     // The checkpoint first, behind the running task (a refused destroy would keep the session anyway): when it fails, the session stays.
     if (options.saveCheckpoint) {
-      if (!options.force && liveRecords(this.proxy(sessionId).getSnapshot().context.book).length > 0) {
-        throw new CodegenError('FAILED_PRECONDITION', `session ${sessionId} is BUSY running task ${this.liveTaskIds(sessionId)[0]}; wait for it, cancel it, or destroy with force`);
-      }
+      const live = this.liveTaskIds(sessionId);
+      if (!options.force && live.length > 0) throw new CodegenError('FAILED_PRECONDITION', `session ${sessionId} is BUSY running task ${live[0]}; wait for it, cancel it, or destroy with force`);
       checkpointId = (await this.checkpoints.checkpoint(sessionId, 'destroy')).checkpointId;
     }
     const proxy = this.proxy(sessionId);
@@ -412,7 +416,7 @@ export class ActorCoordinatorPort implements TenancyBackend {
   }
 
   async listSessions(): Promise<SessionView[]> {
-    const kept = Object.values(this.root.getSnapshot().context.evicted).filter((k) => !this.system.get(sessionProxyIdOf(k.description.sessionId)));
+    const kept = this.keptSessions();
     return this.proxies()
       .map((p) => p.getSnapshot())
       .filter((s) => isSettled(s))

@@ -81,56 +81,60 @@ export class CheckpointPolicies {
     }
   }
 
+  /**
+   * One policy's work on one session at a time: not started again while it runs, nor within a
+   * minute after it failed (a full store or a session in use is not retried at every tick).
+   */
+  private runFor(sessionId: string, work: () => Promise<void>, failed: (err: unknown) => void): void {
+    if (this.running.has(sessionId) || Date.now() - (this.failedAt.get(sessionId) ?? 0) < 60_000) return;
+    this.running.add(sessionId);
+    void work()
+      .then(
+        () => this.failedAt.delete(sessionId),
+        (err: unknown) => {
+          this.failedAt.set(sessionId, Date.now());
+          failed(err);
+        },
+      )
+      .finally(() => this.running.delete(sessionId));
+  }
+
   /** Idle sessions past SESSION_EVICT_AFTER_SECONDS: checkpointed when they changed, then dropped by their worker. */
   private async evictIdle(nowMs: number): Promise<void> {
     const candidates = this.port.evictionCandidates(nowMs - this.opts.evictAfterMs);
     if (candidates.length === 0) return;
     const latest = await this.port.checkpoints.latestBySession();
     for (const { sessionId, lastClientMs } of candidates) {
-      if (this.running.has(sessionId) || Date.now() - (this.failedAt.get(sessionId) ?? 0) < 60_000) continue;
-      this.running.add(sessionId);
-      void (async () => {
-        // The checkpoint it is evicted with must be its last task: a fresh one unless its last task already is one.
-        const byTask = this.port.lastCheckpointTask(sessionId);
-        let c = latest.get(sessionId);
-        if (!c || !byTask || c.taskId !== byTask) {
-          const fresh = await this.port.checkpointSession(sessionId, { name: 'evict' });
-          c = await this.port.checkpoints.record(fresh.checkpointId);
-        }
-        const checkpointId = c.checkpointId;
-        const idleSeconds = Math.round((Date.now() - lastClientMs) / 1000);
-        const note = `evicted after ${idleSeconds} s idle and restored from checkpoint ${checkpointId} (${new Date(c.createdAtMs).toISOString()}): files and installed packages kept; the interpreter's memory was not`;
-        await this.port.evict(sessionId, { checkpointId, manifestSha256: c.manifestSha256, note }, c.taskId ?? '');
-        this.opts.logger.info({ sessionId, checkpointId, idleSeconds }, 'idle session evicted (SESSION_EVICT_AFTER_SECONDS); its next task restores it');
-      })()
-        .then(
-          () => this.failedAt.delete(sessionId),
-          (err: unknown) => {
-            this.failedAt.set(sessionId, Date.now());
-            this.opts.logger.info({ sessionId, err }, 'idle session not evicted (it was used, or the checkpoint failed); tried again later');
-          },
-        )
-        .finally(() => this.running.delete(sessionId));
+      this.runFor(
+        sessionId,
+        async () => {
+          // The checkpoint it is evicted with must be its last task: a fresh one unless its last task already is one.
+          const byTask = this.port.lastCheckpointTask(sessionId);
+          const known = latest.get(sessionId);
+          const c =
+            known && byTask && known.taskId === byTask
+              ? { checkpointId: known.checkpointId, manifestSha256: known.manifestSha256, createdAtMs: known.createdAtMs, taskId: known.taskId }
+              : await this.port.checkpointSession(sessionId, { name: 'evict' }).then((v) => ({ checkpointId: v.checkpointId, manifestSha256: v.checksumSha256, createdAtMs: v.createdAtMs, taskId: v.taskId }));
+          const idleSeconds = Math.round((Date.now() - lastClientMs) / 1000);
+          const note = `evicted after ${idleSeconds} s idle and restored from checkpoint ${c.checkpointId} (${new Date(c.createdAtMs).toISOString()}): files and installed packages kept; the interpreter's memory was not`;
+          await this.port.evict(sessionId, { checkpointId: c.checkpointId, manifestSha256: c.manifestSha256, note }, c.taskId ?? '');
+          this.opts.logger.info({ sessionId, checkpointId: c.checkpointId, idleSeconds }, 'idle session evicted (SESSION_EVICT_AFTER_SECONDS); its next task restores it');
+        },
+        (err) => this.opts.logger.info({ sessionId, err }, 'idle session not evicted (it was used, or the checkpoint failed); tried again later'),
+      );
     }
   }
 
   private async checkpointIdle(): Promise<void> {
     for (const sessionId of this.port.idleSessionsChanged()) {
-      if (this.running.has(sessionId) || Date.now() - (this.failedAt.get(sessionId) ?? 0) < 60_000) continue;
-      this.running.add(sessionId);
-      void this.port
-        .checkpointSession(sessionId, { name: 'idle' })
-        .then(
-          (c) => {
-            this.failedAt.delete(sessionId);
-            this.opts.logger.info({ sessionId, checkpointId: c.checkpointId, sizeBytes: c.sizeBytes }, 'idle session checkpointed (CHECKPOINT_ON_IDLE)');
-          },
-          (err: unknown) => {
-            this.failedAt.set(sessionId, Date.now());
-            this.opts.logger.warn({ sessionId, err }, 'idle session could not be checkpointed (CHECKPOINT_ON_IDLE); tried again in a minute');
-          },
-        )
-        .finally(() => this.running.delete(sessionId));
+      this.runFor(
+        sessionId,
+        async () => {
+          const c = await this.port.checkpointSession(sessionId, { name: 'idle' });
+          this.opts.logger.info({ sessionId, checkpointId: c.checkpointId, sizeBytes: c.sizeBytes }, 'idle session checkpointed (CHECKPOINT_ON_IDLE)');
+        },
+        (err) => this.opts.logger.warn({ sessionId, err }, 'idle session could not be checkpointed (CHECKPOINT_ON_IDLE); tried again in a minute'),
+      );
     }
   }
 }

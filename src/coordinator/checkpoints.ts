@@ -6,7 +6,7 @@ import type { ToolCall, ToolInputs, ToolOutputs } from '../domain/tools.js';
 import type { CheckpointView, CreateSessionInput, SubmitTaskInput, TaskHandle } from '../runtime/port.js';
 import type { TaskUpdate } from '../domain/tasks.js';
 import { blobsOf, decodeManifest, MAX_MANIFEST_BYTES } from '../checkpoints/manifest.js';
-import type { CheckpointRecord, CheckpointStore } from '../checkpoints/store.js';
+import { unknownCheckpoint, type CheckpointRecord, type CheckpointStore } from '../checkpoints/store.js';
 
 /**
  * Checkpoints as the coordinator runs them. The work on a session's files is a task of the
@@ -95,7 +95,7 @@ export class CheckpointService {
   async record(checkpointId: string): Promise<CheckpointRecord> {
     if (!checkpointId) throw invalidArgument('checkpoint_id', 'is required');
     const r = await this.store.getRecord(checkpointId);
-    if (!r) throw new CodegenError('NOT_FOUND', `checkpoint_id: no checkpoint ${JSON.stringify(checkpointId)} exists (checkpoint_list shows them)`);
+    if (!r) throw unknownCheckpoint(checkpointId);
     return r;
   }
 

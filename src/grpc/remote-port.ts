@@ -11,6 +11,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { CodegenError } from '../domain/errors.js';
+import { unknownCheckpoint } from '../checkpoints/store.js';
 import { newTaskId } from '../domain/ids.js';
 import type { SessionView, WorkerView } from '../domain/sessions.js';
 import { taskStates, type TaskOutcome, type TaskState, type TaskUpdate } from '../domain/tasks.js';
@@ -118,7 +119,7 @@ export class RemoteCoordinatorPort implements CoordinatorPort {
 
   async getCheckpoint(checkpointId: string): Promise<CheckpointView> {
     const found = (await this.listCheckpoints()).find((c) => c.checkpointId === checkpointId);
-    if (!found) throw new CodegenError('NOT_FOUND', `checkpoint_id: no checkpoint ${JSON.stringify(checkpointId)} exists (checkpoint_list shows them)`);
+    if (!found) throw unknownCheckpoint(checkpointId);
     return found;
   }
 

@@ -11,8 +11,7 @@ import type { SessionView } from '../domain/sessions.js';
 import type { TaskOutcome, TaskUpdate } from '../domain/tasks.js';
 import { DEFAULT_TENANT, type Principal } from '../auth/authenticator.js';
 import type { CheckpointView, CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from './port.js';
-
-const unknownCheckpoint = (checkpointId: string): CodegenError => new CodegenError('NOT_FOUND', `checkpoint_id: no checkpoint ${JSON.stringify(checkpointId)} exists (checkpoint_list shows them)`);
+import { unknownCheckpoint } from '../checkpoints/store.js';
 
 export interface TenantQuotas {
   /** Sessions a tenant may hold at once; 0: no quota. */

@@ -20,9 +20,8 @@ export function grpcBlobTransport(client: WorkerLifecycleClient, token: string):
   return {
     async missing(sha256s) {
       const out: string[] = [];
-      for (let at = 0; at < sha256s.length || at === 0; at += 5_000) {
+      for (let at = 0; at < sha256s.length; at += 5_000) {
         const part = sha256s.slice(at, at + 5_000);
-        if (part.length === 0) break;
         try {
           const res = await unary(client, 'MissingBlobs', { sha256: part }, { deadlineMs: 60_000, metadata: md() });
           out.push(...(res.sha256 ?? []).map(String));

@@ -13,6 +13,12 @@ const requireSessionId = (req: { session_id: string }): string => {
   return id;
 };
 
+const requireCheckpointId = (req: { checkpoint_id: string }): string => {
+  const id = typeof req.checkpoint_id === 'string' ? req.checkpoint_id : '';
+  if (!id) throw invalidArgument('checkpoint_id', 'is required');
+  return id;
+};
+
 const stringMap = (field: string, v: unknown): Record<string, string> => {
   const out: Record<string, string> = {};
   for (const [k, val] of Object.entries((v ?? {}) as Record<string, unknown>)) {
@@ -57,9 +63,7 @@ export function sessionManagementHandlers(access: ClientAccess, encodeListing?: 
     }),
     RestoreSession: unaryHandler(async (req, call) => {
       const port = access.portFor(call.metadata);
-      const id = String(req.checkpoint_id ?? '');
-      if (!id) throw invalidArgument('checkpoint_id', 'is required');
-      const r = await port.restoreCheckpoint(id, { workerId: String(req.worker_id ?? ''), createNew: Boolean(req.create_new_session) });
+      const r = await port.restoreCheckpoint(requireCheckpointId(req), { workerId: String(req.worker_id ?? ''), createNew: Boolean(req.create_new_session) });
       return { session_id: r.session.sessionId, worker_id: r.session.workerId, state: encodeSessionState(r.session.state), checkpoint_metadata: encodeCheckpointMetadata(r.checkpoint) };
     }),
     ListCheckpoints: unaryHandler(async (req, call) => {
@@ -68,9 +72,7 @@ export function sessionManagementHandlers(access: ClientAccess, encodeListing?: 
     }),
     DeleteCheckpoint: unaryHandler(async (req, call) => {
       const port = access.portFor(call.metadata);
-      const id = String(req.checkpoint_id ?? '');
-      if (!id) throw invalidArgument('checkpoint_id', 'is required');
-      return { deleted: await port.deleteCheckpoint(id) };
+      return { deleted: await port.deleteCheckpoint(requireCheckpointId(req)) };
     }),
     GetSessionStatus: unaryHandler(async (req, call) => {
       const port = access.portFor(call.metadata);
