@@ -27,7 +27,8 @@ up: install build ## start a coordinator and one worker locally (workspaces unde
 	@# (`; exit $$?` keeps bash from exec-ing node in its own place, which would skip the job control.)
 	@if [ -t 0 ]; then set -m; fi; BASE_WORKSPACE=$${BASE_WORKSPACE:-./tmp/workspaces} node dist/src/cli/main.js up --workers $${WORKERS:-1}; exit $$?
 
-test: install build ## run every test (unit, property, integration, MCP), with a summary line
+test: install build ## run every test (unit, property, integration, MCP, the live view in chromium), with a summary line
+	@scripts/ensure-test-deps.sh
 	scripts/run-tests.sh
 
 test-unit: install ## unit and property tests only (fast)

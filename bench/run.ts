@@ -11,6 +11,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { connectCoordinator, unary, type CoordinatorClients } from '../src/wire/client.js';
 import type { TaskRequest, TaskResponse__Output } from '../src/wire/messages.js';
 import { runCheckpointBench } from './checkpoints.js';
+import { runInspectionBench } from './inspection.js';
 import { runScale } from './scale.js';
 import { startSystem } from './system.js';
 
@@ -78,6 +79,11 @@ async function main(): Promise<void> {
   // `node dist/bench/run.js checkpoints`: only the checkpoint figures.
   if (process.argv[2] === 'checkpoints') {
     printTable(await runCheckpointBench());
+    return;
+  }
+  // `node dist/bench/run.js inspection`: only what the Stately inspector costs.
+  if (process.argv[2] === 'inspection') {
+    await runInspectionBench();
     return;
   }
   const rows: string[][] = [];
@@ -182,6 +188,8 @@ async function main(): Promise<void> {
 
   // The coordinator's scale figures: synthetic workers over the real protocol, no Python (bench/scale.ts).
   await runScale();
+  // What the Stately inspector costs at 10,000 sessions (bench/inspection.ts).
+  await runInspectionBench();
 }
 
 main().catch((err) => {

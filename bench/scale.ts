@@ -85,7 +85,8 @@ function heap(): number {
 
 /** The coordinator's root exactly as src/coordinator/main.ts makes it (same input, inspection, ports), with RECOVERY_GRACE 0. */
 function coordinatorTree() {
-  const config = coordinatorConfig({ RECOVERY_GRACE_SECONDS: '0' });
+  // BENCH_INSPECT_URL: the same tree with the Stately inspector on (bench/inspection.ts).
+  const config = coordinatorConfig({ RECOVERY_GRACE_SECONDS: '0', STATELY_INSPECT_URL: process.env['BENCH_INSPECT_URL'] ?? '' });
   const logger = createLogger({ level: 'warn', name: 'scale', stream: 'stderr', pretty: false });
   const { root, streams, coordinator: port, registry } = coordinatorActors(config, logger);
   const warnings: string[] = [];
@@ -235,6 +236,8 @@ async function createShape(workers: number, sessions: number, base: number | und
       tb = performance.now();
     }
   }
+  // Work deferred to timers (the inspector's, when it is on) is charged to the creates too.
+  await new Promise((r) => setTimeout(r, 20));
   const createMs = performance.now() - t0;
   const createCpuMs = cpuMs(cpu0);
   const tenth = sessions / 10;
@@ -334,9 +337,9 @@ async function inProcessChild(part: string): Promise<void> {
   process.stdout.write(`SCALE_CHILD_RESULT ${JSON.stringify(result)}\n`);
 }
 
-function runChild<T>(shape: string, nodeArgs: string[]): Promise<T> {
+export function runChild<T>(shape: string, nodeArgs: string[], env: NodeJS.ProcessEnv = process.env): Promise<T> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--expose-gc', ...nodeArgs, fileURLToPath(import.meta.url), '--in-process', shape], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--expose-gc', ...nodeArgs, fileURLToPath(import.meta.url), '--in-process', shape], { stdio: ['ignore', 'pipe', 'inherit'], env });
     let result: T | undefined;
     createInterface({ input: child.stdout! }).on('line', (line) => {
       if (line.startsWith('SCALE_CHILD_RESULT ')) result = JSON.parse(line.slice('SCALE_CHILD_RESULT '.length)) as T;

@@ -63,7 +63,7 @@ export type SessionProxyEvent =
   | { type: 'worker.lost'; reason: string; atMs: number }
   | { type: 'worker.online'; atMs: number }
   | { type: 'coordinator.draining' }
-  | { type: 'task.submit'; requestId: string; spec: TaskSpec; followerId: string; atMs: number }
+  | { type: 'task.submit'; requestId: string; spec: TaskSpec; followerId: string; atMs: number; origin?: string }
   | { type: 'task.cancel'; requestId: string; taskId: string; reason: string; atMs: number }
   | TaskProxyEndedEvent
   | { type: 'metadata.put'; requestId: string; metadata: Record<string, string>; merge: boolean; atMs: number }
@@ -234,7 +234,7 @@ export const sessionProxyMachine = setup({
       enqueue.spawnChild('taskProxy', {
         id: e.spec.taskId,
         systemId: taskProxyIdOf(e.spec.taskId),
-        input: { taskId: e.spec.taskId, sessionId: context.sessionId, workerId: context.workerId, tool: e.spec.call.tool, enqueuedAtMs: e.atMs, ownerId: e.followerId },
+        input: { taskId: e.spec.taskId, sessionId: context.sessionId, workerId: context.workerId, tool: e.spec.call.tool, enqueuedAtMs: e.atMs, ownerId: e.followerId, origin: e.origin ?? '' },
       });
       // The whole spec goes to the worker from here: no context keeps the task's payload.
       command(enqueue, system, context.workerId, { kind: 'assign_task', spec: e.spec });

@@ -17,6 +17,8 @@ export interface TaskProxyInput {
   enqueuedAtMs: number;
   /** The follower that submitted the task: when it goes away, the task is cancelled. */
   ownerId: string;
+  /** Who submitted it, for the audit log (opaque here). */
+  origin?: string;
 }
 
 export type TaskProxyEvent =
@@ -39,6 +41,9 @@ export interface TaskProxyContext extends TaskProxyInput {
 export interface TaskProxyEndedEvent { type: 'task.ended'; taskId: string; outcome: TaskOutcomeSummary; atMs: number }
 export type TaskProxyEmitted = { type: 'task.update'; taskId: string; update: TaskUpdate };
 
+/** An ended task as the coordinator's effects see it: its result cache, the metrics and the audit log. */
+export interface KeptOutcome { taskId: string; sessionId: string; tool: string; origin: string; outcome: TaskOutcome }
+
 export const TASK_CANCEL_GRACE_MS = 10_000;
 
 /** A cancel the worker did not answer in time: the task ends CANCELLED when the grace runs out. */
@@ -47,7 +52,7 @@ const graceOutcome = (c: TaskProxyContext): TaskOutcome => cancelledOutcome(c.wo
 /** The actions of every end: the outcome goes to the followers (`finish`) and to the result cache (`keepOutcome`). */
 const endWith = <E>(end: (args: { context: TaskProxyContext; event: E }) => { outcome: TaskOutcome; atMs: number }) => [
   { type: 'finish' as const, params: (args: { context: TaskProxyContext; event: E }) => end(args) },
-  { type: 'keepOutcome' as const, params: (args: { context: TaskProxyContext; event: E }) => ({ taskId: args.context.taskId, sessionId: args.context.sessionId, outcome: end(args).outcome }) },
+  { type: 'keepOutcome' as const, params: (args: { context: TaskProxyContext; event: E }) => ({ taskId: args.context.taskId, sessionId: args.context.sessionId, tool: args.context.tool, origin: args.context.origin ?? '', outcome: end(args).outcome }) },
 ];
 
 export const taskProxyMachine = setup({
@@ -67,8 +72,8 @@ export const taskProxyMachine = setup({
       enqueue.assign({ outcome: summarizeOutcome(p.outcome), endedAtMs: p.atMs });
       enqueue.emit({ type: 'task.update', taskId: context.taskId, update: { type: 'outcome', outcome: p.outcome } });
     }),
-    // Provided by the coordinator: the whole outcome goes to its result cache, for followers who come late.
-    keepOutcome: enqueueActions((_, _p: { taskId: string; sessionId: string; outcome: TaskOutcome }) => {}),
+    // Provided by the coordinator: the whole outcome goes to its result cache, for followers who come late, and to the metrics and audit log.
+    keepOutcome: enqueueActions((_, _p: KeptOutcome) => {}),
     markStarted: assign({ startedAtMs: ({ context }, p: { atMs: number }) => context.startedAtMs || p.atMs }),
     askWorkerToCancel: enqueueActions(({ context, enqueue, system }, p: { reason: string; atMs: number }) => {
       enqueue.assign({ cancelledAtMs: p.atMs });

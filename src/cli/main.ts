@@ -23,6 +23,7 @@ Commands:
   up            a coordinator and N workers as supervised child processes (--workers N, default 1)
   mcp           an MCP server on stdio; with COORDINATOR_ADDR it uses that coordinator,
                 without it an embedded coordinator and worker
+  inspect       a loopback relay for the Stately inspector: prints the page to open and STATELY_INSPECT_URL
   health        check a coordinator's gRPC health (--addr host:port, default localhost:50051; TLS_CA for TLS)
   keys          manage tenants' API keys: keys add TENANT [--admin] | keys ls | keys rm KEY_ID
   --version     print the version
@@ -52,12 +53,20 @@ const McpEnv = z.object({
 
 const HealthEnv = z.object({ ADDR: z.string().default('localhost:50051'), SERVICE: z.string().default(''), TLS_CA: z.string().default(''), TLS_SERVER_NAME: z.string().default('') });
 
+const InspectEnv = z.object({
+  INSPECT_HOST: z.string().default('127.0.0.1'),
+  INSPECT_PORT: z.coerce.number().int().min(0).max(65535).default(8090),
+  /** The inspector page the bridge embeds (the hosted Stately inspector). */
+  INSPECTOR_PAGE: z.string().default('https://stately.ai/inspect'),
+});
+
 const commandHelps: Record<string, CommandHelp> = {
+  inspect: { usage: 'Usage: codegen-mcp inspect [--inspect-port N] [--inspect-host ADDR]', summary: 'Runs a relay for the Stately inspector on loopback: set STATELY_INSPECT_URL to the ws:// URL it prints on the coordinator and the workers, and open the page it prints (which embeds the hosted Stately inspector) in a browser.', schemas: [InspectEnv] },
   coordinator: { usage: 'Usage: codegen-mcp coordinator [--option value ...]', summary: 'Serves gRPC (the codegen.v1 services, health, reflection) and MCP over Streamable HTTP at /mcp; workers dial it.', schemas: [CoordinatorEnv] },
   worker: { usage: 'Usage: codegen-mcp worker [--option value ...]', summary: "Dials the coordinator (COORDINATOR_ADDR) and runs sessions in BASE_WORKSPACE, each task in the sandbox.", schemas: [WorkerEnv] },
   up: { usage: 'Usage: codegen-mcp up [--workers N] [--option value ...]', summary: 'A coordinator and N workers as supervised child processes; Ctrl-C drains and stops them in order. Takes every coordinator and worker variable too.', schemas: [UpEnv, CoordinatorEnv, WorkerEnv] },
   mcp: { usage: 'Usage: codegen-mcp mcp [--option value ...]', summary: 'An MCP server on stdio: with COORDINATOR_ADDR it uses that coordinator (sending CLIENT_TOKEN, or the token file), else an embedded coordinator and worker.', schemas: [McpEnv] },
-  health: { usage: 'Usage: codegen-mcp health [--addr host:port] [--service NAME]', summary: "Asks a coordinator's grpc.health.v1; prints its status and exits 0 when it is SERVING.", schemas: [HealthEnv] },
+  health: { usage: 'Usage: codegen-mcp health [--addr host:port] [--service NAME] | --url http://host:port/healthz', summary: "Asks a coordinator's grpc.health.v1 (or, with --url, GETs an HTTP probe such as /healthz or /readyz); prints its status and exits 0 when it is SERVING (HTTP 200).", schemas: [HealthEnv] },
 };
 
 /** Under `codegen-mcp up` (it sets this in its children's environment). */
@@ -164,10 +173,42 @@ async function main(argv: string[]): Promise<number> {
       finished.resolve();
       return 0;
     }
+    case 'inspect': {
+      const env = parseConfig(InspectEnv, merged(rest, Object.keys(InspectEnv.shape)));
+      const { startRelay } = await import('../inspection/relay.js');
+      let relay;
+      try {
+        relay = await startRelay({ host: env.INSPECT_HOST, port: env.INSPECT_PORT, inspectorUrl: env.INSPECTOR_PAGE });
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'EADDRINUSE') throw new ConfigError([`INSPECT_PORT: port ${env.INSPECT_PORT} on ${env.INSPECT_HOST} is in use; choose another with --inspect-port N`]);
+        throw err;
+      }
+      process.stdout.write(`Stately inspector relay listening on ${relay.host}:${relay.port}\n\nOpen in a browser:   ${relay.pageUrl}\nThen start the coordinator and workers with:\n  STATELY_INSPECT_URL=${relay.wsUrl}\n\nCtrl-C stops the relay.\n`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      await relay.close();
+      return 0;
+    }
     case 'keys':
       return runKeys(rest, process.env, (s) => process.stdout.write(s), (s) => process.stderr.write(s));
     case 'health': {
       const env = merged(rest, ['ADDR', 'SERVICE', 'TLS_CA', 'TLS_SERVER_NAME']);
+      // --url is a flag only: an URL variable in the environment is too common a name to act on.
+      const url = flagsToEnv(rest, ['URL'])['URL'];
+      if (url) env['URL'] = url;
+      if (env['URL']) {
+        try {
+          const res = await fetch(env['URL'], { signal: AbortSignal.timeout(3_000) });
+          process.stdout.write(`${env['URL']}: ${res.status} ${(await res.text()).slice(0, 500)}\n`);
+          return res.status === 200 ? 0 : 1;
+        } catch (err) {
+          process.stderr.write(`unhealthy: ${env['URL']}: ${(err as Error).message}\n`);
+          return 1;
+        }
+      }
       const addr = env['ADDR'] ?? 'localhost:50051';
       try {
         const status = await checkHealth(addr, env['SERVICE'] ?? '', 3_000, env['TLS_CA'] ? { ca: path.resolve(env['TLS_CA']), serverName: env['TLS_SERVER_NAME'] ?? '' } : undefined);

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { clientKeysFileIn, clientTokenFileIn, defaultStateDir, workerTokenFileIn } from '../auth/secrets.js';
 import type { TenantQuotas } from '../runtime/tenancy.js';
-import { bool, list, logLevel, parseConfig, port, positiveInt, seconds } from './load.js';
+import { bool, inspectUrl, list, logLevel, parseConfig, port, positiveInt, seconds } from './load.js';
 import { tlsFiles, type TlsFiles } from './tls.js';
 
 /** The coordinator's variables (the guide's names), with their defaults. */
@@ -75,6 +75,10 @@ export const CoordinatorEnv = z.object({
   SESSION_RECOVERY_SECONDS: z.coerce.number().min(0).default(30),
   /** The most bytes the checkpoint store may hold (0: what its disk has). */
   CHECKPOINT_STORE_MAX_BYTES: z.coerce.number().int().min(0).default(0),
+  /** Every actor of this process is sent, sanitised, to the Stately inspector here (ws://host:port; `codegen-mcp inspect` runs one). */
+  STATELY_INSPECT_URL: inspectUrl,
+  /** The audit log's JSON lines: a file path, or `stdout`; '' for none. */
+  AUDIT_LOG: z.string().default(''),
 });
 export type CoordinatorEnv = z.infer<typeof CoordinatorEnv>;
 
@@ -98,6 +102,8 @@ export interface CoordinatorConfig {
   drainTimeoutMs: number;
   createTimeoutMs: number;
   recoveryGraceMs: number;
+  inspectUrl: string;
+  auditLog: string;
   checkpoints: { dir: string; store: string; s3Endpoint: string; s3Region: string; maxBytes: number; retentionMs: number; onIdle: boolean; evictAfterMs: number; recoveryMs: number };
 }
 
@@ -135,6 +141,8 @@ export function coordinatorConfig(env: Record<string, string | undefined>): Coor
     drainTimeoutMs: Math.round(e.SESSION_DRAIN_TIMEOUT_SECONDS * 1000),
     createTimeoutMs: Math.round(e.SESSION_CREATE_TIMEOUT_SECONDS * 1000),
     recoveryGraceMs: Math.round(e.RECOVERY_GRACE_SECONDS * 1000),
+    inspectUrl: e.STATELY_INSPECT_URL,
+    auditLog: e.AUDIT_LOG,
     checkpoints: {
       dir: e.CHECKPOINT_DIR ? path.resolve(e.CHECKPOINT_DIR) : path.join(stateDir, 'checkpoints'),
       store: e.CHECKPOINT_STORE,

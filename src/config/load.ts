@@ -73,3 +73,9 @@ export const list = z
   .string()
   .default('')
   .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean));
+
+/** STATELY_INSPECT_URL: '' (off) or a ws:// / wss:// URL. */
+export const inspectUrl = z
+  .string()
+  .default('')
+  .refine((v) => v === '' || /^wss?:\/\/[^\s/]+/.test(v), { error: 'must be a ws:// or wss:// URL (e.g. the one `codegen-mcp inspect` prints), or empty' });

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { defaultStateDir, workerTokenFileIn } from '../auth/secrets.js';
 import { isSafeId } from '../domain/ids.js';
 import { tlsFiles, type TlsFiles } from './tls.js';
-import { bool, bytes, logLevel, parseConfig, port, positiveInt, seconds, ConfigError } from './load.js';
+import { bool, bytes, inspectUrl, logLevel, parseConfig, port, positiveInt, seconds, ConfigError } from './load.js';
 
 /** The worker's variables (the guide's names), with their defaults. */
 export const WorkerEnv = z.object({
@@ -43,6 +43,8 @@ export const WorkerEnv = z.object({
   RECONNECT_MAX_SECONDS: z.coerce.number().positive().default(30),
   /** Test hook: SIGUSR2 crashes every session actor (to show they are restarted from their descriptions). Never in production. */
   CODEGEN_TEST_FAULTS: bool(false),
+  /** Every actor of this process is sent, sanitised, to the Stately inspector here (ws://host:port; `codegen-mcp inspect` runs one). */
+  STATELY_INSPECT_URL: inspectUrl,
 });
 export type WorkerEnv = z.infer<typeof WorkerEnv>;
 
@@ -67,6 +69,7 @@ export interface WorkerConfig {
   drainTimeoutMs: number;
   reconnectMaxMs: number;
   testFaults: boolean;
+  inspectUrl: string;
 }
 
 export function workerConfig(env: Record<string, string | undefined>): WorkerConfig {
@@ -96,5 +99,6 @@ export function workerConfig(env: Record<string, string | undefined>): WorkerCon
     drainTimeoutMs: Math.round(e.DRAIN_TIMEOUT_SECONDS * 1000),
     reconnectMaxMs: Math.round(e.RECONNECT_MAX_SECONDS * 1000),
     testFaults: e.CODEGEN_TEST_FAULTS,
+    inspectUrl: e.STATELY_INSPECT_URL,
   };
 }

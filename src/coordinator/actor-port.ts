@@ -27,6 +27,7 @@ export interface ActorPortOptions {
   /** The checkpoint store (absent: the checkpoint calls answer UNIMPLEMENTED). */
   checkpoints?: CheckpointStore;
   onSweep?: (result: { removed: number; freedBytes: number } | Error) => void;
+  onCheckpointAdded?: (bytes: number) => void;
 }
 
 /** What the front doors show of a session no worker holds: EVICTED, its files in its latest checkpoint. */
@@ -71,7 +72,7 @@ export class ActorCoordinatorPort implements TenancyBackend {
     private readonly root: CoordinatorActor,
     private readonly opts: ActorPortOptions,
   ) {
-    this.checkpointService = opts.checkpoints ? new CheckpointService(opts.checkpoints, this, opts.onSweep) : undefined;
+    this.checkpointService = opts.checkpoints ? new CheckpointService(opts.checkpoints, this, opts.onSweep, opts.onCheckpointAdded) : undefined;
     this.checkpointService?.pinWith(() => new Set(Object.values(this.root.getSnapshot().context.evicted).map((k) => k.restore.checkpointId)));
   }
 
@@ -178,6 +179,13 @@ export class ActorCoordinatorPort implements TenancyBackend {
     const ids = new Set(this.proxies().map((p) => p.getSnapshot().context.sessionId));
     for (const id of Object.keys(this.root.getSnapshot().context.evicted)) ids.add(id);
     return ids;
+  }
+
+  /** Tasks accepted and not started yet, over every session (codegen_task_queue_depth). */
+  queuedTasks(): number {
+    let n = 0;
+    for (const proxy of this.proxies()) for (const r of liveRecords(proxy.getSnapshot().context.book)) if (r.state === 'queued') n++;
+    return n;
   }
 
   /** The session's tasks queued or running, oldest first. */
@@ -465,7 +473,7 @@ export class ActorCoordinatorPort implements TenancyBackend {
     const spec: TaskSpec = { taskId: input.taskId || newTaskId(), sessionId: input.sessionId, call: input.call, constraints, sequence };
     const requestId = newRequestId();
     const followerId = newRequestId();
-    const answer = askNow(proxy, { type: 'task.submit', requestId, spec, followerId, atMs: Date.now() }, ['task.accepted', 'task.rejected'], (e) => {
+    const answer = askNow(proxy, { type: 'task.submit', requestId, spec, followerId, atMs: Date.now(), ...(input.origin ? { origin: input.origin } : {}) }, ['task.accepted', 'task.rejected'], (e) => {
       const a = e as SessionProxyEmitted;
       return (a.type === 'task.accepted' || a.type === 'task.rejected') && a.requestId === requestId ? a : undefined;
     });

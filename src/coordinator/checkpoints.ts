@@ -86,6 +86,8 @@ export class CheckpointService {
     private readonly store: CheckpointStore,
     private readonly sessions: CheckpointSessions,
     private readonly onSweep: (result: { removed: number; freedBytes: number } | Error) => void = () => {},
+    /** Each checkpoint taken, with the bytes it added to the store (codegen_checkpoint_bytes_total). */
+    private readonly onAdded: (bytes: number) => void = () => {},
   ) {}
 
   private view(r: CheckpointRecord): CheckpointView {
@@ -154,6 +156,7 @@ export class CheckpointService {
     // size_bytes counts the record too: its own length, found in a pass or two (its digits are part of it).
     for (let i = 0; i < 3; i++) record.sizeBytes = out.added_bytes + Buffer.byteLength(JSON.stringify(record));
     await this.store.putRecord(record);
+    this.onAdded(record.sizeBytes);
     return this.view(record);
   }
 

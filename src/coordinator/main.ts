@@ -5,7 +5,12 @@ import { ensureTokenFile } from '../auth/secrets.js';
 import { clientAccess } from '../grpc/client-access.js';
 import { startGrpcServer, stopGrpcServer } from '../grpc/server.js';
 import { Tenancy } from '../runtime/tenancy.js';
-import { inspectionLogger } from '../log/inspection.js';
+import { processInspection } from '../inspection/attach.js';
+import { openAuditLog, originToWho } from '../log/audit.js';
+import { CoordinatorMetrics, statusLabelOf } from '../metrics/coordinator-metrics.js';
+import { auditedPort } from '../runtime/audited-port.js';
+import { liveRoutes } from '../live/http.js';
+import type { KeptOutcome } from '../../machines/coordinator/task-proxy.machine.js';
 import type { Logger } from '../log/logger.js';
 import type { CoordinatorPort } from '../runtime/port.js';
 import { ResultStore } from '../runtime/result-store.js';
@@ -38,7 +43,18 @@ export interface RunningCoordinator {
 export function coordinatorActors(config: CoordinatorConfig, logger: Logger) {
   const streams = new StreamTable();
   const results = new ResultStore();
-  const machine = provideCoordinator({ streams, results, logger: logger.child({ component: 'actors' }) });
+  const audit = openAuditLog(config.auditLog);
+  const inspection = processInspection({ logger, statelyUrl: config.inspectUrl, processName: 'coordinator' });
+  // Made once the port exists (its gauges read the actors); tasks end only after the root starts.
+  let metrics: CoordinatorMetrics | undefined;
+  const onTaskEnded = (e: KeptOutcome) => {
+    metrics?.taskEnded(e.tool, e.outcome);
+    if (audit.enabled) {
+      const o = e.outcome;
+      audit.record('task', originToWho(e.origin), { sessionId: e.sessionId, taskId: e.taskId, tool: e.tool, status: statusLabelOf(o), durationMs: o.type === 'result' ? o.metadata.durationMs : 0, ...(o.type === 'result' ? { workerId: o.metadata.workerId } : {}) });
+    }
+  };
+  const machine = provideCoordinator({ streams, results, logger: logger.child({ component: 'actors' }), onTaskEnded, live: inspection.live });
   const root = createActor(machine, {
     systemId: 'coordinator',
     input: {
@@ -47,14 +63,15 @@ export function coordinatorActors(config: CoordinatorConfig, logger: Logger) {
       supervision: { intensity: { maxRestarts: 5, windowMs: 60_000 }, backoff: { initialMs: 100, maxMs: 5_000, factor: 2 } },
       seed: Date.now() | 0,
     },
-    inspect: inspectionLogger(logger.child({ component: 'inspect' })),
+    inspect: inspection.hub.observe,
   });
   const checkpoints = checkpointStoreFor(config.checkpoints);
   const onSweep = (r: { removed: number; freedBytes: number } | Error) =>
     r instanceof Error ? logger.warn({ err: r }, 'checkpoint store sweep failed') : r.removed > 0 && logger.info(r, 'checkpoint store swept: blobs no checkpoint names removed');
-  const coordinator = new ActorCoordinatorPort(root, { idleTimeoutMs: config.idleTimeoutMs, settleBoundMs: config.createTimeoutMs + config.drainTimeoutMs + 70_000, results, checkpoints, onSweep });
-  const registry = new WorkerRegistry(root, streams, { heartbeatIntervalMs: config.heartbeatIntervalMs, heartbeatTimeoutMs: config.heartbeatTimeoutMs });
-  return { root, streams, results, coordinator, registry, checkpoints };
+  const coordinator = new ActorCoordinatorPort(root, { idleTimeoutMs: config.idleTimeoutMs, settleBoundMs: config.createTimeoutMs + config.drainTimeoutMs + 70_000, results, checkpoints, onSweep, onCheckpointAdded: (bytes) => metrics?.checkpointAdded(bytes) });
+  metrics = new CoordinatorMetrics({ listSessions: () => coordinator.listSessions(), listWorkers: () => coordinator.listWorkers(), queuedTasks: () => coordinator.queuedTasks() });
+  const registry = new WorkerRegistry(root, streams, { heartbeatIntervalMs: config.heartbeatIntervalMs, heartbeatTimeoutMs: config.heartbeatTimeoutMs }, (workerId, figures) => metrics.workerFigures(workerId, figures));
+  return { root, streams, results, coordinator, registry, checkpoints, inspection, metrics, audit };
 }
 
 /**
@@ -78,7 +95,10 @@ const tlsMode = (config: CoordinatorConfig): string => (config.tls.cert ? (confi
 
 /** The coordinator's composition root: the actor system, then the front doors over it. */
 export async function startCoordinator(config: CoordinatorConfig, logger: Logger): Promise<RunningCoordinator> {
-  const { root, streams, coordinator, registry, checkpoints } = coordinatorActors(config, logger);
+  const { root, streams, coordinator, registry, checkpoints, inspection, metrics, audit } = coordinatorActors(config, logger);
+  // XState says nothing when an actor stops: the live view forgets the stopped ones on a timer.
+  const liveSweep = setInterval(() => inspection.live.sweep(), 1_000);
+  liveSweep.unref();
   await checkpoints.open();
   // Evicted sessions live in the store between coordinator runs; the root keeps them while it runs.
   // One queue per session: a keep and the unkeep right after it (a recovery) reach the store in that order.
@@ -103,8 +123,8 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
   const secrets = credentialsAtStart(config, logger);
   const auth = new ClientAuthenticator({ token: secrets.clientToken, keysFile: config.clientKeysFile, logger: logger.child({ component: 'auth' }) });
   const tenancy = new Tenancy(coordinator, config.quotas);
-  const access = clientAccess(auth, tenancy);
-  const grpc = await startGrpcServer({ host: config.grpcHost, port: config.grpcPort, access, registry, workerToken: secrets.workerToken, tls: config.tls, logger, checkpoints });
+  const access = clientAccess(auth, tenancy, audit);
+  const grpc = await startGrpcServer({ host: config.grpcHost, port: config.grpcPort, access, registry, workerToken: secrets.workerToken, tls: config.tls, logger, checkpoints, audit });
   logger.info({ port: grpc.port, host: config.grpcHost, tls: tlsMode(config), recoveryGraceMs: config.recoveryGraceMs, quotas: config.quotas, clientKeys: auth.describe() }, 'coordinator gRPC listening');
 
   const policies = new CheckpointPolicies(coordinator, {
@@ -126,7 +146,9 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       logger: logger.child({ component: 'mcp-http' }),
       host: config.http.host,
       port: config.http.port,
-      access: { authenticate: (header) => auth.authenticate(header), portFor: (principal) => tenancy.portFor(principal) },
+      access: { authenticate: (header) => auth.authenticate(header), portFor: (principal, peer) => auditedPort(tenancy.portFor(principal), audit, { tenant: principal.tenant, credential: principal.credential, peer: peer ?? '' }) },
+      metrics,
+      live: liveRoutes(inspection.live),
       tls: config.tls.cert ? { cert: config.tls.cert, key: config.tls.key } : undefined,
       maxSessions: config.http.maxSessions,
       maxSessionsPerTenant: config.http.maxSessionsPerTenant,
@@ -167,6 +189,9 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
         await stopGrpcServer(grpc.server, 3_000);
         streams.closeAll();
         root.stop();
+        inspection.stop();
+        clearInterval(liveSweep);
+        audit.flush();
       })()),
   };
 }

@@ -4,7 +4,8 @@ import { newRequestId } from '../domain/ids.js';
 import type { Logger } from '../log/logger.js';
 import type { WorkerStream, WorkerStreamLink } from '../runtime/port.js';
 import type { WorkerMessage__Output } from '../wire/messages.js';
-import { decodeWorkerMessage, encodeCommand, type WorkerFact } from '../wire/worker-codecs.js';
+import { decodeInspectionBatch, decodeWorkerMessage, encodeCommand, type WorkerFact } from '../wire/worker-codecs.js';
+import type { LiveRegistry } from '../live/registry.js';
 import { sessionProxyIdOf } from '../../machines/coordinator/session-proxy.machine.js';
 import { taskProxyIdOf } from '../../machines/coordinator/task-proxy.machine.js';
 import type { WorkerConnectionEvent } from '../../machines/coordinator/worker-connection.machine.js';
@@ -115,6 +116,8 @@ export function routeWorkerFact(fact: WorkerFact, workerId: string, atMs: number
 export interface StreamLogicOptions {
   streams: StreamTable;
   logger: Logger;
+  /** The coordinator's live view: each worker's forwarded records go here, and leave with its stream. */
+  live?: LiveRegistry;
 }
 
 /** The connection actor's `workerStream` logic: the one writer to a worker, and the router of what it sends. */
@@ -123,6 +126,11 @@ export function workerStreamLogic(opts: StreamLogicOptions) {
     const log = opts.logger.child({ workerId: input.workerId });
     const to = (systemId: string): AnyActorRef | undefined => system.get(systemId) as AnyActorRef | undefined;
     const route = (msg: WorkerMessage__Output): void => {
+      if (msg.body === 'inspection') {
+        // The worker's live-view records: names and states, for the live view only.
+        if (opts.live && msg.inspection) opts.live.applyRemote(input.workerId, decodeInspectionBatch(msg.inspection));
+        return;
+      }
       const atMs = Date.now();
       let fact;
       try {
@@ -151,6 +159,9 @@ export function workerStreamLogic(opts: StreamLogicOptions) {
         sendBack({ type: 'stream.closed', reason: `write failed: ${toErrorInfo(err).message}`, atMs: Date.now() } satisfies WorkerConnectionEvent);
       }
     });
-    return () => opts.streams.drop(input.streamId);
+    return () => {
+      opts.streams.drop(input.streamId);
+      opts.live?.dropProcess(input.workerId);
+    };
   });
 }

@@ -4,6 +4,7 @@ import { askNow } from '../runtime/ask.js';
 import type { RegisterWorkerInput, WorkerLifecyclePort, WorkerStream, WorkerStreamLink } from '../runtime/port.js';
 import type { CoordinatorActor, CoordinatorEmitted, CoordinatorEvent } from '../../machines/coordinator/coordinator.machine.js';
 import type { StreamTable } from './streams.js';
+import type { WorkerFigures } from '../metrics/coordinator-metrics.js';
 
 export type KnownWorkerEvent = Extract<CoordinatorEvent, { workerId: string; registrationId: string }>;
 
@@ -27,6 +28,8 @@ export class WorkerRegistry implements WorkerLifecyclePort {
     private readonly root: CoordinatorActor,
     private readonly streams: StreamTable,
     private readonly timing: { heartbeatIntervalMs: number; heartbeatTimeoutMs: number },
+    /** A known worker's figures from its heartbeat (for /metrics). */
+    private readonly onFigures: (workerId: string, figures: WorkerFigures) => void = () => {},
   ) {}
 
   register(input: RegisterWorkerInput): { registrationId: string; heartbeatIntervalMs: number; heartbeatTimeoutMs: number } {
@@ -53,8 +56,9 @@ export class WorkerRegistry implements WorkerLifecyclePort {
     return { registrationId, ...this.timing };
   }
 
-  heartbeat(workerId: string, registrationId: string): void {
+  heartbeat(workerId: string, registrationId: string, figures?: WorkerFigures): void {
     this.sendKnown({ type: 'worker.heartbeat', workerId, registrationId, atMs: Date.now() });
+    if (figures) this.onFigures(workerId, figures);
   }
 
   deregister(workerId: string, registrationId: string, reason: string): void {

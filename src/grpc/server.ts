@@ -7,6 +7,7 @@ import type { TlsFiles } from '../config/tls.js';
 import type { WorkerLifecyclePort } from '../runtime/port.js';
 import type { ClientAccess } from './client-access.js';
 import type { CheckpointStore } from '../checkpoints/store.js';
+import type { AuditLog } from '../log/audit.js';
 import type { Logger } from '../log/logger.js';
 import { loadProtos, protoLoaderOptions } from '../wire/protos.js';
 import { preEncodedListing } from './session-listing.js';
@@ -28,6 +29,8 @@ export interface GrpcServerOptions {
   logger: Logger;
   /** The checkpoint store workers send blobs to and fetch them from. */
   checkpoints: CheckpointStore;
+  /** Worker registrations are recorded here. */
+  audit?: AuditLog;
 }
 
 /**
@@ -71,7 +74,7 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<{ server
   const listing = preEncodedListing(services.SessionManagement.service);
   server.addService(listing.service, sessionManagementHandlers(opts.access, listing.encodeListing));
   server.addService(services.TaskExecution.service, taskExecutionHandlers(opts.access));
-  server.addService(services.WorkerLifecycle.service, workerLifecycleHandlers(opts.registry, { token: opts.workerToken, mutualTls: Boolean(opts.tls.clientCa), logger: opts.logger.child({ component: 'worker-lifecycle' }), checkpoints: opts.checkpoints }));
+  server.addService(services.WorkerLifecycle.service, workerLifecycleHandlers(opts.registry, { token: opts.workerToken, mutualTls: Boolean(opts.tls.clientCa), logger: opts.logger.child({ component: 'worker-lifecycle' }), checkpoints: opts.checkpoints, ...(opts.audit ? { audit: opts.audit } : {}) }));
   const health = new HealthImplementation({
     '': 'SERVING',
     'codegen.v1.SessionManagement': 'SERVING',

@@ -14,9 +14,9 @@ export function inspectionLogger(logger: Logger): (event: InspectionEvent) => vo
       const status = (event.snapshot as { status?: string }).status;
       // Hot path: at info level only errors are logged, so skip the serialising.
       if (!debug && status !== 'error') return;
-      const actor = event.actorRef as unknown as { _systemId?: string; id: string };
+      const actor = event.actorRef as unknown as { systemId?: string; id: string };
       const snap = event.snapshot as { status?: string; value?: unknown; error?: unknown };
-      const name = actor._systemId ?? actor.id;
+      const name = actor.systemId ?? actor.id;
       if (snap.status === 'error') {
         logger.warn({ actor: name, err: snap.error }, 'actor failed');
         return;

@@ -26,13 +26,17 @@ export interface McpHttpOptions extends McpOptions {
    * Who may call: every /mcp request must carry a bearer credential it accepts, and an MCP
    * session uses the port of the tenant that opened it. Absent: open, on `coordinator` (tests).
    */
-  access?: { authenticate(authorization: string | undefined): Principal; portFor(principal: Principal): CoordinatorPort };
+  access?: { authenticate(authorization: string | undefined): Principal; portFor(principal: Principal, peer?: string): CoordinatorPort };
   /** Serve HTTPS with these PEM files. */
   tls?: { cert: string; key: string } | undefined;
   /** MCP sessions held at once; an initialize beyond it answers 503. Default 1000. */
   maxSessions?: number;
   /** MCP sessions one tenant may hold at once, so one tenant cannot take them all; beyond it 429. Default 100. */
   maxSessionsPerTenant?: number;
+  /** GET /metrics (Prometheus text), behind the same checks as /mcp: Host, Origin and the bearer credential. */
+  metrics?: { contentType: string; text(): Promise<string> };
+  /** The live view's routes (src/live/http.ts), behind the same checks, a credential also taken from its cookie. */
+  live?: (req: IncomingMessage, res: ServerResponse) => boolean;
   /** GET /readyz: whether the system can take work now (absent: always). */
   readiness?: () => Promise<{ ready: boolean; reason: string }>;
   /** Host header values accepted ("name" or "name:port"). Default: localhost, 127.0.0.1, [::1] with the port. */
@@ -57,6 +61,33 @@ export const defaultMcpHttpOptions = {
 export const MCP_PATH = '/mcp';
 export const HEALTH_PATH = '/healthz';
 export const READY_PATH = '/readyz';
+export const METRICS_PATH = '/metrics';
+export const LIVE_PATH = '/live';
+/** The live view's credential, set by /live?token=… (HttpOnly: the page's script never sees it). */
+export const LIVE_COOKIE = 'codegen_live';
+
+const cookieOf = (header: string | undefined, name: string): string | undefined => {
+  for (const part of (header ?? '').split(';')) {
+    const i = part.indexOf('=');
+    if (i > 0 && part.slice(0, i).trim() === name) {
+      try {
+        return decodeURIComponent(part.slice(i + 1).trim());
+      } catch {
+        return undefined;
+      }
+    }
+  }
+  return undefined;
+};
+
+const sendHtml = (res: ServerResponse, status: number, title: string, text: string) => {
+  const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
+  const body = `<!DOCTYPE html><html><head><meta charset="utf-8"><title>${esc(title)}</title></head><body style="font-family:sans-serif;margin:3em"><h1>${esc(title)}</h1><p>${esc(text)}</p></body></html>`;
+  res.writeHead(status, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': String(Buffer.byteLength(body)), 'Cache-Control': 'no-store' });
+  res.end(body);
+};
+
+const ADMIN_ONLY = 'covers every tenant; use an admin credential (CLIENT_TOKEN, or a key made with `codegen-mcp keys add TENANT --admin`)';
 
 interface HttpSession {
   transport: StreamableHTTPServerTransport;
@@ -65,6 +96,9 @@ interface HttpSession {
   tenant: string | undefined;
   close(): Promise<void>;
 }
+
+/** The client's address, for the audit log. */
+const peerOf = (req: IncomingMessage): string => (req.socket.remoteAddress ? `${req.socket.remoteAddress}:${req.socket.remotePort ?? ''}` : '');
 
 const rpcError = (code: number, message: string) => ({ jsonrpc: '2.0' as const, error: { code, message }, id: null });
 
@@ -136,9 +170,9 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
     res.once('close', () => actor.send({ type: 'request.ended' }));
   }
 
-  async function newSession(principal: Principal | undefined): Promise<HttpSession> {
+  async function newSession(principal: Principal | undefined, peer: string): Promise<HttpSession> {
     const connectionId = `http-${randomUUID()}`;
-    const coordinator = principal && opts.access ? opts.access.portFor(principal) : opts.coordinator;
+    const coordinator = principal && opts.access ? opts.access.portFor(principal, peer) : opts.coordinator;
     const mcp = createMcpServer({ ...opts, coordinator, connectionId, idleMs });
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
@@ -246,7 +280,7 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
       }
       opening++;
       try {
-        session = await newSession(principal);
+        session = await newSession(principal, peerOf(req));
         track(session, res);
         await session.transport.handleRequest(req, res, parsed);
       } finally {
@@ -260,7 +294,7 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? '/').split('?')[0];
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (path === HEALTH_PATH && (req.method === 'GET' || req.method === 'HEAD')) {
       sendJson(res, 200, { status: 'ok', mcp_sessions: sessions.size });
       return;
@@ -271,8 +305,12 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
       sendJson(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', reason: r.reason });
       return;
     }
-    if (path !== MCP_PATH) {
-      sendJson(res, 404, rpcError(-32000, `Not Found: the MCP endpoint is ${MCP_PATH}`));
+    if (opts.live && (path === LIVE_PATH || path.startsWith(`${LIVE_PATH}/`))) {
+      handleLive(req, res, path);
+      return;
+    }
+    if (path !== MCP_PATH && !(path === METRICS_PATH && opts.metrics)) {
+      sendJson(res, 404, rpcError(-32000, `Not Found: the MCP endpoint is ${MCP_PATH}${opts.metrics ? `, metrics are at ${METRICS_PATH}` : ''}`));
       return;
     }
     const verdict = security!.check(req.headers);
@@ -281,7 +319,47 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
       req.resume();
       return;
     }
+    if (path === METRICS_PATH && opts.metrics) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        sendJson(res, 405, rpcError(-32000, 'Method Not Allowed: use GET'), { Allow: 'GET' });
+        return;
+      }
+      // The whole fleet's figures: an operator's view, not a tenant's.
+      if (verdict.principal && !verdict.principal.admin) {
+        sendJson(res, 403, rpcError(-32000, `Forbidden: /metrics ${ADMIN_ONLY}`));
+        return;
+      }
+      const text = await opts.metrics.text();
+      res.writeHead(200, { 'Content-Type': opts.metrics.contentType, 'Content-Length': String(Buffer.byteLength(text)), 'Cache-Control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : text);
+      return;
+    }
     await handleMcp(req, res, verdict.principal);
+  }
+
+  /** A browser opens /live?token=… once: the token moves to an HttpOnly cookie and out of the address bar. */
+  function handleLive(req: IncomingMessage, res: ServerResponse, path: string): void {
+    const page = path === LIVE_PATH;
+    const refuse = (status: number, message: string, headers: Record<string, string> = {}) => {
+      if (page) {
+        res.setHeader('WWW-Authenticate', headers['WWW-Authenticate'] ?? 'Bearer realm="codegen-mcp"');
+        sendHtml(res, status, status === 401 ? 'Sign in to the live view' : 'Forbidden', `${message}. Open /live?token=YOUR_CLIENT_TOKEN once; the browser then keeps it in an HttpOnly cookie.`);
+      } else sendJson(res, status, { error: message }, headers);
+      req.resume();
+    };
+    const token = page ? new URL(req.url ?? '/', 'http://live.invalid').searchParams.get('token') : null;
+    const cookie = cookieOf(req.headers.cookie, LIVE_COOKIE);
+    const presented = token ?? (req.headers.authorization ? undefined : cookie);
+    const verdict = security!.check(presented !== undefined && presented !== null ? { ...req.headers, authorization: `Bearer ${presented}` } : req.headers);
+    if (!verdict.ok) return refuse(verdict.status, verdict.message, verdict.headers);
+    if (verdict.principal && !verdict.principal.admin) return refuse(403, `Forbidden: the live view ${ADMIN_ONLY}`);
+    if (token) {
+      const secure = opts.tls ? '; Secure' : '';
+      res.writeHead(303, { Location: LIVE_PATH, 'Set-Cookie': `${LIVE_COOKIE}=${encodeURIComponent(token)}; HttpOnly; SameSite=Strict; Path=${LIVE_PATH}; Max-Age=43200${secure}`, 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer' });
+      res.end();
+      return;
+    }
+    if (!opts.live!(req, res)) sendJson(res, 404, { error: `Not Found: ${path}` });
   }
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {

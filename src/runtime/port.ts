@@ -2,6 +2,7 @@ import type { SessionConfig, SessionReport, SessionView, WorkerView } from '../d
 import type { TaskConstraints, TaskOutcome, TaskProgress, TaskState, TaskUpdate } from '../domain/tasks.js';
 import type { ToolCall } from '../domain/tools.js';
 import type { CoordinatorMessage, WorkerMessage__Output } from '../wire/messages.js';
+import type { WorkerFigures } from '../metrics/coordinator-metrics.js';
 
 /**
  * The one port every front door (gRPC, MCP, the command line) uses to reach the coordinator:
@@ -86,6 +87,8 @@ export interface SubmitTaskInput {
   call: ToolCall;
   constraints?: Partial<TaskConstraints>;
   sequence?: number;
+  /** Who submitted it (the audit log's "who", opaque to the actors). */
+  origin?: string;
 }
 
 export interface TaskHandle {
@@ -116,7 +119,7 @@ export interface TaskView {
  */
 export interface WorkerLifecyclePort {
   register(input: RegisterWorkerInput): { registrationId: string; heartbeatIntervalMs: number; heartbeatTimeoutMs: number };
-  heartbeat(workerId: string, registrationId: string): void;
+  heartbeat(workerId: string, registrationId: string, figures?: WorkerFigures): void;
   deregister(workerId: string, registrationId: string, reason: string): void;
   /** The worker opened its task stream: commands go down `stream`; the front door passes what comes up to the link, and closes it when the stream ends. */
   openStream(workerId: string, registrationId: string, stream: WorkerStream): WorkerStreamLink;

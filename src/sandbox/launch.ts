@@ -18,6 +18,7 @@ import { isExecutable } from './mounts.js';
 import { bwrapArgs, probeBwrap, type Isolation, type SandboxView } from './isolation.js';
 import { killGroup, killPids, killProcessTree } from './kill-group.js';
 import { hasLimits, limitPrefix, type ResourceLimits } from './limits.js';
+import { countKills } from './kill-counts.js';
 import { OutputCollector } from './output.js';
 
 /**
@@ -318,6 +319,7 @@ export async function launch(spec: LaunchSpec): Promise<LaunchResult> {
         ? limitExceededOf({ ...result, rlimits: built.rlimits }, session?.before ?? null, session ? countersAfter(spec.sandbox.sessionId!) : null, session?.limits ?? null)
         : undefined;
       if (exceeded) result.limitExceeded = exceeded;
+      countKills(result);
       resolve(result);
     };
 

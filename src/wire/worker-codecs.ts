@@ -6,6 +6,7 @@
 import { checkEnvVars } from '../domain/env.js';
 import { invalidArgument, type ErrorInfo } from '../domain/errors.js';
 import { isSafeId } from '../domain/ids.js';
+import type { LiveActor } from '../live/registry.js';
 import type { SessionConfig, SessionDescription, SessionLimitsRequest, SessionReport } from '../domain/sessions.js';
 import type { TaskUpdate } from '../domain/tasks.js';
 import type { WorkerCommandMessage } from '../../machines/coordinator/worker-connection.machine.js';
@@ -251,4 +252,60 @@ export function decodeWorkerMessage(msg: WorkerMessage__Output): WorkerFact {
     default:
       throw invalidArgument('body', `unexpected message ${JSON.stringify(str(msg.body))} on the task stream`);
   }
+}
+
+/** A worker's live-view records (src/live/registry.ts) on the task stream. */
+export interface InspectionBatchFact {
+  reset: boolean;
+  actors: LiveActor[];
+  removed: string[];
+  definitions: Record<string, Record<string, unknown>>;
+}
+
+export function encodeInspectionBatch(batch: InspectionBatchFact): WorkerMessage {
+  return {
+    inspection: {
+      reset: batch.reset,
+      actors: batch.actors.map((a) => ({ key: a.key, id: a.id, machine: a.machine, parent: a.parent, value_json: JSON.stringify(a.value ?? null), status: a.status, events: a.events.map((e) => ({ type: e.type, at_ms: e.atMs })), updated_at_ms: a.updatedAtMs })),
+      removed: batch.removed,
+      definitions: Object.fromEntries(Object.entries(batch.definitions).map(([k, v]) => [k, JSON.stringify(v)])),
+    },
+  };
+}
+
+const LIVE_MAX_ACTORS = 5_000;
+const LIVE_MAX_DEFINITION = 512 * 1024;
+const cut = (s: unknown, n = 256): string => String(s ?? '').slice(0, n);
+const parsed = (text: string, max: number): unknown => {
+  if (text.length > max) return null;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return null;
+  }
+};
+
+/** Bounded and checked: a worker cannot grow the coordinator's view without end, nor break it with bad JSON. */
+export function decodeInspectionBatch(b: NonNullable<WorkerMessage__Output['inspection']>): InspectionBatchFact {
+  const definitions: Record<string, Record<string, unknown>> = {};
+  for (const [k, v] of Object.entries(b.definitions ?? {}).slice(0, 64)) {
+    const d = parsed(String(v), LIVE_MAX_DEFINITION);
+    if (d && typeof d === 'object' && !Array.isArray(d)) definitions[cut(k, 128)] = d as Record<string, unknown>;
+  }
+  return {
+    reset: Boolean(b.reset),
+    actors: (b.actors ?? []).slice(0, LIVE_MAX_ACTORS).map((a) => ({
+      key: cut(a.key),
+      process: '',
+      id: cut(a.id),
+      machine: cut(a.machine, 128),
+      parent: cut(a.parent),
+      value: parsed(String(a.value_json ?? 'null'), 16 * 1024),
+      status: cut(a.status, 16),
+      events: (a.events ?? []).slice(-50).map((e) => ({ type: cut(e.type, 128), atMs: Number(e.at_ms ?? 0) })),
+      updatedAtMs: Number(a.updated_at_ms ?? 0),
+    })),
+    removed: (b.removed ?? []).slice(0, LIVE_MAX_ACTORS * 4).map((k) => cut(k)),
+    definitions,
+  };
 }

@@ -1,3 +1,4 @@
+import { sandboxKills } from '../sandbox/kill-counts.js';
 import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { fromCallback, fromPromise, type EventObject } from 'xstate';
@@ -76,7 +77,15 @@ export function linkActors(opts: LinkEffectsOptions) {
     let failures = 0;
     let stopped = false;
     const beat = () => {
-      unaryCall(client, 'Heartbeat', { worker_id: input.workerId, registration_id: input.registrationId, active_sessions: opts.sessionCount() }, token, Math.max(1_000, input.intervalMs)).then(
+      unaryCall(
+        client,
+        'Heartbeat',
+        {
+          worker_id: input.workerId,
+          registration_id: input.registrationId,
+          active_sessions: opts.sessionCount(),
+          figures: { instance_id: opts.instanceId, sandbox_kills_timeout: sandboxKills.timeout, sandbox_kills_cancel: sandboxKills.cancel, sandbox_kills_limit: sandboxKills.limit },
+        }, token, Math.max(1_000, input.intervalMs)).then(
         () => {
           failures = 0;
         },

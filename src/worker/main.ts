@@ -5,7 +5,8 @@ import { createActor, waitFor } from 'xstate';
 import { packageVersion } from '../config/package-info.js';
 import type { WorkerConfig } from '../config/worker.js';
 import type { SessionDescription, SessionLimitsView } from '../domain/sessions.js';
-import { inspectionLogger } from '../log/inspection.js';
+import { processInspection } from '../inspection/attach.js';
+import { forwardLiveRecords } from '../live/forwarder.js';
 import type { Logger } from '../log/logger.js';
 import { namespaceProfile } from '../sandbox/isolation.js';
 import { detectEnforcement, type SessionLimits } from '../sandbox/enforcement.js';
@@ -175,6 +176,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
     },
   });
   const backoff = { initialMs: 250, maxMs: config.reconnectMaxMs, factor: 2 };
+  const inspection = processInspection({ logger, statelyUrl: config.inspectUrl, processName: config.workerId, forwarding: true });
   root = createActor(machine, {
     systemId: 'worker',
     input: {
@@ -190,7 +192,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
       seed: randomBytes(4).readInt32LE(0),
       faults: config.testFaults,
     },
-    inspect: inspectionLogger(logger.child({ component: 'inspect' })),
+    inspect: inspection.hub.observe,
   });
   const actor = root;
   actor.on('coordinator.reply', (e) => uplink.reply(e.reply));
@@ -226,6 +228,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
     actor.send({ type: 'worker.shutdown', atMs: Date.now() });
   };
   actor.start();
+  const stopForwarding = forwardLiveRecords(inspection.live, uplink);
   logger.info({ coordinator: config.coordinatorAddr, maxSessions: config.maxSessions, baseWorkspace: config.baseWorkspace, warmPython: config.warmPython, adopted: adopt.length }, 'worker started');
 
   let stopping: Promise<void> | undefined;
@@ -243,6 +246,8 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
         await pool.stop();
         await locks.stop();
         client.close();
+        inspection.stop();
+        stopForwarding();
       })()),
   };
 }

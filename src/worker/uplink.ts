@@ -22,8 +22,16 @@ export class Uplink {
 
   constructor(private readonly log: Logger) {}
 
+  /** Counts the streams attached: a forwarder starts again (reset) on each new one. */
+  generation = 0;
+
+  get attached(): boolean {
+    return this.call !== undefined;
+  }
+
   attach(call: TaskStreamCall): void {
     this.call = call;
+    this.generation++;
     const pending = [...this.pendingReports.values()];
     this.pendingReports.clear();
     for (const r of pending) this.write(encodeReportMessage(r));
@@ -39,6 +47,11 @@ export class Uplink {
 
   taskError(sessionId: string, taskId: string, error: ErrorInfo): void {
     this.taskUpdate(sessionId, taskId, { type: 'outcome', outcome: { type: 'error', error } });
+  }
+
+  /** Live-view records; dropped with no stream (the next stream starts with a full reset). */
+  inspection(msg: WorkerMessage): void {
+    if (this.call) this.write(msg);
   }
 
   reply(reply: CommandReply): void {

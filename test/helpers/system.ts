@@ -25,7 +25,7 @@ import { connectCoordinator, unary, type CoordinatorClients } from '../../src/wi
 import { eventually, isAlive, pidsWithToken } from './processes.js';
 import { mountsUnder, unmount } from '../../src/worker/disk-quota.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const cliPath = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 
 export type LogLine = Record<string, unknown> & { msg?: string; pid?: number; name?: string; workerId?: string; level?: number };

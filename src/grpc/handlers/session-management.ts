@@ -32,7 +32,7 @@ const stringMap = (field: string, v: unknown): Record<string, string> => {
 export function sessionManagementHandlers(access: ClientAccess, encodeListing?: (views: readonly SessionView[]) => Buffer): SessionManagementHandlers {
   return {
     CreateSession: unaryHandler(async (req, call) => {
-      const port = access.portFor(call.metadata);
+      const port = access.portFor(call.metadata, call.getPeer());
       const cfg = req.config;
       const view = await port.createSession({
         workerId: String(req.worker_id ?? ''),
@@ -51,31 +51,31 @@ export function sessionManagementHandlers(access: ClientAccess, encodeListing?: 
       };
     }),
     DestroySession: unaryHandler(async (req, call) => {
-      const port = access.portFor(call.metadata);
+      const port = access.portFor(call.metadata, call.getPeer());
       const id = requireSessionId(req);
       const r = await port.destroySession(id, { force: Boolean(req.force), saveCheckpoint: Boolean(req.save_checkpoint) });
       return { destroyed: r.destroyed, checkpoint_id: r.checkpointId, artifacts: r.artifacts };
     }),
     CheckpointSession: unaryHandler(async (req, call) => {
-      const port = access.portFor(call.metadata);
+      const port = access.portFor(call.metadata, call.getPeer());
       const c = await port.checkpointSession(requireSessionId(req), { name: String(req.checkpoint_name ?? '') });
       return { checkpoint_id: c.checkpointId, size_bytes: c.sizeBytes, storage_url: c.storageUrl, metadata: encodeCheckpointMetadata(c) };
     }),
     RestoreSession: unaryHandler(async (req, call) => {
-      const port = access.portFor(call.metadata);
+      const port = access.portFor(call.metadata, call.getPeer());
       const r = await port.restoreCheckpoint(requireCheckpointId(req), { workerId: String(req.worker_id ?? ''), createNew: Boolean(req.create_new_session) });
       return { session_id: r.session.sessionId, worker_id: r.session.workerId, state: encodeSessionState(r.session.state), checkpoint_metadata: encodeCheckpointMetadata(r.checkpoint) };
     }),
     ListCheckpoints: unaryHandler(async (req, call) => {
-      const port = access.portFor(call.metadata);
+      const port = access.portFor(call.metadata, call.getPeer());
       return { checkpoints: (await port.listCheckpoints(String(req.session_id ?? ''))).map(encodeCheckpointInfo) };
     }),
     DeleteCheckpoint: unaryHandler(async (req, call) => {
-      const port = access.portFor(call.metadata);
+      const port = access.portFor(call.metadata, call.getPeer());
       return { deleted: await port.deleteCheckpoint(requireCheckpointId(req)) };
     }),
     GetSessionStatus: unaryHandler(async (req, call) => {
-      const port = access.portFor(call.metadata);
+      const port = access.portFor(call.metadata, call.getPeer());
       const id = requireSessionId(req);
       const view = await port.getSession(id);
       // The status stands without its checkpoints when the store cannot be read.
@@ -83,22 +83,22 @@ export function sessionManagementHandlers(access: ClientAccess, encodeListing?: 
       return { ...encodeSessionStatus(view), last_checkpoint_id: last?.checkpointId ?? '' };
     }),
     ListSessions: unaryHandler(async (_req, call) => {
-      const views = await access.portFor(call.metadata).listSessions();
+      const views = await access.portFor(call.metadata, call.getPeer()).listSessions();
       // The bytes stand for the message: the service's serializer passes them through.
       return encodeListing ? (encodeListing(views) as unknown as ListSessionsResponse) : { sessions: views.map(encodeSessionStatus) };
     }),
     GetSessionMetadata: unaryHandler(async (req, call) => {
-      const port = access.portFor(call.metadata);
+      const port = access.portFor(call.metadata, call.getPeer());
       const id = requireSessionId(req);
       return { session_id: id, metadata: await port.getMetadata(id) };
     }),
     UpdateSessionMetadata: unaryHandler(async (req, call) => {
-      const port = access.portFor(call.metadata);
+      const port = access.portFor(call.metadata, call.getPeer());
       const id = requireSessionId(req);
       return { session_id: id, metadata: await port.putMetadata(id, stringMap('metadata', req.metadata), true) };
     }),
     SetSessionMetadata: unaryHandler(async (req, call) => {
-      const port = access.portFor(call.metadata);
+      const port = access.portFor(call.metadata, call.getPeer());
       const id = requireSessionId(req);
       return { session_id: id, metadata: await port.putMetadata(id, stringMap('metadata', req.metadata), false) };
     }),

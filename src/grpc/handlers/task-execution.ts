@@ -26,7 +26,7 @@ export function taskExecutionHandlers(access: ClientAccess): TaskExecutionHandle
       handle?.abandon('the client cancelled the ExecuteTask call');
     });
     try {
-      const port = access.portFor(call.metadata);
+      const port = access.portFor(call.metadata, call.getPeer());
       const req = call.request;
       const sessionId = typeof req.session_id === 'string' ? req.session_id : '';
       if (!sessionId) throw invalidArgument('session_id', 'is required');
@@ -65,7 +65,7 @@ export function taskExecutionHandlers(access: ClientAccess): TaskExecutionHandle
       detach();
     });
     Promise.resolve()
-      .then(() => access.portFor(call.metadata).watchTask(String(call.request.task_id ?? ''), String(call.request.session_id ?? '') || undefined, (update, id) => {
+      .then(() => access.portFor(call.metadata, call.getPeer()).watchTask(String(call.request.task_id ?? ''), String(call.request.session_id ?? '') || undefined, (update, id) => {
         if (ended) return;
         call.write(encodeTaskUpdate(id, update));
         if (update.type === 'outcome') {
@@ -91,11 +91,11 @@ export function taskExecutionHandlers(access: ClientAccess): TaskExecutionHandle
     ExecuteTask: executeTask,
     WatchTask: watchTask,
     CancelTask: unaryHandler(async (req, call) => {
-      const r = await access.portFor(call.metadata).cancelTask(String(req.task_id ?? ''), String(req.reason ?? ''), String(req.session_id ?? '') || undefined);
+      const r = await access.portFor(call.metadata, call.getPeer()).cancelTask(String(req.task_id ?? ''), String(req.reason ?? ''), String(req.session_id ?? '') || undefined);
       return { cancelled: r.cancelled, state: r.state };
     }),
     GetTaskStatus: unaryHandler(async (req, call) => {
-      const t = await access.portFor(call.metadata).getTask(String(req.task_id ?? ''), String(req.session_id ?? '') || undefined);
+      const t = await access.portFor(call.metadata, call.getPeer()).getTask(String(req.task_id ?? ''), String(req.session_id ?? '') || undefined);
       const out = t.outcome ? encodeOutcome(t.outcome) : {};
       return {
         task_id: t.taskId,

@@ -9,6 +9,8 @@ import { WORKER_TOKEN_METADATA } from '../../wire/metadata.js';
 import { toServiceError, unaryHandler } from '../../wire/status.js';
 import type { CheckpointStore } from '../../checkpoints/store.js';
 import { blobStoreHandlers } from './blob-store.js';
+import type { AuditLog } from '../../log/audit.js';
+import { peerAddress } from '../../runtime/audited-port.js';
 
 /** Constant-time comparison of the presented token with the coordinator's (it always has one: configured, or made at first start). */
 export function checkWorkerToken(expected: string, metadata: grpc.Metadata): void {
@@ -48,15 +50,15 @@ export interface WorkerAuthOptions {
   mutualTls: boolean;
 }
 
-export function workerLifecycleHandlers(workers: WorkerLifecyclePort, opts: WorkerAuthOptions & { logger: Logger; firstMessageTimeoutMs?: number; checkpoints: CheckpointStore }): WorkerLifecycleHandlers {
+export function workerLifecycleHandlers(workers: WorkerLifecyclePort, opts: WorkerAuthOptions & { logger: Logger; firstMessageTimeoutMs?: number; checkpoints: CheckpointStore; audit?: AuditLog }): WorkerLifecycleHandlers {
   const check = (call: Parameters<typeof checkWorkerCertificate>[0] & { metadata: grpc.Metadata }, workerId: string | undefined) => {
     if (!opts.mutualTls) checkWorkerToken(opts.token, call.metadata);
     else if (workerId !== undefined) checkWorkerCertificate(call, workerId);
   };
-  const authed = <Req extends { worker_id?: string }, Res>(fn: (req: Req) => Res | Promise<Res>) =>
+  const authed = <Req extends { worker_id?: string }, Res>(fn: (req: Req, peer: string) => Res | Promise<Res>) =>
     unaryHandler<Req, Res>((req, call) => {
       check(call, String(req.worker_id ?? ''));
-      return fn(req);
+      return fn(req, call.getPeer());
     });
 
   const taskStream = (call: grpc.ServerDuplexStream<WorkerMessage__Output, CoordinatorMessage>) => {
@@ -105,7 +107,8 @@ export function workerLifecycleHandlers(workers: WorkerLifecyclePort, opts: Work
   };
 
   return {
-    RegisterWorker: authed((req) => {
+    RegisterWorker: authed((req, peer) => {
+      const who = { workerId: String(req.worker_id ?? ''), credential: opts.mutualTls ? 'worker certificate' : 'WORKER_TOKEN', peer: peerAddress(peer) };
       let r;
       let sessions;
       try {
@@ -113,13 +116,17 @@ export function workerLifecycleHandlers(workers: WorkerLifecyclePort, opts: Work
         r = workers.register({ workerId: String(req.worker_id ?? ''), instanceId: String(req.instance_id ?? ''), maxSessions: Number(req.max_sessions ?? 0), isolation: String(req.isolation ?? ''), hostname: String(req.hostname ?? ''), sessions });
       } catch (err) {
         opts.logger.warn({ workerId: req.worker_id, err: toErrorInfo(err) }, 'worker registration refused');
+        opts.audit?.record('worker.register', who, { instanceId: String(req.instance_id ?? ''), hostname: String(req.hostname ?? ''), ok: false, error: err instanceof CodegenError ? err.code : 'INTERNAL' });
         throw err;
       }
       opts.logger.info({ workerId: req.worker_id, registrationId: r.registrationId, maxSessions: req.max_sessions, isolation: req.isolation, sessions: sessions.length }, 'worker registered');
+      opts.audit?.record('worker.register', who, { instanceId: String(req.instance_id ?? ''), hostname: String(req.hostname ?? ''), registrationId: r.registrationId, maxSessions: Number(req.max_sessions ?? 0), sessions: sessions.length, ok: true });
       return { registration_id: r.registrationId, heartbeat_interval_ms: r.heartbeatIntervalMs, heartbeat_timeout_ms: r.heartbeatTimeoutMs };
     }),
     Heartbeat: authed((req) => {
-      workers.heartbeat(String(req.worker_id ?? ''), String(req.registration_id ?? ''));
+      const f = req.figures;
+      const figures = f ? { instanceId: String(f.instance_id ?? ''), sandboxKills: { timeout: Number(f.sandbox_kills_timeout ?? 0), cancel: Number(f.sandbox_kills_cancel ?? 0), limit: Number(f.sandbox_kills_limit ?? 0) } } : undefined;
+      workers.heartbeat(String(req.worker_id ?? ''), String(req.registration_id ?? ''), figures);
       return { heartbeat_interval_ms: 0 };
     }),
     DeregisterWorker: authed((req) => {

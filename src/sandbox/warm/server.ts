@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { countKills } from '../kill-counts.js';
 import { closeSync, constants as fsConstants, fstatSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -360,6 +361,7 @@ export class WarmServer {
         const after = sessionId && this.session ? countersAfter(sessionId) : null;
         const exceeded = limitExceededOf({ ...result, rlimits: limits }, before, after, this.session?.limits ?? null);
         if (exceeded) result.limitExceeded = exceeded;
+        countKills(result);
         settle(result);
       };
 

@@ -43,6 +43,9 @@ import type { GetSessionStatusRequest as _codegen_v1_GetSessionStatusRequest, Ge
 import type { GetSessionStatusResponse as _codegen_v1_GetSessionStatusResponse, GetSessionStatusResponse__Output as _codegen_v1_GetSessionStatusResponse__Output } from './codegen/v1/GetSessionStatusResponse.js';
 import type { HeartbeatRequest as _codegen_v1_HeartbeatRequest, HeartbeatRequest__Output as _codegen_v1_HeartbeatRequest__Output } from './codegen/v1/HeartbeatRequest.js';
 import type { HeartbeatResponse as _codegen_v1_HeartbeatResponse, HeartbeatResponse__Output as _codegen_v1_HeartbeatResponse__Output } from './codegen/v1/HeartbeatResponse.js';
+import type { InspectedActor as _codegen_v1_InspectedActor, InspectedActor__Output as _codegen_v1_InspectedActor__Output } from './codegen/v1/InspectedActor.js';
+import type { InspectedEvent as _codegen_v1_InspectedEvent, InspectedEvent__Output as _codegen_v1_InspectedEvent__Output } from './codegen/v1/InspectedEvent.js';
+import type { InspectionBatch as _codegen_v1_InspectionBatch, InspectionBatch__Output as _codegen_v1_InspectionBatch__Output } from './codegen/v1/InspectionBatch.js';
 import type { ListCheckpointsRequest as _codegen_v1_ListCheckpointsRequest, ListCheckpointsRequest__Output as _codegen_v1_ListCheckpointsRequest__Output } from './codegen/v1/ListCheckpointsRequest.js';
 import type { ListCheckpointsResponse as _codegen_v1_ListCheckpointsResponse, ListCheckpointsResponse__Output as _codegen_v1_ListCheckpointsResponse__Output } from './codegen/v1/ListCheckpointsResponse.js';
 import type { ListSessionsRequest as _codegen_v1_ListSessionsRequest, ListSessionsRequest__Output as _codegen_v1_ListSessionsRequest__Output } from './codegen/v1/ListSessionsRequest.js';
@@ -85,6 +88,7 @@ import type { TaskResult as _codegen_v1_TaskResult, TaskResult__Output as _codeg
 import type { TaskUpdate as _codegen_v1_TaskUpdate, TaskUpdate__Output as _codegen_v1_TaskUpdate__Output } from './codegen/v1/TaskUpdate.js';
 import type { ToolRequest as _codegen_v1_ToolRequest, ToolRequest__Output as _codegen_v1_ToolRequest__Output } from './codegen/v1/ToolRequest.js';
 import type { ToolResponse as _codegen_v1_ToolResponse, ToolResponse__Output as _codegen_v1_ToolResponse__Output } from './codegen/v1/ToolResponse.js';
+import type { WorkerFigures as _codegen_v1_WorkerFigures, WorkerFigures__Output as _codegen_v1_WorkerFigures__Output } from './codegen/v1/WorkerFigures.js';
 import type { WorkerHello as _codegen_v1_WorkerHello, WorkerHello__Output as _codegen_v1_WorkerHello__Output } from './codegen/v1/WorkerHello.js';
 import type { WorkerLifecycleClient as _codegen_v1_WorkerLifecycleClient, WorkerLifecycleDefinition as _codegen_v1_WorkerLifecycleDefinition } from './codegen/v1/WorkerLifecycle.js';
 import type { WorkerMessage as _codegen_v1_WorkerMessage, WorkerMessage__Output as _codegen_v1_WorkerMessage__Output } from './codegen/v1/WorkerMessage.js';
@@ -137,6 +141,9 @@ export interface ProtoGrpcType {
       GetSessionStatusResponse: MessageTypeDefinition<_codegen_v1_GetSessionStatusResponse, _codegen_v1_GetSessionStatusResponse__Output>
       HeartbeatRequest: MessageTypeDefinition<_codegen_v1_HeartbeatRequest, _codegen_v1_HeartbeatRequest__Output>
       HeartbeatResponse: MessageTypeDefinition<_codegen_v1_HeartbeatResponse, _codegen_v1_HeartbeatResponse__Output>
+      InspectedActor: MessageTypeDefinition<_codegen_v1_InspectedActor, _codegen_v1_InspectedActor__Output>
+      InspectedEvent: MessageTypeDefinition<_codegen_v1_InspectedEvent, _codegen_v1_InspectedEvent__Output>
+      InspectionBatch: MessageTypeDefinition<_codegen_v1_InspectionBatch, _codegen_v1_InspectionBatch__Output>
       ListCheckpointsRequest: MessageTypeDefinition<_codegen_v1_ListCheckpointsRequest, _codegen_v1_ListCheckpointsRequest__Output>
       ListCheckpointsResponse: MessageTypeDefinition<_codegen_v1_ListCheckpointsResponse, _codegen_v1_ListCheckpointsResponse__Output>
       ListSessionsRequest: MessageTypeDefinition<_codegen_v1_ListSessionsRequest, _codegen_v1_ListSessionsRequest__Output>
@@ -180,6 +187,7 @@ export interface ProtoGrpcType {
       TaskUpdate: MessageTypeDefinition<_codegen_v1_TaskUpdate, _codegen_v1_TaskUpdate__Output>
       ToolRequest: MessageTypeDefinition<_codegen_v1_ToolRequest, _codegen_v1_ToolRequest__Output>
       ToolResponse: MessageTypeDefinition<_codegen_v1_ToolResponse, _codegen_v1_ToolResponse__Output>
+      WorkerFigures: MessageTypeDefinition<_codegen_v1_WorkerFigures, _codegen_v1_WorkerFigures__Output>
       WorkerHello: MessageTypeDefinition<_codegen_v1_WorkerHello, _codegen_v1_WorkerHello__Output>
       WorkerLifecycle: SubtypeConstructor<typeof grpc.Client, _codegen_v1_WorkerLifecycleClient> & { service: _codegen_v1_WorkerLifecycleDefinition }
       WorkerMessage: MessageTypeDefinition<_codegen_v1_WorkerMessage, _codegen_v1_WorkerMessage__Output>

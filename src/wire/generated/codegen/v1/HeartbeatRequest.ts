@@ -3,6 +3,7 @@
 
 import type { SessionInfo as _codegen_v1_SessionInfo, SessionInfo__Output as _codegen_v1_SessionInfo__Output } from '../../codegen/v1/SessionInfo.js';
 import type { ResourceUsage as _codegen_v1_ResourceUsage, ResourceUsage__Output as _codegen_v1_ResourceUsage__Output } from '../../codegen/v1/ResourceUsage.js';
+import type { WorkerFigures as _codegen_v1_WorkerFigures, WorkerFigures__Output as _codegen_v1_WorkerFigures__Output } from '../../codegen/v1/WorkerFigures.js';
 
 export interface HeartbeatRequest {
   'worker_id'?: (string);
@@ -10,6 +11,7 @@ export interface HeartbeatRequest {
   'active_sessions'?: (number);
   'sessions'?: (_codegen_v1_SessionInfo)[];
   'usage'?: (_codegen_v1_ResourceUsage | null);
+  'figures'?: (_codegen_v1_WorkerFigures | null);
 }
 
 export interface HeartbeatRequest__Output {
@@ -18,4 +20,5 @@ export interface HeartbeatRequest__Output {
   'active_sessions': (number);
   'sessions': (_codegen_v1_SessionInfo__Output)[];
   'usage': (_codegen_v1_ResourceUsage__Output | null);
+  'figures': (_codegen_v1_WorkerFigures__Output | null);
 }

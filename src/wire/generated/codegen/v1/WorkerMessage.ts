@@ -5,6 +5,7 @@ import type { WorkerHello as _codegen_v1_WorkerHello, WorkerHello__Output as _co
 import type { CommandReply as _codegen_v1_CommandReply, CommandReply__Output as _codegen_v1_CommandReply__Output } from '../../codegen/v1/CommandReply.js';
 import type { TaskUpdate as _codegen_v1_TaskUpdate, TaskUpdate__Output as _codegen_v1_TaskUpdate__Output } from '../../codegen/v1/TaskUpdate.js';
 import type { SessionReport as _codegen_v1_SessionReport, SessionReport__Output as _codegen_v1_SessionReport__Output } from '../../codegen/v1/SessionReport.js';
+import type { InspectionBatch as _codegen_v1_InspectionBatch, InspectionBatch__Output as _codegen_v1_InspectionBatch__Output } from '../../codegen/v1/InspectionBatch.js';
 
 export interface WorkerMessage {
   'request_id'?: (string);
@@ -12,7 +13,8 @@ export interface WorkerMessage {
   'reply'?: (_codegen_v1_CommandReply | null);
   'task_update'?: (_codegen_v1_TaskUpdate | null);
   'session_report'?: (_codegen_v1_SessionReport | null);
-  'body'?: "hello"|"reply"|"task_update"|"session_report";
+  'inspection'?: (_codegen_v1_InspectionBatch | null);
+  'body'?: "hello"|"reply"|"task_update"|"session_report"|"inspection";
 }
 
 export interface WorkerMessage__Output {
@@ -21,5 +23,6 @@ export interface WorkerMessage__Output {
   'reply'?: (_codegen_v1_CommandReply__Output | null);
   'task_update'?: (_codegen_v1_TaskUpdate__Output | null);
   'session_report'?: (_codegen_v1_SessionReport__Output | null);
-  'body'?: "hello"|"reply"|"task_update"|"session_report";
+  'inspection'?: (_codegen_v1_InspectionBatch__Output | null);
+  'body'?: "hello"|"reply"|"task_update"|"session_report"|"inspection";
 }

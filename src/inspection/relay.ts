@@ -1,0 +1,119 @@
+/**
+ * `codegen-mcp inspect`: a relay between our processes (STATELY_INSPECT_URL) and the Stately
+ * inspector open in a browser. It speaks the protocol of @statelyai/inspect's inspector server
+ * (every message from one client goes to every other; the last ones are replayed to a viewer
+ * that comes late) and serves the same bridge page, which embeds the hosted inspector. The
+ * package's own server listens on every interface with no authentication, so this one binds
+ * loopback unless told otherwise, and drops a client that stops reading instead of buffering
+ * for it without end.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, WebSocket } from 'ws';
+
+export interface RelayOptions {
+  host?: string;
+  port?: number;
+  /** The inspector page the bridge embeds. */
+  inspectorUrl?: string;
+  /** Messages replayed to a client that connects late. Default 1,000. */
+  replay?: number;
+  /** Bytes a client may leave unread before it is dropped. Default 16 MiB. */
+  maxBufferedBytes?: number;
+  /** Largest message accepted. Default 4 MiB. */
+  maxMessageBytes?: number;
+}
+
+export interface RunningRelay {
+  port: number;
+  host: string;
+  /** Where the processes send (STATELY_INSPECT_URL). */
+  wsUrl: string;
+  /** The page to open in a browser. */
+  pageUrl: string;
+  clients(): number;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_INSPECTOR_PAGE = 'https://stately.ai/inspect';
+
+const bridgePage = (inspectorUrl: string): string => `<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>codegen-mcp · Stately inspector</title>
+<style>*{margin:0;padding:0}html,body{height:100%}iframe{width:100%;height:100%;border:none}</style></head>
+<body><iframe id="inspector" src="${inspectorUrl.replace(/"/g, '&quot;')}"></iframe>
+<script>
+  const iframe = document.getElementById('inspector');
+  const buffer = [];
+  let connected = false;
+  window.addEventListener('message', (e) => {
+    if (e.data && e.data.type === '@statelyai.connected') {
+      connected = true;
+      for (const ev of buffer) iframe.contentWindow.postMessage(ev, '*');
+      buffer.length = 0;
+    }
+  });
+  const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host);
+  ws.onmessage = (m) => {
+    const data = JSON.parse(m.data);
+    if (connected) iframe.contentWindow.postMessage(data, '*'); else buffer.push(data);
+  };
+</script></body></html>`;
+
+export async function startRelay(options: RelayOptions = {}): Promise<RunningRelay> {
+  const host = options.host ?? '127.0.0.1';
+  const replay = options.replay ?? 1_000;
+  const maxBuffered = options.maxBufferedBytes ?? 16 * 1024 * 1024;
+  const page = bridgePage(options.inspectorUrl ?? DEFAULT_INSPECTOR_PAGE);
+  const http: Server = createServer((req, res) => {
+    if (req.method !== 'GET' || (req.url ?? '/').split('?')[0] !== '/') {
+      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found: open / for the inspector\n');
+      return;
+    }
+    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' }).end(page);
+  });
+  const wss = new WebSocketServer({ server: http, maxPayload: options.maxMessageBytes ?? 4 * 1024 * 1024 });
+  const recent: string[] = [];
+  const deliver = (client: WebSocket, text: string) => {
+    if (client.readyState !== WebSocket.OPEN) return;
+    // A client that does not read is dropped: its unread bytes are the only memory it could grow.
+    if (client.bufferedAmount > maxBuffered) {
+      client.terminate();
+      return;
+    }
+    client.send(text);
+  };
+  wss.on('connection', (ws) => {
+    ws.on('error', () => ws.terminate());
+    for (const text of recent) deliver(ws, text);
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) return;
+      const text = data.toString();
+      recent.push(text);
+      if (recent.length > replay) recent.shift();
+      for (const client of wss.clients) if (client !== ws) deliver(client, text);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(options.port ?? 8090, host, () => {
+      http.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (http.address() as AddressInfo).port;
+  const shown = host.includes(':') ? `[${host}]` : host;
+  return {
+    port,
+    host,
+    wsUrl: `ws://${shown}:${port}`,
+    pageUrl: `http://${shown}:${port}/`,
+    clients: () => wss.clients.size,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const c of wss.clients) c.terminate();
+        wss.close();
+        http.close(() => resolve());
+        http.closeAllConnections();
+      }),
+  };
+}

@@ -1,0 +1,167 @@
+/**
+ * STATELY_INSPECT_URL: every actor of this process, inspected with @statelyai/inspect (its own
+ * event format: @xstate.actor with the machine's definition, @xstate.event, @xstate.snapshot) and
+ * sent over a WebSocket, sanitised first. The package's own WebSocket adapter retries every 5 s
+ * forever, silently, and writes to a socket however far behind it is; this adapter keeps the
+ * package's format and adds what a server needs: backoff, one log line per outage, and bounded
+ * memory (a backlog while disconnected, a send buffer while connected; beyond either, events are
+ * dropped and counted, never queued without end and never waited for by an actor).
+ */
+import { createInspector, type StatelyInspectionEvent } from '@statelyai/inspect';
+import { WebSocket } from 'ws';
+import type { Logger } from '../log/logger.js';
+import type { InspectionListener } from './hub.js';
+import { sanitiseContext, sanitiseEvent } from './sanitise.js';
+
+export interface StatelyInspectorOptions {
+  url: string;
+  /**
+   * Which process this is ("coordinator", a worker's id). XState numbers its actors per process
+   * (x:0, x:1…), so a coordinator's and a worker's would collide in one inspector: every id sent
+   * is prefixed with this.
+   */
+  processName: string;
+  logger: Logger;
+  /** Events kept while not connected (oldest dropped first). Default 1,000. */
+  maxBacklog?: number;
+  /** Bytes the socket may hold unsent before events are dropped. Default 8 MiB. */
+  maxBufferedBytes?: number;
+  backoff?: { initialMs: number; maxMs: number };
+}
+
+export interface StatelyInspector {
+  listener: InspectionListener;
+  /** Events dropped so far (backlog full, or the socket too far behind). */
+  dropped(): number;
+  connected(): boolean;
+  stop(): void;
+}
+
+class BoundedSocketAdapter {
+  private ws: WebSocket | undefined;
+  private open = false;
+  private stopped = false;
+  private backlog: string[] = [];
+  private delayMs: number;
+  private timer: NodeJS.Timeout | undefined;
+  private outage = false;
+  droppedCount = 0;
+
+  constructor(private readonly opts: Required<Omit<StatelyInspectorOptions, 'logger'>> & { logger: Logger }) {
+    this.delayMs = opts.backoff.initialMs;
+  }
+
+  get isOpen(): boolean {
+    return this.open;
+  }
+
+  start(): void {
+    if (this.stopped || this.ws) return;
+    const ws = new WebSocket(this.opts.url, { handshakeTimeout: 5_000 });
+    this.ws = ws;
+    ws.on('open', () => {
+      this.open = true;
+      this.delayMs = this.opts.backoff.initialMs;
+      this.opts.logger.info({ url: this.opts.url, dropped: this.droppedCount }, this.outage ? 'Stately inspector reachable again' : 'sending inspection events to the Stately inspector');
+      this.outage = false;
+      const backlog = this.backlog;
+      this.backlog = [];
+      for (const text of backlog) this.write(text);
+    });
+    ws.on('message', () => {});
+    ws.on('error', (err) => {
+      // Logged once per outage: an unreachable inspector must not fill the log either.
+      if (!this.outage) this.opts.logger.warn({ url: this.opts.url, err: err.message, retry: 'with backoff, up to ' + this.opts.backoff.maxMs + ' ms' }, 'Stately inspector unreachable; events are kept (bounded) and sent once it is back');
+      this.outage = true;
+    });
+    ws.on('close', () => {
+      if (this.open && !this.outage && !this.stopped) this.opts.logger.warn({ url: this.opts.url }, 'Stately inspector connection closed; reconnecting with backoff');
+      if (this.open) this.outage = true;
+      this.open = false;
+      this.ws = undefined;
+      if (this.stopped) return;
+      this.timer = setTimeout(() => this.start(), this.delayMs);
+      this.timer.unref();
+      this.delayMs = Math.min(this.opts.backoff.maxMs, this.delayMs * 2);
+    });
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.ws?.close();
+    this.ws = undefined;
+    this.backlog = [];
+  }
+
+  private write(text: string): void {
+    const ws = this.ws;
+    if (!ws || ws.bufferedAmount > this.opts.maxBufferedBytes) {
+      this.droppedCount++;
+      return;
+    }
+    ws.send(text);
+  }
+
+  send(event: StatelyInspectionEvent): void {
+    if (this.stopped) return;
+    let text: string;
+    try {
+      text = JSON.stringify(event);
+    } catch {
+      this.droppedCount++;
+      return;
+    }
+    if (this.open) return this.write(text);
+    this.backlog.push(text);
+    if (this.backlog.length > this.opts.maxBacklog) {
+      this.backlog.shift();
+      this.droppedCount++;
+    }
+  }
+}
+
+export function startStatelyInspector(options: StatelyInspectorOptions): StatelyInspector {
+  const adapter = new BoundedSocketAdapter({
+    url: options.url,
+    processName: options.processName,
+    logger: options.logger,
+    maxBacklog: options.maxBacklog ?? 1_000,
+    maxBufferedBytes: options.maxBufferedBytes ?? 8 * 1024 * 1024,
+    backoff: options.backoff ?? { initialMs: 500, maxMs: 30_000 },
+  });
+  // The package's converter and format; contexts and events pass the sanitiser first.
+  const prefix = `${options.processName}/`;
+  const named = (id: unknown) => (typeof id === 'string' && id !== '' && id !== 'anonymous' ? prefix + id : id);
+  const inspector = createInspector(adapter, {
+    sanitizeContext: (c) => sanitiseContext(c) as typeof c,
+    sanitizeEvent: (e) => sanitiseEvent(e as { type: string }) as typeof e,
+    // Snapshots carry the sanitised context, value and status only (no children, no history).
+    serialize: (e) => {
+      const out = { ...e, sessionId: named(e.sessionId), rootId: named(e.rootId) } as Record<string, unknown>;
+      if (e.type === '@xstate.snapshot' || e.type === '@xstate.actor') out.snapshot = pickSnapshot(e.snapshot);
+      if (e.type === '@xstate.actor') out.parentId = named(e.parentId);
+      if (e.type === '@xstate.event') out.sourceId = named(e.sourceId);
+      return out as unknown as typeof e;
+    },
+  });
+  inspector.start();
+  const observer = inspector.inspect;
+  return {
+    // The package would stringify the whole snapshot, children's refs included: hand it the part it sends.
+    listener: (event) => observer.next?.(event.type === '@xstate.snapshot' ? ({ ...event, snapshot: pickSnapshot(event.snapshot) } as unknown as typeof event) : event),
+    dropped: () => adapter.droppedCount,
+    connected: () => adapter.isOpen,
+    stop: () => inspector.stop(),
+  };
+}
+
+const pickSnapshot = (s: unknown): Record<string, unknown> => {
+  const snap = (s ?? {}) as Record<string, unknown>;
+  const out: Record<string, unknown> = { status: snap.status ?? 'active' };
+  if (snap.value !== undefined) out.value = snap.value;
+  if (snap.context !== undefined) out.context = snap.context;
+  if (snap.output !== undefined) out.output = sanitiseContext(snap.output);
+  if (snap.error !== undefined) out.error = sanitiseContext(snap.error);
+  return out;
+};
