@@ -181,7 +181,10 @@ async function main(argv: string[]): Promise<number> {
         relay = await startRelay({ host: env.INSPECT_HOST, port: env.INSPECT_PORT, inspectorUrl: env.INSPECTOR_PAGE });
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'EADDRINUSE') throw new ConfigError([`INSPECT_PORT: port ${env.INSPECT_PORT} on ${env.INSPECT_HOST} is in use; choose another with --inspect-port N`]);
+        if (code === 'EADDRINUSE') {
+          process.stderr.write(`codegen-mcp inspect: port ${env.INSPECT_PORT} on ${env.INSPECT_HOST} is in use; choose another with --inspect-port N (INSPECT_PORT)\n`);
+          return 1;
+        }
         throw err;
       }
       process.stdout.write(`Stately inspector relay listening on ${relay.host}:${relay.port}\n\nOpen in a browser:   ${relay.pageUrl}\nThen start the coordinator and workers with:\n  STATELY_INSPECT_URL=${relay.wsUrl}\n\nCtrl-C stops the relay.\n`);

@@ -128,7 +128,7 @@ export function workerStreamLogic(opts: StreamLogicOptions) {
     const route = (msg: WorkerMessage__Output): void => {
       if (msg.body === 'inspection') {
         // The worker's live-view records: names and states, for the live view only.
-        if (opts.live && msg.inspection) opts.live.applyRemote(input.workerId, decodeInspectionBatch(msg.inspection));
+        if (opts.live && msg.inspection) opts.live.applyRemote(input.workerId, decodeInspectionBatch(msg.inspection), input.streamId);
         return;
       }
       const atMs = Date.now();
@@ -161,7 +161,7 @@ export function workerStreamLogic(opts: StreamLogicOptions) {
     });
     return () => {
       opts.streams.drop(input.streamId);
-      opts.live?.dropProcess(input.workerId);
+      opts.live?.dropProcess(input.workerId, input.streamId);
     };
   });
 }

@@ -72,6 +72,8 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
     res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' }).end(page);
   });
   const wss = new WebSocketServer({ server: http, maxPayload: options.maxMessageBytes ?? 4 * 1024 * 1024 });
+  // ws re-emits the server's errors (a busy port): the listen below reports them.
+  wss.on('error', () => {});
   const recent: string[] = [];
   const deliver = (client: WebSocket, text: string) => {
     if (client.readyState !== WebSocket.OPEN) return;

@@ -28,7 +28,7 @@ export interface LiveActor {
   updatedAtMs: number;
 }
 
-export const EVENTS_PER_ACTOR = 50;
+export const EVENTS_PER_ACTOR = 20;
 
 type Listener = (actor: LiveActor | undefined) => void;
 
@@ -161,9 +161,13 @@ export class LiveRegistry {
     return n;
   }
 
-  /** Records forwarded by a worker (their keys already name it). */
-  applyRemote(process: string, batch: { reset: boolean; actors: LiveActor[]; removed: string[]; definitions: Record<string, Record<string, unknown>> }): void {
+  /** Which stream last spoke for each worker: an old stream's end must not drop what a new one sent. */
+  private readonly sources = new Map<string, string>();
+
+  /** Records forwarded by a worker (their keys already name it) over the stream `source`. */
+  applyRemote(process: string, batch: { reset: boolean; actors: LiveActor[]; removed: string[]; definitions: Record<string, Record<string, unknown>> }, source = ''): void {
     if (batch.reset) this.dropProcess(process);
+    this.sources.set(process, source);
     for (const [machine, def] of Object.entries(batch.definitions)) if (!this.definitions.has(machine) || batch.reset) this.definitions.set(machine, def);
     const prefix = `${process}/`;
     for (const a of batch.actors) {
@@ -175,8 +179,12 @@ export class LiveRegistry {
     for (const key of batch.removed) if (key.startsWith(prefix)) this.forget(key);
   }
 
-  /** A worker went away: its actors with it. */
-  dropProcess(process: string): void {
+  /** A worker went away (its stream `source` ended): its actors with it, unless a newer stream speaks for it. */
+  dropProcess(process: string, source?: string): void {
+    if (source !== undefined) {
+      if (this.sources.has(process) && this.sources.get(process) !== source) return;
+      this.sources.delete(process);
+    }
     const prefix = `${process}/`;
     for (const key of [...this.actors.keys()]) if (key.startsWith(prefix)) this.forget(key);
   }

@@ -7,6 +7,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { createServer } from 'node:net';
+import { spawn, spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { repoRoot } from '../helpers/system.js';
 import pino from 'pino';
 import { Writable } from 'node:stream';
 import { createActor, createMachine } from 'xstate';
@@ -124,5 +127,33 @@ describe('an unreachable STATELY_INSPECT_URL', () => {
     await until(() => inspector.connected(), 5_000, 'the reconnect');
     await until(() => v.got.length >= 100, 5_000, 'the backlog delivered');
     expect(lines.some((l) => String(l.msg).includes('reachable again'))).toBe(true);
+  });
+});
+
+describe('codegen-mcp inspect', () => {
+  const cli = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
+
+  it('prints the page and STATELY_INSPECT_URL, serves on loopback, and stops on Ctrl-C', async () => {
+    const child = spawn(process.execPath, [cli, 'inspect', '--inspect-port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    cleanups.push(() => child.kill('SIGKILL'));
+    let out = '';
+    child.stdout.on('data', (d) => (out += String(d)));
+    await until(() => /STATELY_INSPECT_URL=ws:\/\/127\.0\.0\.1:\d+/.test(out), 10_000, 'the printed URL');
+    const port = Number(/STATELY_INSPECT_URL=ws:\/\/127\.0\.0\.1:(\d+)/.exec(out)![1]);
+    expect(out).toContain(`http://127.0.0.1:${port}/`);
+    expect((await fetch(`http://127.0.0.1:${port}/`)).status).toBe(200);
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    child.kill('SIGINT');
+    expect(await exited).toBe(0);
+  });
+
+  it('names the busy port and the flag to change, in one line', async () => {
+    const relay = await startRelay({ port: 0 });
+    cleanups.push(() => relay.close());
+    const r = spawnSync(process.execPath, [cli, 'inspect', '--inspect-port', String(relay.port)], { encoding: 'utf8', timeout: 10_000 });
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain(`port ${relay.port}`);
+    expect(r.stderr).toContain('--inspect-port');
   });
 });

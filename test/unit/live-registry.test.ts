@@ -50,6 +50,17 @@ describe('LiveRegistry', () => {
     expect(live.size).toBe(0);
   });
 
+  it("does not let an old stream's end drop what the worker's new stream sent", () => {
+    const live = new LiveRegistry('coordinator');
+    const rec = { key: 'worker-1/x:1', process: '', id: 'session:a', machine: 'session', parent: '', value: 'READY', status: 'active', events: [], updatedAtMs: 1 };
+    live.applyRemote('worker-1', { reset: true, actors: [rec], removed: [], definitions: {} }, 'stream-old');
+    live.applyRemote('worker-1', { reset: true, actors: [rec], removed: [], definitions: {} }, 'stream-new');
+    live.dropProcess('worker-1', 'stream-old');
+    expect(live.size).toBe(1);
+    live.dropProcess('worker-1', 'stream-new');
+    expect(live.size).toBe(0);
+  });
+
   it('coalesces changes for a forwarder: one record per actor however many events', () => {
     const live = new LiveRegistry('worker-1', true);
     const root = createActor(parent, { inspect: live.listener }).start();
