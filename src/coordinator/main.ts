@@ -96,9 +96,6 @@ const tlsMode = (config: CoordinatorConfig): string => (config.tls.cert ? (confi
 /** The coordinator's composition root: the actor system, then the front doors over it. */
 export async function startCoordinator(config: CoordinatorConfig, logger: Logger): Promise<RunningCoordinator> {
   const { root, streams, coordinator, registry, checkpoints, inspection, metrics, audit } = coordinatorActors(config, logger);
-  // XState says nothing when an actor stops: the live view forgets the stopped ones on a timer.
-  const liveSweep = setInterval(() => inspection.live.sweep(), 1_000);
-  liveSweep.unref();
   await checkpoints.open();
   // Evicted sessions live in the store between coordinator runs; the root keeps them while it runs.
   // One queue per session: a keep and the unkeep right after it (a recovery) reach the store in that order.
@@ -190,8 +187,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
         streams.closeAll();
         root.stop();
         inspection.stop();
-        clearInterval(liveSweep);
-        audit.flush();
+        audit.close();
       })()),
   };
 }

@@ -128,7 +128,11 @@ export function workerStreamLogic(opts: StreamLogicOptions) {
     const route = (msg: WorkerMessage__Output): void => {
       if (msg.body === 'inspection') {
         // The worker's live-view records: names and states, for the live view only.
-        if (opts.live && msg.inspection) opts.live.applyRemote(input.workerId, decodeInspectionBatch(msg.inspection), input.streamId);
+        try {
+          if (opts.live && msg.inspection) opts.live.applyRemote(input.workerId, decodeInspectionBatch(msg.inspection), input.streamId);
+        } catch (err) {
+          log.warn({ err: toErrorInfo(err) }, 'dropped a malformed live-view batch from the worker');
+        }
         return;
       }
       const atMs = Date.now();

@@ -34,6 +34,7 @@ export class WorkerRegistry implements WorkerLifecyclePort {
 
   register(input: RegisterWorkerInput): { registrationId: string; heartbeatIntervalMs: number; heartbeatTimeoutMs: number } {
     if (!isSafeId(input.workerId)) throw invalidArgument('worker_id', 'letters, digits, ".", "_" and "-" only, 1 to 128 characters');
+    if (input.workerId === 'coordinator') throw invalidArgument('worker_id', '"coordinator" names the coordinator itself in the live view and the inspector; choose another WORKER_ID');
     if (!Number.isInteger(input.maxSessions) || input.maxSessions < 1 || input.maxSessions > 10_000) throw invalidArgument('max_sessions', 'must be from 1 to 10000');
     const seen = new Set<string>();
     for (const [i, r] of input.sessions.entries()) {

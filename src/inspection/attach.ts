@@ -11,10 +11,21 @@ export function processInspection(opts: { logger: Logger; statelyUrl: string; pr
   // The live view's records: names and states of every actor (a worker forwards its own to the coordinator).
   const live = new LiveRegistry(opts.processName, opts.forwarding ?? false);
   hub.add(live.listener);
+  // XState says nothing when an actor stops: the stopped ones are forgotten on a timer.
+  const sweep = setInterval(() => live.sweep(), 1_000);
+  sweep.unref();
   let stately: StatelyInspector | undefined;
   if (opts.statelyUrl) {
     stately = startStatelyInspector({ url: opts.statelyUrl, processName: opts.processName, logger: opts.logger.child({ component: 'stately-inspect' }) });
     hub.add(stately.listener);
   }
-  return { hub, live, stately, stop: () => stately?.stop() };
+  return {
+    hub,
+    live,
+    stately,
+    stop: () => {
+      clearInterval(sweep);
+      stately?.stop();
+    },
+  };
 }

@@ -20,6 +20,8 @@ export interface RelayOptions {
   replay?: number;
   /** Bytes a client may leave unread before it is dropped. Default 16 MiB. */
   maxBufferedBytes?: number;
+  /** Bytes of recent messages kept for the replay. Default 8 MiB. */
+  replayBytes?: number;
   /** Largest message accepted. Default 4 MiB. */
   maxMessageBytes?: number;
 }
@@ -64,17 +66,38 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
   const replay = options.replay ?? 1_000;
   const maxBuffered = options.maxBufferedBytes ?? 16 * 1024 * 1024;
   const page = bridgePage(options.inspectorUrl ?? DEFAULT_INSPECTOR_PAGE);
+  let port = 0;
+  const shownHost = host.includes(':') ? `[${host}]` : host;
+  // DNS rebinding: only our own names in Host; and a browser page may connect only from the bridge
+  // page itself (browsers let any site open a WebSocket to 127.0.0.1). Processes send no Origin.
+  const hostOk = (h: string | undefined) => h !== undefined && [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, `${shownHost}:${port}`].includes(h.toLowerCase());
+  const originOk = (o: string | undefined, h: string | undefined) => o === undefined || (h !== undefined && (o === `http://${h.toLowerCase()}` || o === `https://${h.toLowerCase()}`));
   const http: Server = createServer((req, res) => {
+    if (!hostOk(req.headers.host)) {
+      res.writeHead(403, { 'Content-Type': 'text/plain' }).end(`forbidden: Host ${JSON.stringify(req.headers.host ?? '')} is not this relay's\n`);
+      return;
+    }
     if (req.method !== 'GET' || (req.url ?? '/').split('?')[0] !== '/') {
       res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found: open / for the inspector\n');
       return;
     }
     res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' }).end(page);
   });
-  const wss = new WebSocketServer({ server: http, maxPayload: options.maxMessageBytes ?? 4 * 1024 * 1024 });
+  const wss = new WebSocketServer({
+    server: http,
+    maxPayload: options.maxMessageBytes ?? 4 * 1024 * 1024,
+    verifyClient: ({ origin, req }: { origin?: string; req: { headers: Record<string, string | string[] | undefined> } }) => {
+      const h = req.headers['host'];
+      const hostHeader = Array.isArray(h) ? h[0] : h;
+      return hostOk(hostHeader) && originOk(origin || undefined, hostHeader);
+    },
+  });
   // ws re-emits the server's errors (a busy port): the listen below reports them.
   wss.on('error', () => {});
+  // The replay is bounded in messages and in bytes.
   const recent: string[] = [];
+  let recentBytes = 0;
+  const replayBytes = options.replayBytes ?? 8 * 1024 * 1024;
   const deliver = (client: WebSocket, text: string) => {
     if (client.readyState !== WebSocket.OPEN) return;
     // A client that does not read is dropped: its unread bytes are the only memory it could grow.
@@ -91,7 +114,8 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
       if (isBinary) return;
       const text = data.toString();
       recent.push(text);
-      if (recent.length > replay) recent.shift();
+      recentBytes += text.length;
+      while (recent.length > replay || (recentBytes > replayBytes && recent.length > 0)) recentBytes -= recent.shift()!.length;
       for (const client of wss.clients) if (client !== ws) deliver(client, text);
     });
   });
@@ -102,8 +126,8 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
       resolve();
     });
   });
-  const port = (http.address() as AddressInfo).port;
-  const shown = host.includes(':') ? `[${host}]` : host;
+  port = (http.address() as AddressInfo).port;
+  const shown = shownHost;
   return {
     port,
     host,

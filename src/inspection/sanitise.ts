@@ -23,7 +23,7 @@ const SENSITIVE = new Set([
   'line', 'lines', 'chunks',
 ]);
 // Any key containing one of these is sensitive too (apiToken, GITHUB_TOKEN, dbPassword…).
-const SENSITIVE_PARTS = ['token', 'secret', 'password', 'credential'];
+const SENSITIVE_PARTS = ['token', 'secret', 'password', 'passwd', 'credential', 'apikey', 'api_key', 'privatekey', 'private_key', 'bearer'];
 // Env-like objects: the variable names are useful, their values are not ours to show.
 const ENV_LIKE = new Set(['env', 'envvars', 'env_vars', 'environment', 'variables']);
 // Command lines: a positional argument may be a token (`--token abc`), so strings become sizes.
@@ -71,8 +71,15 @@ const fnLabel = (f: Function): string => `‹function ${f.name || 'anonymous'}�
 // NaN and ±Infinity do not survive JSON (they become null); -0 comes back as 0.
 const num = (n: number): number | string => (Number.isFinite(n) ? (n === 0 ? 0 : n) : String(n));
 
-/** A long string keeps its start (not splitting a surrogate pair) and says how long it was. */
+// `scheme://user:password@host`: the credentials part of a URL (an index URL, a git+https package).
+const URL_USERINFO = /([a-z][a-z0-9+.-]*:\/\/)[^\s/@]*@/gi;
+
+/**
+ * A long string keeps its start (not splitting a surrogate pair) and says how long it was; a URL's
+ * user and password, anywhere in a string, become `‹credentials›`.
+ */
 function cut(s: string): string {
+  if (s.includes('://') && s.includes('@')) s = s.replace(URL_USERINFO, '$1‹credentials›@');
   if (s.length <= LONG) return s;
   let end = KEEP;
   const c = s.charCodeAt(end - 1);

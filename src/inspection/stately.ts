@@ -45,10 +45,16 @@ class BoundedSocketAdapter {
   private delayMs: number;
   private timer: NodeJS.Timeout | undefined;
   private outage = false;
+  private openedAtMs = 0;
+  private readonly shownUrl: string;
   droppedCount = 0;
+  /** Events handed to the package and not yet sent (it defers each to a timer). */
+  pending = 0;
 
   constructor(private readonly opts: Required<Omit<StatelyInspectorOptions, 'logger'>> & { logger: Logger }) {
     this.delayMs = opts.backoff.initialMs;
+    // Logged without credentials or a query (a token there must not reach the log).
+    this.shownUrl = shown(opts.url);
   }
 
   get isOpen(): boolean {
@@ -61,8 +67,10 @@ class BoundedSocketAdapter {
     this.ws = ws;
     ws.on('open', () => {
       this.open = true;
-      this.delayMs = this.opts.backoff.initialMs;
-      this.opts.logger.info({ url: this.opts.url, dropped: this.droppedCount }, this.outage ? 'Stately inspector reachable again' : 'sending inspection events to the Stately inspector');
+      this.openedAtMs = Date.now();
+      if (this.outage) this.opts.logger.info({ url: this.shownUrl, dropped: this.droppedCount }, 'Stately inspector reachable again');
+      else if (!this.announced) this.opts.logger.info({ url: this.shownUrl }, 'sending inspection events to the Stately inspector');
+      this.announced = true;
       this.outage = false;
       const backlog = this.backlog;
       this.backlog = [];
@@ -71,12 +79,14 @@ class BoundedSocketAdapter {
     ws.on('message', () => {});
     ws.on('error', (err) => {
       // Logged once per outage: an unreachable inspector must not fill the log either.
-      if (!this.outage) this.opts.logger.warn({ url: this.opts.url, err: err.message, retry: 'with backoff, up to ' + this.opts.backoff.maxMs + ' ms' }, 'Stately inspector unreachable; events are kept (bounded) and sent once it is back');
+      if (!this.outage) this.opts.logger.warn({ url: this.shownUrl, err: err.message, retry: 'with backoff, up to ' + this.opts.backoff.maxMs + ' ms' }, 'Stately inspector unreachable; events are kept (bounded) and sent once it is back');
       this.outage = true;
     });
     ws.on('close', () => {
-      if (this.open && !this.outage && !this.stopped) this.opts.logger.warn({ url: this.opts.url }, 'Stately inspector connection closed; reconnecting with backoff');
+      if (this.open && !this.outage && !this.stopped) this.opts.logger.warn({ url: this.shownUrl }, 'Stately inspector connection closed; reconnecting with backoff');
       if (this.open) this.outage = true;
+      // The backoff starts again only after a connection that lasted: one that opens and drops at once backs off further.
+      if (this.open && Date.now() - this.openedAtMs > 5_000) this.delayMs = this.opts.backoff.initialMs;
       this.open = false;
       this.ws = undefined;
       if (this.stopped) return;
@@ -103,7 +113,10 @@ class BoundedSocketAdapter {
     ws.send(text);
   }
 
+  private announced = false;
+
   send(event: StatelyInspectionEvent): void {
+    this.pending = Math.max(0, this.pending - 1);
     if (this.stopped) return;
     let text: string;
     try {
@@ -130,16 +143,15 @@ export function startStatelyInspector(options: StatelyInspectorOptions): Stately
     maxBufferedBytes: options.maxBufferedBytes ?? 8 * 1024 * 1024,
     backoff: options.backoff ?? { initialMs: 500, maxMs: 30_000 },
   });
-  // The package's converter and format; contexts and events pass the sanitiser first.
+  // The package's converter and format; contexts and events are sanitised before it sees them
+  // (in the listener below), an announced actor's first snapshot here.
   const prefix = `${options.processName}/`;
   const named = (id: unknown) => (typeof id === 'string' && id !== '' && id !== 'anonymous' ? prefix + id : id);
   const inspector = createInspector(adapter, {
-    sanitizeContext: (c) => sanitiseContext(c) as typeof c,
-    sanitizeEvent: (e) => sanitiseEvent(e as { type: string }) as typeof e,
     // Snapshots carry the sanitised context, value and status only (no children, no history).
     serialize: (e) => {
       const out = { ...e, sessionId: named(e.sessionId), rootId: named(e.rootId) } as Record<string, unknown>;
-      if (e.type === '@xstate.snapshot' || e.type === '@xstate.actor') out.snapshot = pickSnapshot(e.snapshot);
+      if (e.type === '@xstate.snapshot' || e.type === '@xstate.actor') out.snapshot = pickSnapshot(e.snapshot, e.type === '@xstate.actor');
       if (e.type === '@xstate.actor') out.parentId = named(e.parentId);
       if (e.type === '@xstate.event') out.sourceId = named(e.sourceId);
       return out as unknown as typeof e;
@@ -148,19 +160,43 @@ export function startStatelyInspector(options: StatelyInspectorOptions): Stately
   inspector.start();
   const observer = inspector.inspect;
   return {
-    // The package would stringify the whole snapshot, children's refs included: hand it the part it sends.
-    listener: (event) => observer.next?.(event.type === '@xstate.snapshot' ? ({ ...event, snapshot: pickSnapshot(event.snapshot) } as unknown as typeof event) : event),
+    listener: (event) => {
+      // Only what the inspector draws (microsteps and actions are many, and it sends nothing for them).
+      if (event.type !== '@xstate.actor' && event.type !== '@xstate.event' && event.type !== '@xstate.snapshot') return;
+      // The package defers each event to a timer: bounded, like the backlog.
+      if (adapter.pending >= MAX_PENDING) {
+        adapter.droppedCount++;
+        return;
+      }
+      adapter.pending++;
+      // Sanitised here, synchronously and by code that never throws: what the package's timer then
+      // stringifies is plain data (the whole snapshot would include the children's refs too).
+      if (event.type === '@xstate.actor') observer.next?.(event);
+      else observer.next?.({ ...event, event: sanitiseEvent(event.event as { type: string }), ...(event.type === '@xstate.snapshot' ? { snapshot: pickSnapshot(event.snapshot, true) } : {}) } as unknown as typeof event);
+    },
     dropped: () => adapter.droppedCount,
     connected: () => adapter.isOpen,
     stop: () => inspector.stop(),
   };
 }
 
-const pickSnapshot = (s: unknown): Record<string, unknown> => {
+const MAX_PENDING = 20_000;
+
+/** A URL as logs show it: scheme, host and path only. */
+const shown = (url: string): string => {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.host}${u.pathname === '/' ? '' : u.pathname}`;
+  } catch {
+    return '(not a URL)';
+  }
+};
+
+const pickSnapshot = (s: unknown, sanitiseNow = false): Record<string, unknown> => {
   const snap = (s ?? {}) as Record<string, unknown>;
   const out: Record<string, unknown> = { status: snap.status ?? 'active' };
   if (snap.value !== undefined) out.value = snap.value;
-  if (snap.context !== undefined) out.context = snap.context;
+  if (snap.context !== undefined) out.context = sanitiseNow ? sanitiseContext(snap.context) : snap.context;
   if (snap.output !== undefined) out.output = sanitiseContext(snap.output);
   if (snap.error !== undefined) out.error = sanitiseContext(snap.error);
   return out;

@@ -13,7 +13,13 @@ export function forwardLiveRecords(registry: LiveRegistry, uplink: Uplink, opts:
   let sentDefinitions = new Set<string>();
   const tick = () => {
     registry.sweep();
-    if (!uplink.attached) return;
+    if (!uplink.attached) {
+      // The next stream starts with a reset: nothing to remember meanwhile.
+      registry.removed.clear();
+      return;
+    }
+    // A slow coordinator: the task stream's own messages first; what changed waits (coalesced).
+    if (uplink.congested) return;
     let reset = false;
     if (uplink.generation !== generation) {
       generation = uplink.generation;

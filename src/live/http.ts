@@ -91,7 +91,7 @@ export function liveRoutes(registry: LiveRegistry, opts: LiveRoutesOptions = {})
     const key = url.searchParams.get('key') ?? '';
     const a = registry.get(key);
     if (!a) return json(res, 404, { error: `no live actor ${JSON.stringify(key)}: it stopped, or its worker went away` });
-    json(res, 200, { actor: brief(a), events: a.events, definition: a.machine ? (registry.definition(a.machine) ?? null) : null });
+    json(res, 200, { actor: brief(a), events: a.events, definition: a.machine ? (registry.definition(a.machine, a.process) ?? null) : null });
   }
 
   function stream(req: IncomingMessage, url: URL, res: ServerResponse): void {
@@ -137,6 +137,7 @@ export function liveRoutes(registry: LiveRegistry, opts: LiveRoutesOptions = {})
       res.destroy();
     }
     req.on('close', close);
+    res.on('close', close);
     res.on('error', close);
   }
 
@@ -146,6 +147,10 @@ export function liveRoutes(registry: LiveRegistry, opts: LiveRoutesOptions = {})
     const path = url.pathname.replace(/\/+$/, '') || '/';
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       json(res, 405, { error: 'use GET' });
+      return true;
+    }
+    if (path === '/live/api/stream' && req.method === 'HEAD') {
+      json(res, 405, { error: 'the stream takes GET' });
       return true;
     }
     const asset = assets.get(path);

@@ -29,6 +29,10 @@ export interface LiveActor {
 }
 
 export const EVENTS_PER_ACTOR = 20;
+/** What one worker may have in the coordinator's view: records, and machine definitions. */
+export const MAX_REMOTE_ACTORS = 50_000;
+export const MAX_REMOTE_DEFINITIONS = 64;
+const collator = new Intl.Collator(undefined, { numeric: true });
 
 type Listener = (actor: LiveActor | undefined) => void;
 
@@ -77,7 +81,8 @@ export class LiveRegistry {
   private readonly locals = new Map<string, Local>();
   private readonly definitions = new Map<string, Record<string, unknown>>();
   private readonly listeners = new Map<string, Set<Listener>>();
-  private sortedCache: { revision: number; list: Array<LiveActor & { depth: number }> } | undefined;
+  private sortedCache: { revision: number; atMs: number; list: Array<LiveActor & { depth: number }> } | undefined;
+  private readonly remoteCounts = new Map<string, number>();
   /** Changed (or new) since the last take, for a worker's forwarder. */
   readonly dirty = new Set<string>();
   readonly removed = new Set<string>();
@@ -91,6 +96,11 @@ export class LiveRegistry {
     private readonly now: () => number = Date.now,
   ) {}
 
+  /** Definitions are per process: a worker's never stands in for the coordinator's machine of the same name. */
+  private defKey(process: string, machine: string): string {
+    return `${process}\u0000${machine}`;
+  }
+
   private keyOf(ref: { sessionId: string }): string {
     return `${this.processName}/${ref.sessionId}`;
   }
@@ -103,7 +113,7 @@ export class LiveRegistry {
     if (event.type === '@xstate.actor') {
       const config = ref.logic?.config;
       const machine = config && typeof config === 'object' && typeof config.id === 'string' ? config.id : '';
-      if (machine && !this.definitions.has(machine)) this.definitions.set(machine, definitionOf(config));
+      if (machine && !this.definitions.has(this.defKey(this.processName, machine))) this.definitions.set(this.defKey(this.processName, machine), definitionOf(config));
       // Its snapshot cannot be read yet (it is being made): the first @xstate.snapshot brings its state.
       const actor: LiveActor = { key, process: this.processName, id: ref.systemId ?? ref.id, machine, parent: ref._parent ? this.keyOf(ref._parent) : '', value: null, status: 'active', events: [], updatedAtMs: this.now() };
       this.actors.set(key, actor);
@@ -140,7 +150,9 @@ export class LiveRegistry {
   }
 
   private forget(key: string): void {
-    if (!this.actors.delete(key)) return;
+    const gone = this.actors.get(key);
+    if (!gone || !this.actors.delete(key)) return;
+    if (gone.process !== this.processName) this.remoteCounts.set(gone.process, (this.remoteCounts.get(gone.process) ?? 1) - 1);
     this.locals.delete(key);
     this.dirty.delete(key);
     if (this.forwarding) this.removed.add(key);
@@ -166,39 +178,52 @@ export class LiveRegistry {
 
   /** Records forwarded by a worker (their keys already name it) over the stream `source`. */
   applyRemote(process: string, batch: { reset: boolean; actors: LiveActor[]; removed: string[]; definitions: Record<string, Record<string, unknown>> }, source = ''): void {
+    // A worker speaks for its own actors only: never for this process's (a worker named like it included).
+    if (process === this.processName) return;
     if (batch.reset) this.dropProcess(process);
     this.sources.set(process, source);
-    for (const [machine, def] of Object.entries(batch.definitions)) if (!this.definitions.has(machine) || batch.reset) this.definitions.set(machine, def);
+    let defs = 0;
+    for (const k of this.definitions.keys()) if (k.startsWith(`${process}\u0000`)) defs++;
+    for (const [machine, def] of Object.entries(batch.definitions)) {
+      const k = this.defKey(process, machine);
+      if (!this.definitions.has(k) && defs >= MAX_REMOTE_DEFINITIONS) continue;
+      if (!this.definitions.has(k)) defs++;
+      this.definitions.set(k, def);
+    }
     const prefix = `${process}/`;
     for (const a of batch.actors) {
-      if (!a.key.startsWith(prefix)) continue; // a worker speaks for its own actors only
+      if (!a.key.startsWith(prefix) || this.locals.has(a.key)) continue;
+      const known = this.actors.has(a.key);
+      const count = this.remoteCounts.get(process) ?? 0;
+      if (!known && count >= MAX_REMOTE_ACTORS) continue;
+      if (!known) this.remoteCounts.set(process, count + 1);
       const actor: LiveActor = { ...a, process, events: a.events.slice(-EVENTS_PER_ACTOR) };
       this.actors.set(a.key, actor);
       this.changed(actor);
     }
-    for (const key of batch.removed) if (key.startsWith(prefix)) this.forget(key);
+    for (const key of batch.removed) if (key.startsWith(prefix) && !this.locals.has(key)) this.forget(key);
   }
 
   /** A worker went away (its stream `source` ended): its actors with it, unless a newer stream speaks for it. */
   dropProcess(process: string, source?: string): void {
+    if (process === this.processName) return;
     if (source !== undefined) {
       if (this.sources.has(process) && this.sources.get(process) !== source) return;
       this.sources.delete(process);
     }
     const prefix = `${process}/`;
-    for (const key of [...this.actors.keys()]) if (key.startsWith(prefix)) this.forget(key);
+    for (const key of [...this.actors.keys()]) if (key.startsWith(prefix) && !this.locals.has(key)) this.forget(key);
+    for (const k of [...this.definitions.keys()]) if (k.startsWith(`${process}\u0000`)) this.definitions.delete(k);
+    this.remoteCounts.delete(process);
   }
 
   get(key: string): LiveActor | undefined {
     return this.actors.get(key);
   }
 
-  definition(machine: string): Record<string, unknown> | undefined {
-    return this.definitions.get(machine);
-  }
-
-  allDefinitions(): Record<string, Record<string, unknown>> {
-    return Object.fromEntries(this.definitions);
+  /** The definition of a machine as `process` runs it (this process's when omitted). */
+  definition(machine: string, process = this.processName): Record<string, unknown> | undefined {
+    return this.definitions.get(this.defKey(process, machine));
   }
 
   get size(): number {
@@ -218,7 +243,9 @@ export class LiveRegistry {
 
   /** Every actor: the coordinator first, then the workers by name; within a process parents before their children. */
   sorted(): Array<LiveActor & { depth: number }> {
-    if (this.sortedCache?.revision === this.revision) return this.sortedCache.list;
+    // Rebuilt at most once a second: the revision moves with every event, and viewers poll.
+    const c = this.sortedCache;
+    if (c && (c.revision === this.revision || this.now() - c.atMs < 1_000)) return c.list;
     const children = new Map<string, LiveActor[]>();
     const roots: LiveActor[] = [];
     for (const a of this.actors.values()) {
@@ -229,7 +256,7 @@ export class LiveRegistry {
       } else roots.push(a);
     }
     const rank = (p: string) => (p === 'coordinator' ? '' : p);
-    roots.sort((a, b) => (a.process === b.process ? a.id.localeCompare(b.id) : rank(a.process).localeCompare(rank(b.process))));
+    roots.sort((a, b) => (a.process === b.process ? collator.compare(a.id, b.id) : collator.compare(rank(a.process), rank(b.process))));
     const out: Array<LiveActor & { depth: number }> = [];
     const stack: Array<[LiveActor, number]> = roots.reverse().map((r) => [r, 0]);
     while (stack.length) {
@@ -237,11 +264,11 @@ export class LiveRegistry {
       out.push({ ...a, depth });
       const kids = children.get(a.key);
       if (kids) {
-        kids.sort((x, y) => x.id.localeCompare(y.id, undefined, { numeric: true }));
+        kids.sort((x, y) => collator.compare(x.id, y.id));
         for (let i = kids.length - 1; i >= 0; i--) stack.push([kids[i]!, depth + 1]);
       }
     }
-    this.sortedCache = { revision: this.revision, list: out };
+    this.sortedCache = { revision: this.revision, atMs: this.now(), list: out };
     return out;
   }
 

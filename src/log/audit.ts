@@ -25,9 +25,10 @@ export interface AuditLog {
   record(event: AuditEvent, who: AuditWho | undefined, fields: Record<string, unknown>): void;
   readonly enabled: boolean;
   flush(): void;
+  close(): void;
 }
 
-export const noAudit: AuditLog = { record: () => {}, enabled: false, flush: () => {} };
+export const noAudit: AuditLog = { record: () => {}, enabled: false, flush: () => {}, close: () => {} };
 
 export function openAuditLog(destination: string): AuditLog {
   if (!destination) return noAudit;
@@ -48,6 +49,7 @@ export function openAuditLog(destination: string): AuditLog {
       }
     },
     flush: () => dest.flushSync?.(),
+    close: () => dest.end(),
   };
 }
 

@@ -8,6 +8,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { TaskOutcome } from '../domain/tasks.js';
 import type { SessionView, WorkerView } from '../domain/sessions.js';
+import { sessionStates } from '../../machines/domain/sessions.js';
 
 export type KillReason = 'timeout' | 'cancel' | 'limit';
 export const KILL_REASONS: readonly KillReason[] = ['timeout', 'cancel', 'limit'];
@@ -45,7 +46,8 @@ export class CoordinatorMetrics {
       registers: [registry],
       async collect() {
         this.reset();
-        const counts = new Map<string, number>();
+        // Every state, 0 included: a series that vanishes reads as "no data", not as none.
+        const counts = new Map<string, number>(sessionStates.map((s) => [s, 0]));
         for (const s of await source.listSessions()) counts.set(s.state, (counts.get(s.state) ?? 0) + 1);
         for (const [state, n] of counts) this.set({ state }, n);
       },
@@ -57,7 +59,7 @@ export class CoordinatorMetrics {
       registers: [registry],
       async collect() {
         this.reset();
-        const counts = new Map<string, number>();
+        const counts = new Map<string, number>([['online', 0], ['offline', 0]]);
         for (const w of await source.listWorkers()) counts.set(w.state, (counts.get(w.state) ?? 0) + 1);
         for (const [state, n] of counts) this.set({ state }, n);
       },
@@ -82,7 +84,7 @@ export class CoordinatorMetrics {
     const figures = this.figures;
     new Counter({
       name: 'codegen_sandbox_kills_total',
-      help: 'Sandboxed programs killed, by reason (timeout, cancel, limit), summed over the workers',
+      help: 'Sandboxed programs killed, by reason (timeout, cancel, limit), summed over the workers; a program that ran out of time or was cancelled and also hit a limit counts under both',
       labelNames: ['reason'],
       registers: [registry],
       collect() {

@@ -29,6 +29,11 @@ export class Uplink {
     return this.call !== undefined;
   }
 
+  /** The stream has more unsent than its buffer wants (live-view records wait then). */
+  get congested(): boolean {
+    return Boolean(this.call?.writableNeedDrain);
+  }
+
   attach(call: TaskStreamCall): void {
     this.call = call;
     this.generation++;

@@ -7,6 +7,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { createServer } from 'node:net';
+import { request } from 'node:http';
 import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { repoRoot } from '../helpers/system.js';
@@ -80,6 +81,24 @@ describe('the relay', () => {
     const late = await viewer(relay);
     await until(() => late.got.length === 5, 5_000, 'the replay');
     expect(late.got).toEqual(early.got.slice(-5));
+  });
+
+  it("refuses another site's page (Origin) and a foreign Host (DNS rebinding)", async () => {
+    const relay = await startRelay({ port: 0 });
+    cleanups.push(() => relay.close());
+    const refused = (headers: Record<string, string>) =>
+      new Promise<boolean>((resolve) => {
+        const ws = new WebSocket(relay.wsUrl, { headers });
+        ws.once('open', () => (ws.close(), resolve(false)));
+        ws.once('error', () => resolve(true));
+      });
+    expect(await refused({ Origin: 'http://evil.example' })).toBe(true);
+    expect(await refused({ Host: 'evil.example' })).toBe(true);
+    expect(await refused({ Origin: `http://127.0.0.1:${relay.port}` })).toBe(false);
+    const status = await new Promise<number>((resolve, reject) =>
+      request({ host: '127.0.0.1', port: relay.port, path: '/', headers: { Host: 'evil.example' } }, (r) => (r.resume(), resolve(r.statusCode ?? 0))).on('error', reject).end(),
+    );
+    expect(status).toBe(403);
   });
 
   it('drops a viewer that never reads once its buffer is full, and keeps serving the others', async () => {

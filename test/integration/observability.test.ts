@@ -101,7 +101,10 @@ describe('GET /metrics', () => {
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/text\/plain/);
     const text = await res.text();
-    expect(sample(text, 'codegen_sessions', { state: 'READY' }) ?? sample(text, 'codegen_sessions', { state: 'IDLE' })).toBe(1);
+    expect((sample(text, 'codegen_sessions', { state: 'READY' }) ?? 0) + (sample(text, 'codegen_sessions', { state: 'IDLE' }) ?? 0)).toBe(1);
+    // Every state has its series, 0 included.
+    expect(sample(text, 'codegen_sessions', { state: 'FAILED' })).toBe(0);
+    expect(sample(text, 'codegen_workers', { state: 'offline' })).toBe(0);
     expect(sample(text, 'codegen_workers', { state: 'online' })).toBe(1);
     expect(sample(text, 'codegen_tasks_total', { tool: 'fs_write', status: 'SUCCESS' })).toBe(1);
     expect(sample(text, 'codegen_tasks_total', { tool: 'run_python', status: 'SUCCESS' })).toBe(1);

@@ -355,3 +355,20 @@ describe('inspection sanitiser (examples)', () => {
     expect(sanitise({ fine: 1, nasty })).toEqual({ fine: 1, nasty: '‹unreadable›' });
   });
 });
+
+describe('inspection sanitiser (credentials in URLs and key names)', () => {
+  it("hides a URL's user and password wherever the string sits, and keys that name keys or passwords", () => {
+    const out = sanitise({
+      spec: { call: { input: { index_url: 'https://bob:hunter2@pypi.example/simple', packages: ['git+https://ghp_abc123@github.com/o/r.git', 'requests==2'] } } },
+      progress: { message: 'pip install git+https://tok:x-oauth@github.com/o/r.git' },
+      githubApiKey: 'k-123',
+      sshPrivateKey: 'pk',
+      dbPasswd: 'pw',
+      bearerValue: 'b',
+    });
+    const text = JSON.stringify(out);
+    for (const secret of ['hunter2', 'bob:', 'ghp_abc123', 'tok:x-oauth', 'k-123', '"pk"', '"pw"', '"b"']) expect(text).not.toContain(secret);
+    expect(text).toContain('pypi.example/simple');
+    expect(text).toContain('requests==2');
+  });
+});

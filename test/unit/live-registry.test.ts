@@ -19,9 +19,15 @@ const parent = setup({ actors: { child } }).createMachine({
   },
 });
 
+/** A clock two seconds on at every reading: the sorted list is never served from its one-second cache. */
+const clock = () => {
+  let t = 0;
+  return () => (t += 2_000);
+};
+
 describe('LiveRegistry', () => {
   it('keeps every actor in tree order, follows its state, bounds its events, and forgets stopped ones', () => {
-    const live = new LiveRegistry('coordinator');
+    const live = new LiveRegistry('coordinator', false, clock());
     const root = createActor(parent, { inspect: live.listener, systemId: 'root' }).start();
     root.send({ type: 'add' });
     root.send({ type: 'add' });
@@ -37,11 +43,11 @@ describe('LiveRegistry', () => {
     root.send({ type: 'remove' });
     expect(live.sweep()).toBe(1);
     expect(live.sorted().map((a) => a.id)).toEqual(['root', 'child:1']);
-    expect(live.definition('child')).toMatchObject({ id: 'child', initial: 'idle', states: { idle: { on: { go: 'busy' } } } });
+    expect(live.definition('child', 'coordinator')).toMatchObject({ id: 'child', initial: 'idle', states: { idle: { on: { go: 'busy' } } } });
   });
 
   it('takes forwarded records for the worker that sent them only, and drops them with it', () => {
-    const live = new LiveRegistry('coordinator');
+    const live = new LiveRegistry('coordinator', false, clock());
     const rec = (key: string) => ({ key, process: '', id: key, machine: 'session', parent: '', value: 'READY', status: 'active', events: [], updatedAtMs: 1 });
     live.applyRemote('worker-1', { reset: true, actors: [rec('worker-1/x:1'), rec('worker-2/x:1')], removed: ['coordinator/x:0'], definitions: { session: { id: 'session' } } });
     expect(live.sorted().map((a) => a.key)).toEqual(['worker-1/x:1']);
@@ -50,8 +56,23 @@ describe('LiveRegistry', () => {
     expect(live.size).toBe(0);
   });
 
+  it("never lets a worker (even one named like this process) touch this process's own records or definitions", () => {
+    const live = new LiveRegistry('coordinator', false, clock());
+    createActor(parent, { inspect: live.listener, systemId: 'root' }).start();
+    const key = live.sorted()[0]!.key;
+    const fake = { key, process: '', id: 'evil', machine: 'parent', parent: '', value: 'x', status: 'active', events: [], updatedAtMs: 1 };
+    live.applyRemote('coordinator', { reset: true, actors: [fake], removed: [key], definitions: { parent: { id: 'evil' } } });
+    live.dropProcess('coordinator', 's');
+    expect(live.get(key)!.id).toBe('root');
+    expect(live.definition('parent')).toMatchObject({ id: 'parent' });
+    // A worker's machine of the same name is its own.
+    live.applyRemote('worker-1', { reset: true, actors: [], removed: [], definitions: { parent: { id: 'theirs' } } });
+    expect(live.definition('parent')).toMatchObject({ id: 'parent' });
+    expect(live.definition('parent', 'worker-1')).toEqual({ id: 'theirs' });
+  });
+
   it("does not let an old stream's end drop what the worker's new stream sent", () => {
-    const live = new LiveRegistry('coordinator');
+    const live = new LiveRegistry('coordinator', false, clock());
     const rec = { key: 'worker-1/x:1', process: '', id: 'session:a', machine: 'session', parent: '', value: 'READY', status: 'active', events: [], updatedAtMs: 1 };
     live.applyRemote('worker-1', { reset: true, actors: [rec], removed: [], definitions: {} }, 'stream-old');
     live.applyRemote('worker-1', { reset: true, actors: [rec], removed: [], definitions: {} }, 'stream-new');
@@ -62,7 +83,7 @@ describe('LiveRegistry', () => {
   });
 
   it('coalesces changes for a forwarder: one record per actor however many events', () => {
-    const live = new LiveRegistry('worker-1', true);
+    const live = new LiveRegistry('worker-1', true, clock());
     const root = createActor(parent, { inspect: live.listener }).start();
     for (let i = 0; i < 100; i++) root.send({ type: 'ping' });
     const first = live.take(10);
