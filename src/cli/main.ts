@@ -198,9 +198,14 @@ async function main(argv: string[]): Promise<number> {
     case 'keys':
       return runKeys(rest, process.env, (s) => process.stdout.write(s), (s) => process.stderr.write(s));
     case 'health': {
-      const env = merged(rest, ['ADDR', 'SERVICE', 'TLS_CA', 'TLS_SERVER_NAME']);
       // --url is a flag only: an URL variable in the environment is too common a name to act on.
-      const url = flagsToEnv(rest, ['URL'])['URL'];
+      let url: string | undefined;
+      const args = rest.filter((a, i) => {
+        if (a.startsWith('--url=')) return ((url = a.slice('--url='.length)), false);
+        if (a === '--url') return ((url = rest[i + 1]), false);
+        return rest[i - 1] !== '--url';
+      });
+      const env = merged(args, ['ADDR', 'SERVICE', 'TLS_CA', 'TLS_SERVER_NAME']);
       if (url) env['URL'] = url;
       if (env['URL']) {
         try {

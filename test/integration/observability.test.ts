@@ -10,7 +10,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { WebSocket } from 'ws';
 import { startRelay, type RunningRelay } from '../../src/inspection/relay.js';
-import { python, replyOf, runTask, TestSystem, unary, until, type Wire } from '../helpers/system.js';
+import { spawnSync } from 'node:child_process';
+import { python, replyOf, repoRoot, runTask, TestSystem, unary, until, type Wire } from '../helpers/system.js';
 
 const SECRET = 'S3CR3T-observability-7f3a9c';
 const GONE = `sess-${'0'.repeat(32)}`;
@@ -136,6 +137,20 @@ describe('GET /metrics', () => {
     });
     expect(foreign).toBe(403);
     expect((await metricsText({ Authorization: `Bearer ${sys.clientToken}`, Origin: 'http://evil.example' })).status).toBe(403);
+  });
+});
+
+describe('codegen-mcp health --url (compose healthcheck)', () => {
+  it('exits 0 on /healthz and /readyz with a worker online, 1 when nothing answers', () => {
+    const cli = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
+    for (const probe of ['healthz', 'readyz']) {
+      const r = spawnSync(process.execPath, [cli, 'health', '--url', `http://127.0.0.1:${sys.httpPort}/${probe}`], { encoding: 'utf8', timeout: 10_000 });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toContain('200');
+    }
+    const down = spawnSync(process.execPath, [cli, 'health', '--url', 'http://127.0.0.1:1/healthz'], { encoding: 'utf8', timeout: 10_000 });
+    expect(down.status).toBe(1);
+    expect(down.stderr).toContain('unhealthy');
   });
 });
 
