@@ -88,7 +88,7 @@ function coordinatorTree() {
   // BENCH_INSPECT_URL: the same tree with the Stately inspector on (bench/inspection.ts).
   const config = coordinatorConfig({ RECOVERY_GRACE_SECONDS: '0', STATELY_INSPECT_URL: process.env['BENCH_INSPECT_URL'] ?? '' });
   const logger = createLogger({ level: 'warn', name: 'scale', stream: 'stderr', pretty: false });
-  const { root, streams, coordinator: port, registry } = coordinatorActors(config, logger);
+  const { root, streams, coordinator: port, registry, inspection } = coordinatorActors(config, logger);
   const warnings: string[] = [];
   root.subscribe({ error: (err) => warnings.push(`root failed: ${String(err)}`) });
   root.on('coordinator.warning', (e) => warnings.push(e.message));
@@ -102,6 +102,7 @@ function coordinatorTree() {
     root,
     port,
     registry,
+    inspection,
     warnings,
     proxy: (id: string) => root.system.get(sessionProxyIdOf(id)) as SessionProxyActor | undefined,
     register(workerId: string, maxSessions: number, sessions: SessionReport[]) {
@@ -218,6 +219,8 @@ interface CreateFigures {
 async function createShape(workers: number, sessions: number, base: number | undefined): Promise<CreateFigures> {
   const perWorker = sessions / workers;
   const tree = coordinatorTree();
+  // With the inspector on, it is connected before the clock starts (the loop below leaves no turn for a handshake).
+  for (let i = 0; tree.inspection.stately && !tree.inspection.stately.connected() && i < 500; i++) await new Promise((r) => setTimeout(r, 20));
   for (let w = 0; w < workers; w++) tree.openStream(workerName(w), tree.register(workerName(w), perWorker, []));
   const created: string[] = [];
   const createBlocksMs: number[] = [];

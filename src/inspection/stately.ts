@@ -5,9 +5,17 @@
  * forever, silently, and writes to a socket however far behind it is; this adapter keeps the
  * package's format and adds what a server needs: backoff, one log line per outage, and bounded
  * memory (a backlog while disconnected, a send buffer while connected; beyond either, events are
- * dropped and counted, never queued without end and never waited for by an actor).
+ * dropped and counted, never queued without end and never waited for by an actor). Its
+ * converter is replaced too, by one that makes the same events with less work (it stringified
+ * each machine's whole definition for every actor, and each snapshot twice) and runs once per
+ * turn for everything queued, not on one timer per event.
  */
-import { createInspector, type StatelyInspectionEvent } from '@statelyai/inspect';
+import type { StatelyActorEvent, StatelyInspectionEvent } from '@statelyai/inspect';
+import type { InspectionEvent } from 'xstate';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import safeStableStringify from 'safe-stable-stringify';
 import { WebSocket } from 'ws';
 import type { Logger } from '../log/logger.js';
 import type { InspectionListener } from './hub.js';
@@ -48,8 +56,7 @@ class BoundedSocketAdapter {
   private openedAtMs = 0;
   private readonly shownUrl: string;
   droppedCount = 0;
-  /** Events handed to the package and not yet sent (it defers each to a timer). */
-  pending = 0;
+
 
   constructor(private readonly opts: Required<Omit<StatelyInspectorOptions, 'logger'>> & { logger: Logger }) {
     this.delayMs = opts.backoff.initialMs;
@@ -116,7 +123,6 @@ class BoundedSocketAdapter {
   private announced = false;
 
   send(event: StatelyInspectionEvent): void {
-    this.pending = Math.max(0, this.pending - 1);
     if (this.stopped) return;
     let text: string;
     try {
@@ -143,44 +149,100 @@ export function startStatelyInspector(options: StatelyInspectorOptions): Stately
     maxBufferedBytes: options.maxBufferedBytes ?? 8 * 1024 * 1024,
     backoff: options.backoff ?? { initialMs: 500, maxMs: 30_000 },
   });
-  // The package's converter and format; contexts and events are sanitised before it sees them
-  // (in the listener below), an announced actor's first snapshot here.
   const prefix = `${options.processName}/`;
   const named = (id: unknown) => (typeof id === 'string' && id !== '' && id !== 'anonymous' ? prefix + id : id);
-  const inspector = createInspector(adapter, {
-    // Snapshots carry the sanitised context, value and status only (no children, no history).
-    serialize: (e) => {
-      const out = { ...e, sessionId: named(e.sessionId), rootId: named(e.rootId) } as Record<string, unknown>;
-      if (e.type === '@xstate.snapshot' || e.type === '@xstate.actor') out.snapshot = pickSnapshot(e.snapshot, e.type === '@xstate.actor');
-      if (e.type === '@xstate.actor') out.parentId = named(e.parentId);
-      if (e.type === '@xstate.event') out.sourceId = named(e.sourceId);
-      return out as unknown as typeof e;
-    },
-  });
-  inspector.start();
-  const observer = inspector.inspect;
+  const serialize = (e: StatelyInspectionEvent): StatelyInspectionEvent => {
+    const out = { ...e, sessionId: named(e.sessionId), rootId: named(e.rootId) } as Record<string, unknown>;
+    if (e.type === '@xstate.actor') out.parentId = named(e.parentId);
+    if (e.type === '@xstate.event') out.sourceId = named(e.sourceId);
+    return out as unknown as StatelyInspectionEvent;
+  };
+  adapter.start();
+  // The listener only queues (an actor never waits on this); one turn later the queue is turned
+  // into the package's events — sanitised, named by process — and sent. Bounded like the backlog.
+  let queue: Array<{ event: InspectionEvent; atMs: number }> = [];
+  const flush = () => {
+    const batch = queue;
+    queue = [];
+    for (const { event, atMs } of batch) {
+      try {
+        adapter.send(serialize(toStately(event, atMs)));
+      } catch {
+        adapter.droppedCount++;
+      }
+    }
+  };
   return {
     listener: (event) => {
-      // Only what the inspector draws (microsteps and actions are many, and it sends nothing for them).
+      // Only what the inspector draws (microsteps and actions are many, and it shows nothing for them).
       if (event.type !== '@xstate.actor' && event.type !== '@xstate.event' && event.type !== '@xstate.snapshot') return;
-      // The package defers each event to a timer: bounded, like the backlog.
-      if (adapter.pending >= MAX_PENDING) {
+      if (queue.length >= MAX_PENDING) {
         adapter.droppedCount++;
         return;
       }
-      adapter.pending++;
-      // Sanitised here, synchronously and by code that never throws: what the package's timer then
-      // stringifies is plain data (the whole snapshot would include the children's refs too).
-      if (event.type === '@xstate.actor') observer.next?.(event);
-      else observer.next?.({ ...event, event: sanitiseEvent(event.event as { type: string }), ...(event.type === '@xstate.snapshot' ? { snapshot: pickSnapshot(event.snapshot, true) } : {}) } as unknown as typeof event);
+      if (queue.length === 0) setImmediate(flush);
+      queue.push({ event, atMs: Date.now() });
     },
     dropped: () => adapter.droppedCount,
     connected: () => adapter.isOpen,
-    stop: () => inspector.stop(),
+    stop: () => {
+      queue = [];
+      adapter.stop();
+    },
   };
 }
 
 const MAX_PENDING = 20_000;
+
+/**
+ * An XState inspection event as @statelyai/inspect sends it (its convertXStateEvent's shape),
+ * with the context and the event sanitised, and the definition stringified once per machine
+ * (the package does it for every actor: a task proxy per task).
+ */
+function toStately(event: InspectionEvent, atMs: number): StatelyInspectionEvent {
+  const base = { _version: PACKAGE_VERSION, createdAt: String(atMs), id: null as unknown as string, rootId: event.rootId };
+  const ref = event.actorRef as unknown as { id: string; sessionId: string; _parent?: { sessionId: string }; logic?: { config?: unknown }; getSnapshot(): unknown };
+  if (event.type === '@xstate.actor') {
+    const config = ref.logic?.config;
+    const machineId = config && typeof config === 'object' ? (config as { id?: string }).id : undefined;
+    let snapshot: unknown;
+    try {
+      snapshot = ref.getSnapshot();
+    } catch {
+      snapshot = undefined;
+    }
+    return { ...base, type: '@xstate.actor', name: ref.id === ref.sessionId && machineId ? machineId : ref.id, definition: definitionText(config, ref.id), parentId: ref._parent?.sessionId, sessionId: ref.sessionId, snapshot: pickSnapshot(snapshot, true) } as StatelyActorEvent;
+  }
+  if (event.type === '@xstate.event') {
+    return { ...base, type: '@xstate.event', event: sanitiseEvent(event.event as { type: string }), sourceId: (event.sourceRef as { sessionId?: string } | undefined)?.sessionId, sessionId: ref.sessionId } as unknown as StatelyInspectionEvent;
+  }
+  const e = event as Extract<InspectionEvent, { type: '@xstate.snapshot' }>;
+  return { ...base, type: '@xstate.snapshot', event: sanitiseEvent(e.event as { type: string }), snapshot: pickSnapshot(e.snapshot, true), sessionId: ref.sessionId } as unknown as StatelyInspectionEvent;
+}
+
+/** The package's version, which every event carries (its own converter puts it there too). */
+const PACKAGE_VERSION: string = (() => {
+  try {
+    const main = createRequire(import.meta.url).resolve('@statelyai/inspect');
+    return (JSON.parse(readFileSync(path.join(path.dirname(main), '..', 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+})();
+
+// As the package writes a definition (functions as their names, depth-limited), once per machine.
+const stringifyDefinition = safeStableStringify.configure({ maximumDepth: 10 });
+const definitions = new WeakMap<object, string>();
+const replacer = (_key: string, value: unknown) => (typeof value === 'function' ? { type: (value as { name?: string }).name } : value);
+function definitionText(config: unknown, name: string): string {
+  if (!config || typeof config !== 'object') return stringifyDefinition({ id: name }) ?? '{}';
+  let text = definitions.get(config);
+  if (text === undefined) {
+    text = stringifyDefinition(config, replacer) ?? '{}';
+    definitions.set(config, text);
+  }
+  return text;
+}
 
 /** A URL as logs show it: scheme, host and path only. */
 const shown = (url: string): string => {
