@@ -56,7 +56,7 @@ class BoundedSocketAdapter {
   private openedAtMs = 0;
   private readonly shownUrl: string;
   droppedCount = 0;
-
+  private announced = false;
 
   constructor(private readonly opts: Required<Omit<StatelyInspectorOptions, 'logger'>> & { logger: Logger }) {
     this.delayMs = opts.backoff.initialMs;
@@ -119,8 +119,6 @@ class BoundedSocketAdapter {
     }
     ws.send(text);
   }
-
-  private announced = false;
 
   send(event: StatelyInspectionEvent): void {
     if (this.stopped) return;
