@@ -252,11 +252,24 @@ const shown = (url: string): string => {
   }
 };
 
+// XState keeps a context object as it is until an assign replaces it, and most snapshots keep it:
+// each context is sanitised once.
+const sanitisedContexts = new WeakMap<object, unknown>();
+const sanitisedContext = (context: unknown): unknown => {
+  if (!context || typeof context !== 'object') return sanitiseContext(context);
+  let out = sanitisedContexts.get(context);
+  if (out === undefined) {
+    out = sanitiseContext(context);
+    sanitisedContexts.set(context, out);
+  }
+  return out;
+};
+
 const pickSnapshot = (s: unknown, sanitiseNow = false): Record<string, unknown> => {
   const snap = (s ?? {}) as Record<string, unknown>;
   const out: Record<string, unknown> = { status: snap.status ?? 'active' };
   if (snap.value !== undefined) out.value = snap.value;
-  if (snap.context !== undefined) out.context = sanitiseNow ? sanitiseContext(snap.context) : snap.context;
+  if (snap.context !== undefined) out.context = sanitiseNow ? sanitisedContext(snap.context) : snap.context;
   if (snap.output !== undefined) out.output = sanitiseContext(snap.output);
   if (snap.error !== undefined) out.error = sanitiseContext(snap.error);
   return out;
