@@ -29,8 +29,4 @@ export class InspectionHub {
       this.listeners = this.listeners.filter((l) => l !== listener);
     };
   }
-
-  get size(): number {
-    return this.listeners.length;
-  }
 }

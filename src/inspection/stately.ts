@@ -148,13 +148,7 @@ export function startStatelyInspector(options: StatelyInspectorOptions): Stately
     backoff: options.backoff ?? { initialMs: 500, maxMs: 30_000 },
   });
   const prefix = `${options.processName}/`;
-  const named = (id: unknown) => (typeof id === 'string' && id !== '' && id !== 'anonymous' ? prefix + id : id);
-  const serialize = (e: StatelyInspectionEvent): StatelyInspectionEvent => {
-    const out = { ...e, sessionId: named(e.sessionId), rootId: named(e.rootId) } as Record<string, unknown>;
-    if (e.type === '@xstate.actor') out.parentId = named(e.parentId);
-    if (e.type === '@xstate.event') out.sourceId = named(e.sourceId);
-    return out as unknown as StatelyInspectionEvent;
-  };
+  const named = (id: string | undefined): string | undefined => (id ? prefix + id : id);
   adapter.start();
   // The listener only queues (an actor never waits on this); one turn later the queue is turned
   // into the package's events — sanitised, named by process — and sent. Bounded like the backlog.
@@ -164,7 +158,7 @@ export function startStatelyInspector(options: StatelyInspectorOptions): Stately
     queue = [];
     for (const { event, atMs } of batch) {
       try {
-        adapter.send(serialize(toStately(event, atMs)));
+        adapter.send(toStately(event, atMs, named));
       } catch {
         adapter.droppedCount++;
       }
@@ -194,11 +188,11 @@ const MAX_PENDING = 20_000;
 
 /**
  * An XState inspection event as @statelyai/inspect sends it (its convertXStateEvent's shape),
- * with the context and the event sanitised, and the definition stringified once per machine
+ * ids named by process, with the context and the event sanitised, and the definition stringified once per machine
  * (the package does it for every actor: a task proxy per task).
  */
-function toStately(event: InspectionEvent, atMs: number): StatelyInspectionEvent {
-  const base = { _version: PACKAGE_VERSION, createdAt: String(atMs), id: null as unknown as string, rootId: event.rootId };
+function toStately(event: InspectionEvent, atMs: number, named: (id: string | undefined) => string | undefined): StatelyInspectionEvent {
+  const base = { _version: PACKAGE_VERSION, createdAt: String(atMs), id: null as unknown as string, rootId: named(event.rootId) };
   const ref = event.actorRef as unknown as { id: string; sessionId: string; _parent?: { sessionId: string }; logic?: { config?: unknown }; getSnapshot(): unknown };
   if (event.type === '@xstate.actor') {
     const config = ref.logic?.config;
@@ -209,13 +203,13 @@ function toStately(event: InspectionEvent, atMs: number): StatelyInspectionEvent
     } catch {
       snapshot = undefined;
     }
-    return { ...base, type: '@xstate.actor', name: ref.id === ref.sessionId && machineId ? machineId : ref.id, definition: definitionText(config, ref.id), parentId: ref._parent?.sessionId, sessionId: ref.sessionId, snapshot: pickSnapshot(snapshot, true) } as StatelyActorEvent;
+    return { ...base, type: '@xstate.actor', name: ref.id === ref.sessionId && machineId ? machineId : ref.id, definition: definitionText(config, ref.id), parentId: named(ref._parent?.sessionId), sessionId: named(ref.sessionId)!, snapshot: pickSnapshot(snapshot, true) } as StatelyActorEvent;
   }
   if (event.type === '@xstate.event') {
-    return { ...base, type: '@xstate.event', event: sanitiseEvent(event.event as { type: string }), sourceId: (event.sourceRef as { sessionId?: string } | undefined)?.sessionId, sessionId: ref.sessionId } as unknown as StatelyInspectionEvent;
+    return { ...base, type: '@xstate.event', event: sanitiseEvent(event.event as { type: string }), sourceId: named((event.sourceRef as { sessionId?: string } | undefined)?.sessionId), sessionId: named(ref.sessionId) } as unknown as StatelyInspectionEvent;
   }
   const e = event as Extract<InspectionEvent, { type: '@xstate.snapshot' }>;
-  return { ...base, type: '@xstate.snapshot', event: sanitiseEvent(e.event as { type: string }), snapshot: pickSnapshot(e.snapshot, true), sessionId: ref.sessionId } as unknown as StatelyInspectionEvent;
+  return { ...base, type: '@xstate.snapshot', event: sanitiseEvent(e.event as { type: string }), snapshot: pickSnapshot(e.snapshot, true), sessionId: named(ref.sessionId) } as unknown as StatelyInspectionEvent;
 }
 
 /** The package's version, which every event carries (its own converter puts it there too). */

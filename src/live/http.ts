@@ -11,8 +11,6 @@ import { createRequire } from 'node:module';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { LiveActor, LiveRegistry } from './registry.js';
 
-export const LIVE_PATH = '/live';
-
 const CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
 
 interface Asset {

@@ -6,7 +6,6 @@
  *
  *   {"time":"2026-12-02T12:00:00.000Z","event":"task","who":{"tenant":"default","credential":"CLIENT_TOKEN","peer":"127.0.0.1:50312"},"sessionId":"…","taskId":"…","tool":"run_python","status":"SUCCESS","durationMs":41}
  */
-import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
 
@@ -24,18 +23,16 @@ export type AuditEvent = 'session.create' | 'session.destroy' | 'session.checkpo
 export interface AuditLog {
   record(event: AuditEvent, who: AuditWho | undefined, fields: Record<string, unknown>): void;
   readonly enabled: boolean;
-  flush(): void;
   close(): void;
 }
 
-export const noAudit: AuditLog = { record: () => {}, enabled: false, flush: () => {}, close: () => {} };
+export const noAudit: AuditLog = { record: () => {}, enabled: false, close: () => {} };
 
 export function openAuditLog(destination: string): AuditLog {
   if (!destination) return noAudit;
   let dest;
   if (destination === 'stdout') dest = pino.destination({ fd: 1, sync: true });
   else {
-    mkdirSync(path.dirname(path.resolve(destination)), { recursive: true });
     dest = pino.destination({ dest: path.resolve(destination), sync: true, mkdir: true });
   }
   // Lines written whole to the destination: the audit format is ours alone (no level, pid or msg keys).
@@ -48,7 +45,6 @@ export function openAuditLog(destination: string): AuditLog {
         // the audit log must never fail a call
       }
     },
-    flush: () => dest.flushSync?.(),
     close: () => dest.end(),
   };
 }
