@@ -213,6 +213,11 @@ interface CreateFigures {
   /** root.stop() of the whole tree (a coordinator's shutdown) */
   stopMs: number;
   warnings: string[];
+  /** inspection events the Stately inspector dropped (bench/inspection.ts: must be 0 for its figure to count) */
+  inspectorDropped: number;
+  /** events the inspector folded into their actor's latest state (its CPU budget), and how long after the last create it had sent everything */
+  inspectorCoalesced: number;
+  inspectorCatchUpMs: number;
 }
 
 /** Creates one by one through the port, every worker online with an answering stream. */
@@ -225,10 +230,16 @@ async function createShape(workers: number, sessions: number, base: number | und
   const created: string[] = [];
   const createBlocksMs: number[] = [];
   const latencies: number[] = new Array(sessions);
+  // The synthetic streams answer on a microtask, so this loop alone would never give the event loop
+  // a turn: the inspector could send nothing until the end (and would drop what its queue cannot
+  // hold). A server gets a turn between requests; the inspector bench gives one per create, in
+  // both of its runs.
+  const turnEachCreate = process.env['BENCH_INSPECT_URL'] !== undefined;
   const cpu0 = process.cpuUsage();
   let t0 = performance.now();
   let tb = t0;
   for (let i = 0; i < sessions; i++) {
+    if (turnEachCreate) await new Promise((r) => setImmediate(r));
     const tc = performance.now();
     const view = await tree.port.createSession({});
     latencies[i] = performance.now() - tc;
@@ -246,7 +257,13 @@ async function createShape(workers: number, sessions: number, base: number | und
   const tenth = sessions / 10;
   const createP50FirstUs = quantile(latencies.slice(0, tenth), 0.5) * 1000;
   const createP50LastUs = quantile(latencies.slice(-tenth), 0.5) * 1000;
+  const inspector = tree.inspection.stately;
+  const inspectorCoalesced = inspector?.coalesced() ?? 0;
+  const tc0 = performance.now();
+  while (inspector && inspector.pending() > 0 && performance.now() - tc0 < 60_000) await new Promise((r) => setTimeout(r, 10));
+  const inspectorCatchUpMs = performance.now() - tc0;
   const heapBytes = base === undefined ? 0 : heap() - base;
+  const inspectorDropped = inspector?.dropped() ?? 0;
   const lists: number[] = [];
   for (let i = 0; i < 5; i++) {
     const t = performance.now();
@@ -261,7 +278,7 @@ async function createShape(workers: number, sessions: number, base: number | und
   t0 = performance.now();
   tree.stop();
   const stopMs = performance.now() - t0;
-  return { createMs, createCpuMs, createBlocksMs, createP50FirstUs, createP50LastUs, heapBytes, listMs: quantile(lists, 0.5), lossMs, stopMs, warnings: tree.warnings };
+  return { createMs, createCpuMs, createBlocksMs, createP50FirstUs, createP50LastUs, heapBytes, listMs: quantile(lists, 0.5), lossMs, stopMs, warnings: tree.warnings, inspectorDropped, inspectorCoalesced, inspectorCatchUpMs };
 }
 
 

@@ -8,10 +8,10 @@
  * dropped and counted, never queued without end and never waited for by an actor). Its
  * converter is replaced too, by one that makes the same events with less work (it stringified
  * each machine's whole definition for every actor, and each snapshot twice) and runs once per
- * turn for everything queued, not on one timer per event.
+ * turn for everything queued, not on one timer per event, within a CPU budget (past it, each
+ * actor's events fold into its latest state).
  */
-import type { StatelyActorEvent, StatelyInspectionEvent } from '@statelyai/inspect';
-import type { InspectionEvent } from 'xstate';
+import type { ActorRefLike, InspectionEvent } from 'xstate';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -35,12 +35,24 @@ export interface StatelyInspectorOptions {
   /** Bytes the socket may hold unsent before events are dropped. Default 8 MiB. */
   maxBufferedBytes?: number;
   backoff?: { initialMs: number; maxMs: number };
+  /**
+   * The share of this process's time the inspector may spend making and writing events (default
+   * 0.03). Past it, each actor's events are coalesced into its latest state (logged once per
+   * episode) until it is back within budget. A debugging tool must never be
+   * what slows the system down.
+   */
+  budget?: number;
+  now?: () => number;
 }
 
 export interface StatelyInspector {
   listener: InspectionListener;
   /** Events dropped so far (backlog full, or the socket too far behind). */
   dropped(): number;
+  /** Events folded into their actor's latest state so far, to keep within the CPU budget. */
+  coalesced(): number;
+  /** Events and marked actors not sent yet. */
+  pending(): number;
   connected(): boolean;
   stop(): void;
 }
@@ -58,7 +70,7 @@ class BoundedSocketAdapter {
   droppedCount = 0;
   private announced = false;
 
-  constructor(private readonly opts: Required<Omit<StatelyInspectorOptions, 'logger'>> & { logger: Logger }) {
+  constructor(private readonly opts: Required<Omit<StatelyInspectorOptions, 'logger' | 'budget' | 'now'>> & { logger: Logger }) {
     this.delayMs = opts.backoff.initialMs;
     // Logged without credentials or a query (a token there must not reach the log).
     this.shownUrl = shown(opts.url);
@@ -111,6 +123,17 @@ class BoundedSocketAdapter {
     this.backlog = [];
   }
 
+  /** Everything sent inside `fn` leaves in one write (ws writes each message on its own otherwise: a system call per event). */
+  batch(fn: () => void): void {
+    const socket = this.open ? (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } } | undefined)?._socket : undefined;
+    socket?.cork();
+    try {
+      fn();
+    } finally {
+      socket?.uncork();
+    }
+  }
+
   private write(text: string): void {
     const ws = this.ws;
     if (!ws || ws.bufferedAmount > this.opts.maxBufferedBytes) {
@@ -120,15 +143,8 @@ class BoundedSocketAdapter {
     ws.send(text);
   }
 
-  send(event: StatelyInspectionEvent): void {
+  send(text: string): void {
     if (this.stopped) return;
-    let text: string;
-    try {
-      text = JSON.stringify(event);
-    } catch {
-      this.droppedCount++;
-      return;
-    }
     if (this.open) return this.write(text);
     this.backlog.push(text);
     if (this.backlog.length > this.opts.maxBacklog) {
@@ -151,49 +167,130 @@ export function startStatelyInspector(options: StatelyInspectorOptions): Stately
   const named = (id: string | undefined): string | undefined => (id ? prefix + id : id);
   adapter.start();
   // The listener only queues (an actor never waits on this); one turn later the queue is turned
-  // into the package's events — sanitised, named by process — and sent. Bounded like the backlog.
-  let queue: Array<{ event: InspectionEvent; atMs: number }> = [];
+  // into the package's events — sanitised, named by process — and sent, within a CPU budget:
+  // time spent here earns back `budget` of every millisecond that passes, up to BURST_MS. Out of
+  // credit, events are dropped and the actors they touched are only marked; once credit is back,
+  // each marked actor is sent once, as it is then (an @xstate.actor if the inspector has not seen
+  // it, else an @xstate.snapshot whose event says how many were skipped). Busy actors coalesce, so
+  // the inspector always ends on every actor's current state.
+  const budget = options.budget ?? 0.03;
+  const now = options.now ?? (() => performance.now());
+  let credit = BURST_MS;
+  let lastMs = now();
+  let episodeFrom = -1;
+  let coalesced = 0;
+  let kicked = false;
+  let queue: InspectionEvent[] = [];
+  const marked = new Map<ActorRefLike, { announce: boolean; skipped: number; rootId: string | undefined }>();
+  const mark = (event: InspectionEvent) => {
+    const entry = marked.get(event.actorRef);
+    if (entry) {
+      entry.skipped++;
+      if (event.type === '@xstate.actor') entry.announce = true;
+    } else if (marked.size < MAX_PENDING) marked.set(event.actorRef, { announce: event.type === '@xstate.actor', skipped: 1, rootId: event.rootId });
+    else adapter.droppedCount++;
+  };
   const flush = () => {
     const batch = queue;
     queue = [];
-    for (const { event, atMs } of batch) {
-      try {
-        adapter.send(toStately(event, atMs, named));
-      } catch {
-        adapter.droppedCount++;
+    const t0 = now();
+    credit = Math.min(BURST_MS, credit + (t0 - lastMs) * budget);
+    let t = t0;
+    let skipped = 0;
+    let n = 0;
+    const spent = () => ((++n & 15) === 0 ? (t = now()) : t) - t0 >= credit;
+    adapter.batch(() => {
+      // First what waited: marked actors, oldest first, while there is credit.
+      for (const [actorRef, entry] of marked) {
+        if (spent()) break;
+        marked.delete(actorRef);
+        const rootId = entry.rootId ?? '';
+        const event = entry.announce ? { type: '@xstate.actor', actorRef, rootId } : { type: '@xstate.snapshot', actorRef, rootId, sourceRef: undefined, snapshot: actorRef.getSnapshot(), event: { type: COALESCED, skipped: entry.skipped } };
+        send(event as InspectionEvent, Date.now());
       }
+      const atMs = Date.now();
+      for (const event of batch) {
+        if (marked.size > 0 || spent()) {
+          skipped++;
+          coalesced++;
+          mark(event);
+          continue;
+        }
+        send(event, atMs);
+      }
+    });
+    lastMs = now();
+    credit -= lastMs - t0;
+    // Marked actors wait for credit even if nothing else happens.
+    if (marked.size > 0 && !kicked) {
+      kicked = true;
+      setTimeout(() => {
+        kicked = false;
+        if (queue.length === 0) flush();
+      }, Math.min(1_000, Math.max(5, -credit / budget))).unref();
+    }
+    // One line when an episode starts and one when it ends, however long it lasts.
+    if (marked.size > 0 && episodeFrom < 0) {
+      episodeFrom = coalesced - skipped;
+      options.logger.warn({ budget }, "Stately inspector over its CPU budget: coalescing each actor's events into its latest state until it catches up");
+    } else if (marked.size === 0 && episodeFrom >= 0) {
+      options.logger.info({ coalesced: coalesced - episodeFrom }, 'Stately inspector back within its CPU budget');
+      episodeFrom = -1;
     }
   };
+  const send = (event: InspectionEvent, atMs: number) => {
+    try {
+      adapter.send(toStately(event, atMs, named));
+    } catch {
+      adapter.droppedCount++;
+    }
+  };
+
   return {
     listener: (event) => {
       // Only what the inspector draws (microsteps and actions are many, and it shows nothing for them).
       if (event.type !== '@xstate.actor' && event.type !== '@xstate.event' && event.type !== '@xstate.snapshot') return;
+      // While actors wait for credit, the newest events only add to their marks (the timer set by the last flush sends them).
+      if (marked.size > 0) {
+        coalesced++;
+        return mark(event);
+      }
       if (queue.length >= MAX_PENDING) {
         adapter.droppedCount++;
         return;
       }
       if (queue.length === 0) setImmediate(flush);
-      queue.push({ event, atMs: Date.now() });
+      queue.push(event);
     },
+    coalesced: () => coalesced,
+    pending: () => queue.length + marked.size,
     dropped: () => adapter.droppedCount,
     connected: () => adapter.isOpen,
     stop: () => {
       queue = [];
+      marked.clear();
       adapter.stop();
     },
   };
 }
 
 const MAX_PENDING = 20_000;
+const BURST_MS = 50;
+/** The event of a snapshot that stands for several the inspector did not get (its `skipped` says how many). */
+export const COALESCED = 'codegen.inspector.coalesced';
 
 /**
  * An XState inspection event as @statelyai/inspect sends it (its convertXStateEvent's shape),
- * ids named by process, with the context and the event sanitised, and the definition stringified once per machine
- * (the package does it for every actor: a task proxy per task).
+ * ids named by process, the context and the event sanitised, written straight to JSON text.
+ * Almost all of an event's bytes are parts that repeat, so each is made once and then pasted in:
+ * a machine's definition (the package stringifies it for every actor: a session proxy per
+ * session), a context (XState keeps the object until an assign replaces it, and most snapshots
+ * keep it) and an event (the @xstate.event and the @xstate.snapshot it causes carry the same one).
  */
-function toStately(event: InspectionEvent, atMs: number, named: (id: string | undefined) => string | undefined): StatelyInspectionEvent {
-  const base = { _version: PACKAGE_VERSION, createdAt: String(atMs), id: null as unknown as string, rootId: named(event.rootId) };
+function toStately(event: InspectionEvent, atMs: number, named: (id: string | undefined) => string | undefined): string {
   const ref = event.actorRef as unknown as { id: string; sessionId: string; _parent?: { sessionId: string }; logic?: { config?: unknown }; getSnapshot(): unknown };
+  const head = `{"_version":${VERSION_JSON},"createdAt":"${atMs}","id":null${field('rootId', named(event.rootId))}`;
+  const sessionId = field('sessionId', named(ref.sessionId));
   if (event.type === '@xstate.actor') {
     const config = ref.logic?.config;
     const machineId = config && typeof config === 'object' ? (config as { id?: string }).id : undefined;
@@ -203,14 +300,19 @@ function toStately(event: InspectionEvent, atMs: number, named: (id: string | un
     } catch {
       snapshot = undefined;
     }
-    return { ...base, type: '@xstate.actor', name: ref.id === ref.sessionId && machineId ? machineId : ref.id, definition: definitionText(config, ref.id), parentId: named(ref._parent?.sessionId), sessionId: named(ref.sessionId)!, snapshot: pickSnapshot(snapshot, true) } as StatelyActorEvent;
+    const name = ref.id === ref.sessionId && machineId ? machineId : ref.id;
+    return `${head},"type":"@xstate.actor","name":${JSON.stringify(name)},"definition":${definitionJson(config, ref.id)}${field('parentId', named(ref._parent?.sessionId))}${sessionId},"snapshot":${snapshotJson(snapshot)}}`;
   }
   if (event.type === '@xstate.event') {
-    return { ...base, type: '@xstate.event', event: sanitiseEvent(event.event as { type: string }), sourceId: named((event.sourceRef as { sessionId?: string } | undefined)?.sessionId), sessionId: named(ref.sessionId) } as unknown as StatelyInspectionEvent;
+    const source = field('sourceId', named((event.sourceRef as { sessionId?: string } | undefined)?.sessionId));
+    return `${head},"type":"@xstate.event","event":${eventJson(event.event)}${source}${sessionId}}`;
   }
   const e = event as Extract<InspectionEvent, { type: '@xstate.snapshot' }>;
-  return { ...base, type: '@xstate.snapshot', event: sanitiseEvent(e.event as { type: string }), snapshot: pickSnapshot(e.snapshot, true), sessionId: named(ref.sessionId) } as unknown as StatelyInspectionEvent;
+  return `${head},"type":"@xstate.snapshot","event":${eventJson(e.event)},"snapshot":${snapshotJson(e.snapshot)}${sessionId}}`;
 }
+
+// A key and its string value, or nothing when there is none (JSON.stringify leaves undefined out too).
+const field = (key: string, value: string | undefined): string => (value === undefined ? '' : `,"${key}":${JSON.stringify(value)}`);
 
 /** The package's version, which every event carries (its own converter puts it there too). */
 const PACKAGE_VERSION: string = (() => {
@@ -221,16 +323,18 @@ const PACKAGE_VERSION: string = (() => {
     return '0.0.0';
   }
 })();
+const VERSION_JSON = JSON.stringify(PACKAGE_VERSION);
 
-// As the package writes a definition (functions as their names, depth-limited), once per machine.
+// As the package writes a definition (functions as their names, depth-limited), once per machine,
+// and kept as the JSON text of that string, ready to paste into an event.
 const stringifyDefinition = safeStableStringify.configure({ maximumDepth: 10 });
 const definitions = new WeakMap<object, string>();
 const replacer = (_key: string, value: unknown) => (typeof value === 'function' ? { type: (value as { name?: string }).name } : value);
-function definitionText(config: unknown, name: string): string {
-  if (!config || typeof config !== 'object') return stringifyDefinition({ id: name }) ?? '{}';
+function definitionJson(config: unknown, name: string): string {
+  if (!config || typeof config !== 'object') return JSON.stringify(stringifyDefinition({ id: name }) ?? '{}');
   let text = definitions.get(config);
   if (text === undefined) {
-    text = stringifyDefinition(config, replacer) ?? '{}';
+    text = JSON.stringify(stringifyDefinition(config, replacer) ?? '{}');
     definitions.set(config, text);
   }
   return text;
@@ -246,25 +350,28 @@ const shown = (url: string): string => {
   }
 };
 
-// XState keeps a context object as it is until an assign replaces it, and most snapshots keep it:
-// each context is sanitised once.
-const sanitisedContexts = new WeakMap<object, unknown>();
-const sanitisedContext = (context: unknown): unknown => {
-  if (!context || typeof context !== 'object') return sanitiseContext(context);
-  let out = sanitisedContexts.get(context);
-  if (out === undefined) {
-    out = sanitiseContext(context);
-    sanitisedContexts.set(context, out);
+// Sanitised JSON text kept per object: contexts and events are not changed once made (an assign
+// makes a new context), so the text made for one stays true for as long as the object lives.
+const contextTexts = new WeakMap<object, string>();
+const eventTexts = new WeakMap<object, string>();
+function cachedJson(cache: WeakMap<object, string>, value: unknown, sanitise: (v: unknown) => unknown): string {
+  if (!value || typeof value !== 'object') return JSON.stringify(sanitise(value)) ?? 'null';
+  let text = cache.get(value);
+  if (text === undefined) {
+    text = JSON.stringify(sanitise(value)) ?? 'null';
+    cache.set(value, text);
   }
-  return out;
-};
+  return text;
+}
+const eventJson = (event: unknown): string => cachedJson(eventTexts, event, (e) => sanitiseEvent((e ?? { type: 'unknown' }) as { type: string }));
+const contextJson = (context: unknown): string => cachedJson(contextTexts, context, sanitiseContext);
 
-const pickSnapshot = (s: unknown, sanitiseNow = false): Record<string, unknown> => {
+function snapshotJson(s: unknown): string {
   const snap = (s ?? {}) as Record<string, unknown>;
-  const out: Record<string, unknown> = { status: snap.status ?? 'active' };
-  if (snap.value !== undefined) out.value = snap.value;
-  if (snap.context !== undefined) out.context = sanitiseNow ? sanitisedContext(snap.context) : snap.context;
-  if (snap.output !== undefined) out.output = sanitiseContext(snap.output);
-  if (snap.error !== undefined) out.error = sanitiseContext(snap.error);
-  return out;
-};
+  let out = `{"status":${JSON.stringify(snap.status ?? 'active')}`;
+  if (snap.value !== undefined) out += `,"value":${JSON.stringify(snap.value)}`;
+  if (snap.context !== undefined) out += `,"context":${contextJson(snap.context)}`;
+  if (snap.output !== undefined) out += `,"output":${JSON.stringify(sanitiseContext(snap.output)) ?? 'null'}`;
+  if (snap.error !== undefined) out += `,"error":${JSON.stringify(sanitiseContext(snap.error)) ?? 'null'}`;
+  return out + '}';
+}
