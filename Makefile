@@ -17,8 +17,15 @@ $(NPM_STAMP): package.json package-lock.json
 install: $(NPM_STAMP) ## install the npm dependencies (npm ci)
 	@scripts/ensure-system-deps.sh
 
-build: $(NPM_STAMP) ## compile TypeScript to dist/
+# dist/ is rebuilt only when something it is made from changed (`make up` starts at once otherwise).
+BUILD_STAMP := dist/.build-stamp
+BUILD_INPUTS := $(shell find src machines bench -type f 2>/dev/null) tsconfig.json scripts/postbuild.mjs
+
+$(BUILD_STAMP): $(NPM_STAMP) $(BUILD_INPUTS)
 	npm run build
+	@touch $@
+
+build: $(BUILD_STAMP) ## compile TypeScript to dist/ (only when a source changed)
 
 up: install build ## start a coordinator and one worker locally (workspaces under ./tmp); Ctrl-C drains and stops
 	mkdir -p tmp/workspaces
