@@ -161,8 +161,8 @@ async function main(argv: string[]): Promise<number> {
       }
       const { startCoordinator } = await import('../coordinator/main.js');
       const { startWorker } = await import('../worker/main.js');
-      const c = await startCoordinator(coordinatorConfig({ ...env, GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_ENABLED: 'false', RECOVERY_GRACE_SECONDS: '0' }), logger.child({ component: 'coordinator' }));
-      const w = await startWorker(workerConfig({ ...env, COORDINATOR_ADDR: `127.0.0.1:${c.grpcPort}`, WORKER_ID: env['WORKER_ID'] ?? 'embedded-worker', BASE_WORKSPACE: m.BASE_WORKSPACE }), logger.child({ component: 'worker' }));
+      const c = await startCoordinator(coordinatorConfig({ ...env, GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_ENABLED: 'false', RECOVERY_GRACE_SECONDS: '0' }), logger.child({ process: 'coordinator' }));
+      const w = await startWorker(workerConfig({ ...env, COORDINATOR_ADDR: `127.0.0.1:${c.grpcPort}`, WORKER_ID: env['WORKER_ID'] ?? 'embedded-worker', BASE_WORKSPACE: m.BASE_WORKSPACE }), logger.child({ process: 'worker' }));
       const finished = deferred();
       onShutdown(logger, 20_000, () => (process.stdin.destroy(), finished.promise));
       await waitForWorker(c.coordinator, 30_000);

@@ -11,7 +11,7 @@ import { CoordinatorMetrics, statusLabelOf } from '../metrics/coordinator-metric
 import { auditedPort } from '../runtime/audited-port.js';
 import { liveRoutes } from '../live/http.js';
 import type { KeptOutcome } from '../../machines/coordinator/task-proxy.machine.js';
-import type { Logger } from '../log/logger.js';
+import { componentLogger, type Logger } from '../log/logger.js';
 import type { CoordinatorPort } from '../runtime/port.js';
 import { ResultStore } from '../runtime/result-store.js';
 import { provideCoordinator } from './actors.js';
@@ -54,7 +54,7 @@ export function coordinatorActors(config: CoordinatorConfig, logger: Logger) {
       audit.record('task', originToWho(e.origin), { sessionId: e.sessionId, taskId: e.taskId, tool: e.tool, status: statusLabelOf(o), durationMs: o.type === 'result' ? o.metadata.durationMs : 0, ...(o.type === 'result' ? { workerId: o.metadata.workerId } : {}) });
     }
   };
-  const machine = provideCoordinator({ streams, results, logger: logger.child({ component: 'actors' }), onTaskEnded, live: inspection.live });
+  const machine = provideCoordinator({ streams, results, logger: componentLogger(logger, 'actors'), onTaskEnded, live: inspection.live });
   const root = createActor(machine, {
     systemId: 'coordinator',
     input: {
@@ -118,7 +118,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
   root.start();
 
   const secrets = credentialsAtStart(config, logger);
-  const auth = new ClientAuthenticator({ token: secrets.clientToken, keysFile: config.clientKeysFile, logger: logger.child({ component: 'auth' }) });
+  const auth = new ClientAuthenticator({ token: secrets.clientToken, keysFile: config.clientKeysFile, logger: componentLogger(logger, 'auth') });
   const tenancy = new Tenancy(coordinator, config.quotas);
   const access = clientAccess(auth, tenancy, audit);
   const grpc = await startGrpcServer({ host: config.grpcHost, port: config.grpcPort, access, registry, workerToken: secrets.workerToken, tls: config.tls, logger, checkpoints, audit });
@@ -131,7 +131,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     retentionMs: config.checkpoints.retentionMs,
     intervalMs: 2_000,
     retentionIntervalMs: 3_600_000,
-    logger: logger.child({ component: 'checkpoint-policies' }),
+    logger: componentLogger(logger, 'checkpoint-policies'),
   });
   policies.start();
 
@@ -140,7 +140,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     const { startMcpHttp } = await import('../mcp/http.js');
     http = await startMcpHttp({
       coordinator,
-      logger: logger.child({ component: 'mcp-http' }),
+      logger,
       host: config.http.host,
       port: config.http.port,
       access: { authenticate: (header) => auth.authenticate(header), portFor: (principal, peer) => auditedPort(tenancy.portFor(principal), audit, { tenant: principal.tenant, credential: principal.credential, peer: peer ?? '' }) },

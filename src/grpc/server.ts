@@ -8,7 +8,7 @@ import type { WorkerLifecyclePort } from '../runtime/port.js';
 import type { ClientAccess } from './client-access.js';
 import type { CheckpointStore } from '../checkpoints/store.js';
 import type { AuditLog } from '../log/audit.js';
-import type { Logger } from '../log/logger.js';
+import { componentLogger, type Logger } from '../log/logger.js';
 import { loadProtos, protoLoaderOptions } from '../wire/protos.js';
 import { preEncodedListing } from './session-listing.js';
 import { sessionManagementHandlers } from './handlers/session-management.js';
@@ -74,7 +74,7 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<{ server
   const listing = preEncodedListing(services.SessionManagement.service);
   server.addService(listing.service, sessionManagementHandlers(opts.access, listing.encodeListing));
   server.addService(services.TaskExecution.service, taskExecutionHandlers(opts.access));
-  server.addService(services.WorkerLifecycle.service, workerLifecycleHandlers(opts.registry, { token: opts.workerToken, mutualTls: Boolean(opts.tls.clientCa), logger: opts.logger.child({ component: 'worker-lifecycle' }), checkpoints: opts.checkpoints, ...(opts.audit ? { audit: opts.audit } : {}) }));
+  server.addService(services.WorkerLifecycle.service, workerLifecycleHandlers(opts.registry, { token: opts.workerToken, mutualTls: Boolean(opts.tls.clientCa), logger: componentLogger(opts.logger, 'worker-lifecycle'), checkpoints: opts.checkpoints, ...(opts.audit ? { audit: opts.audit } : {}) }));
   const health = new HealthImplementation({
     '': 'SERVING',
     'codegen.v1.SessionManagement': 'SERVING',

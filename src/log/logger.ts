@@ -24,5 +24,14 @@ export function createLogger(options: LoggerOptions): Logger {
   return pino(base, pino.destination({ fd, sync: true }));
 }
 
+/**
+ * A component's logger. pino writes the bindings of every level into each line, so a component
+ * made inside another (the MCP server inside the HTTP front door) keeps the outer one's name:
+ * a second `component` would repeat the key in the JSON line.
+ */
+export function componentLogger(parent: Logger, component: string, bindings: Record<string, unknown> = {}): Logger {
+  return parent.child('component' in parent.bindings() ? bindings : { component, ...bindings });
+}
+
 /** A logger that writes nothing, for tests. */
 export const silentLogger = (): Logger => pino({ level: 'silent' });

@@ -4,6 +4,7 @@
  * bodies are read here, up to maxBodyBytes, and refused beyond with a JSON-RPC error.
  * GET /healthz answers 200 for container health checks.
  */
+import { componentLogger } from '../log/logger.js';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -158,7 +159,7 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
   };
   /** Sessions being opened count against the cap too, so a burst of initialize calls cannot pass it. */
   let opening = 0;
-  const logger = opts.logger.child({ component: 'mcp-http' });
+  const logger = componentLogger(opts.logger, 'mcp-http');
   const sessions = new Map<string, HttpSession>();
   let security: HttpSecurity | undefined;
   let closing = false;

@@ -6,7 +6,7 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { SetLevelRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { packageVersion } from '../config/package-info.js';
 import type { CoordinatorPort } from '../runtime/port.js';
-import type { Logger } from '../log/logger.js';
+import { componentLogger, type Logger } from '../log/logger.js';
 import { McpConnection } from './connection.js';
 import type { McpCoordinatorPort } from './port.js';
 import { registerResources } from './resources.js';
@@ -46,7 +46,7 @@ const instructions = [
 ].join('\n');
 
 export function createMcpServer(opts: McpOptions & { connectionId: string }): { server: McpServer; connection: McpConnection; close(): Promise<void> } {
-  const logger = opts.logger.child({ component: 'mcp', connection: opts.connectionId });
+  const logger = componentLogger(opts.logger, 'mcp', { connection: opts.connectionId });
   const conn = new McpConnection(
     opts.connectionId,
     opts.coordinator as McpCoordinatorPort,

@@ -7,7 +7,7 @@ import type { WorkerConfig } from '../config/worker.js';
 import type { SessionDescription, SessionLimitsView } from '../domain/sessions.js';
 import { processInspection } from '../inspection/attach.js';
 import { forwardLiveRecords } from '../live/forwarder.js';
-import type { Logger } from '../log/logger.js';
+import { componentLogger, type Logger } from '../log/logger.js';
 import { namespaceProfile } from '../sandbox/isolation.js';
 import { detectEnforcement, type SessionLimits } from '../sandbox/enforcement.js';
 import { detectIsolation, setIsolation } from '../sandbox/launch.js';
@@ -126,7 +126,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
     'grpc.max_reconnect_backoff_ms': config.reconnectMaxMs,
   });
 
-  const uplink = new Uplink(logger.child({ component: 'uplink' }));
+  const uplink = new Uplink(componentLogger(logger, 'uplink'));
   let root: WorkerActor | undefined;
   const instanceId = `inst-${randomBytes(8).toString('hex')}`;
   const link = linkActors({

@@ -127,6 +127,8 @@ export class ProcessTracker {
 export class SystemProcess {
   readonly lines: LogLine[] = [];
   readonly raw: string[] = [];
+  /** Log lines that carry a key twice (pino writes every level's bindings; JSON.parse would hide it). */
+  readonly repeatedKeys: string[] = [];
   exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private waiters: Array<() => void> = [];
@@ -171,6 +173,8 @@ export class SystemProcess {
     if (!text.startsWith('{')) return;
     try {
       const line = JSON.parse(text) as LogLine;
+      const repeated = repeatedTopLevelKey(text);
+      if (repeated && this.repeatedKeys.length < 5) this.repeatedKeys.push(`${repeated} in ${text.slice(0, 300)}`);
       this.lines.push(line);
       this.onLine(line);
       this.notify();
@@ -459,7 +463,35 @@ export class TestSystem {
     for (const m of mountsUnder(this.root)) await unmount(m);
     if (left.length === 0) rmSync(this.root, { recursive: true, force: true });
     if (left.length > 0) throw new Error(`processes outlived the system (killed now):\n${left.join('\n')}`);
+    const repeated = this.procs.flatMap((p) => p.repeatedKeys.map((r) => `${p.name}: ${r}`));
+    if (repeated.length > 0) throw new Error(`log lines with a key twice:\n${repeated.join('\n')}`);
   }
+}
+
+/** The first key a JSON object's text has twice at its top level, if any. */
+export function repeatedTopLevelKey(text: string): string | undefined {
+  const keys = new Set<string>();
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      if (depth === 1 && expectKey) {
+        const key = text.slice(i + 1, j);
+        if (keys.has(key)) return key;
+        keys.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === '{' || c === '[') {
+      depth++;
+      if (depth === 1) expectKey = true;
+    } else if (c === '}' || c === ']') depth--;
+    else if (c === ',' && depth === 1) expectKey = true;
+  }
+  return undefined;
 }
 
 const rank = (p: SystemProcess): number => (p.name === 'coordinator' || p.name === 'up' ? 1 : 0);
