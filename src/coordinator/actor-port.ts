@@ -4,7 +4,7 @@ import { checkMetadataSize } from '../domain/metadata.js';
 import { CodegenError, invalidArgument, type ErrorInfo } from '../domain/errors.js';
 import { isSafeId, newRequestId, newSessionId, newTaskId } from '../domain/ids.js';
 import type { CheckpointRestore, SessionConfig, SessionDescription, SessionView, WorkerView } from '../domain/sessions.js';
-import { findRecord, isFinalTaskState, liveRecords, type TaskConstraints, type TaskOutcome, type TaskOutcomeSummary, type TaskRecord, type TaskSpec, type TaskUpdate } from '../domain/tasks.js';
+import { findRecord, isFinalTaskState, liveRecords, taskStateOf, type TaskConstraints, type TaskOutcome, type TaskOutcomeSummary, type TaskRecord, type TaskSpec, type TaskUpdate } from '../domain/tasks.js';
 import { askLater, askNow } from '../runtime/ask.js';
 import type { CheckpointView, CoordinatorPort, CreateSessionInput, SubmitTaskInput, TaskHandle, TaskView } from '../runtime/port.js';
 import type { CheckpointStore } from '../checkpoints/store.js';
@@ -62,6 +62,9 @@ const fromSummary = (s: TaskOutcomeSummary): TaskOutcome => (s.type === 'error' 
  * The CoordinatorPort over the coordinator's actor system: it finds actors by systemId, sends
  * them events, and answers with what they emit or show. It keeps no state and decides nothing.
  */
+/** How long CancelTask waits for the cancelled task to stop, to answer the state after the cancel. */
+const CANCEL_SETTLE_MS = 5_000;
+
 export class ActorCoordinatorPort implements TenancyBackend {
   private readonly checkpointService: CheckpointService | undefined;
   /** Evicted sessions being made again now (calls that arrive meanwhile wait), and the checkpoint each came from. */
@@ -562,7 +565,10 @@ export class ActorCoordinatorPort implements TenancyBackend {
       const a = e as Extract<SessionProxyEmitted, { type: 'cancel.answered' }>;
       return a.requestId === requestId ? a : undefined;
     });
-    return { cancelled: answer.cancelled, state: answer.state };
+    if (!answer.cancelled) return { cancelled: false, state: answer.state };
+    // The answer is the state after the cancel: the task stops once its worker has killed it, so wait (bounded) for that.
+    const outcome = await this.waitTask(taskId, CANCEL_SETTLE_MS);
+    return { cancelled: true, state: outcome ? taskStateOf(outcome) : (await this.getTask(taskId, sessionId)).state };
   }
 
   async getTask(taskId: string, sessionId?: string): Promise<TaskView> {

@@ -191,6 +191,8 @@ describe('a coordinator with two workers', () => {
       expect(pidsWithToken(token).length).toBeGreaterThanOrEqual(2);
       const c = await unary(sys.clients.tasks, 'CancelTask', { task_id: t.run.taskId, reason: 'test' });
       expect(c.cancelled).toBe(true);
+      // The state after the cancel, not before it (the task was running).
+      expect(c.state).toBe('cancelled');
       const r = await t.done;
       expect(r.result?.status).toBe('STATUS_CANCELLED');
       expect(await eventually(() => pidsWithToken(token).length === 0, 5_000)).toBe(true);
