@@ -33,7 +33,9 @@ export interface CoordinatorLinkContext extends CoordinatorLinkInput {
 export type CoordinatorLinkParentEvent =
   | { type: 'link.collect' }
   | { type: 'link.registered'; registrationId: string; atMs: number }
-  | { type: 'link.down'; reason: string };
+  | { type: 'link.down'; reason: string }
+  /** The coordinator refused this worker's credential: retrying cannot help, so the worker stops. */
+  | { type: 'link.refused'; reason: string };
 
 const TASK_STREAM_ID = 'taskStream';
 
@@ -54,7 +56,16 @@ export const coordinatorLinkMachine = setup({
     announceRegistered: sendParent(({ context }, p: { atMs: number }): CoordinatorLinkParentEvent => ({ type: 'link.registered', registrationId: context.registrationId, atMs: p.atMs })),
     announceDown: sendParent(({ context }): CoordinatorLinkParentEvent => ({ type: 'link.down', reason: context.lastError })),
     askForSessions: sendParent((): CoordinatorLinkParentEvent => ({ type: 'link.collect' })),
+    announceRefused: sendParent(({ context }): CoordinatorLinkParentEvent => ({ type: 'link.refused', reason: context.lastError })),
     setError: assign({ lastError: (_, p: { error: string }) => p.error }),
+  },
+  guards: {
+    // A wrong or missing WORKER_TOKEN (or a client certificate the coordinator does not take) is
+    // not a network fault: the same credential would be refused forever.
+    credentialRefused: ({ event }) => {
+      const code = (event as { error?: { code?: unknown } }).error?.code;
+      return code === 'UNAUTHENTICATED' || code === 'PERMISSION_DENIED';
+    },
   },
   delays: {
     reconnectDelay: ({ context }) => backoffDelay(context.attempt, context.backoff, unitOf(context.seed)),
@@ -86,13 +97,24 @@ export const coordinatorLinkMachine = setup({
                 { type: 'announceRegistered', params: ({ event }) => ({ atMs: event.output.atMs }) },
               ],
             },
-            onError: {
-              target: '#coordinatorLink.backoff',
-              actions: { type: 'setError', params: ({ event }) => ({ error: `registration failed: ${reasonOf(event.error)}` }) },
-            },
+            onError: [
+              {
+                guard: 'credentialRefused',
+                target: '#coordinatorLink.refused',
+                actions: { type: 'setError', params: ({ event }) => ({ error: `the coordinator refused this worker's credential: ${reasonOf(event.error)}` }) },
+              },
+              {
+                target: '#coordinatorLink.backoff',
+                actions: { type: 'setError', params: ({ event }) => ({ error: `registration failed: ${reasonOf(event.error)}` }) },
+              },
+            ],
           },
         },
       },
+    },
+    // Waits here for the worker to stop (the worker machine shuts down on link.refused).
+    refused: {
+      entry: [stopChild(TASK_STREAM_ID), 'announceRefused'],
     },
     backoff: {
       entry: [stopChild(TASK_STREAM_ID), 'announceDown'],

@@ -82,7 +82,9 @@ export type WorkerEmitted =
   | { type: 'coordinator.reply'; reply: CommandReply }
   | { type: 'session.report'; report: SessionReport }
   | { type: 'task.error'; sessionId: string; taskId: string; error: ErrorInfo }
-  | { type: 'worker.warning'; message: string; details: Record<string, string> };
+  | { type: 'worker.warning'; message: string; details: Record<string, string> }
+  /** Why the worker is stopping on its own with a non-zero exit (the process logs it as an error). */
+  | { type: 'worker.fatal'; message: string };
 
 export const LINK_ID = 'link';
 export const POOL_ID = 'pool';
@@ -221,6 +223,7 @@ export const workerMachine = setup({
       if (sup) enqueue.sendTo(sup, { type: 'supervisor.stop' });
     }),
     warn: enqueueActions(({ enqueue }, p: { message: string; details: Record<string, string> }) => enqueue.emit({ type: 'worker.warning', ...p })),
+    fatal: enqueueActions(({ enqueue }, p: { message: string }) => enqueue.emit({ type: 'worker.fatal', message: p.message })),
   },
 }).createMachine({
   id: 'worker',
@@ -304,6 +307,13 @@ export const workerMachine = setup({
     'link.collect': { actions: 'answerLink' },
     'link.registered': { actions: { type: 'orphanTasks', params: ({ event }) => event } },
     'link.down': {},
+    'link.refused': {
+      actions: [
+        assign({ escalation: ({ event }) => event.reason }),
+        { type: 'fatal', params: ({ event }) => ({ message: `${event.reason}; stopping (check WORKER_TOKEN, or the client certificate with mutual TLS)` }) },
+        enqueueActions(({ enqueue }) => enqueue.raise({ type: 'worker.shutdown', atMs: 0 })),
+      ],
+    },
     'worker.fault': {
       actions: enqueueActions(({ context, enqueue, system }) => {
         for (const id of Object.keys(context.held)) {

@@ -67,8 +67,12 @@ export function linkActors(opts: LinkEffectsOptions) {
       logger.info({ registrationId: registration.registrationId, sessions: input.sessions.length }, 'Successfully registered with coordinator');
       return registration;
     } catch (err) {
-      const level = input.attempt === 0 || input.attempt % 10 === 0 ? 'warn' : 'debug';
-      logger[level]({ err: toErrorInfo(err), attempt: input.attempt }, 'registration with coordinator failed; retrying with backoff');
+      const info = toErrorInfo(err);
+      // A refused credential is not retried: the worker machine stops the worker and says why.
+      if (info.code !== 'UNAUTHENTICATED' && info.code !== 'PERMISSION_DENIED') {
+        const level = input.attempt === 0 || input.attempt % 10 === 0 ? 'warn' : 'debug';
+        logger[level]({ err: info, attempt: input.attempt }, 'registration with coordinator failed; retrying with backoff');
+      }
       throw err;
     }
   });

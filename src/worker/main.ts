@@ -220,6 +220,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
   });
   actor.on('task.error', (e) => uplink.taskError(e.sessionId, e.taskId, e.error));
   actor.on('worker.warning', (e) => logger.warn(e.details, e.message));
+  actor.on('worker.fatal', (e) => logger.error(e.message));
   actor.subscribe({ error: (err) => logger.fatal({ err }, 'worker supervisor failed') });
   const finished = new Promise<number>((resolve) => actor.subscribe({ complete: () => resolve(actor.getSnapshot().context.escalation ? 1 : 0), error: () => resolve(1) }));
   // Without its locks another worker could adopt our sessions: stop serving them, and exit for our supervisor to restart us.

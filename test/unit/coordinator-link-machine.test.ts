@@ -52,6 +52,27 @@ describe('coordinator link machine', () => {
   afterEach(() => vi.restoreAllMocks());
 
   describe('registering', () => {
+    it('stops retrying when the coordinator refuses the credential, telling the worker why; other failures back off', async () => {
+      for (const code of ['UNAUTHENTICATED', 'PERMISSION_DENIED']) {
+        const l = linkHarness({ backoff: policy });
+        l.answerCollect();
+        l.register.last().reject(Object.assign(new Error('invalid worker token'), { code }));
+        await flush();
+        expect(l.value()).toBe('refused');
+        expect(l.sent('link.refused')).toEqual([{ type: 'link.refused', reason: "the coordinator refused this worker's credential: invalid worker token" }]);
+        // No retry, however long it waits.
+        const collects = l.sent('link.collect').length;
+        l.clock.increment(60_000);
+        expect(l.sent('link.collect')).toHaveLength(collects);
+      }
+      const l = linkHarness({ backoff: policy });
+      l.answerCollect();
+      l.register.last().reject(Object.assign(new Error('no route'), { code: 'UNAVAILABLE' }));
+      await flush();
+      expect(l.value()).toBe('backoff');
+      expect(l.sent('link.refused')).toEqual([]);
+    });
+
     it('asks the worker for its sessions first and registers only once it has them', async () => {
       const l = linkHarness({ backoff: policy });
       expect(l.value()).toEqual({ registering: 'collecting' });
