@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import path from 'node:path';
 import { coordinatorConfig, CoordinatorEnv } from '../config/coordinator.js';
+import { PortInUseError } from '../runtime/port-in-use.js';
 import { ConfigError, flagsToEnv, parseConfig, bool, seconds } from '../config/load.js';
 import { workerConfig, WorkerEnv } from '../config/worker.js';
 import { createLogger, type LogLevel } from '../log/logger.js';
@@ -259,7 +260,7 @@ async function waitForWorker(port: { listWorkers(): Promise<{ state: string }[]>
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
-    if (err instanceof ConfigError) process.stderr.write(`codegen-mcp: ${err.message}\n`);
+    if (err instanceof ConfigError || err instanceof PortInUseError) process.stderr.write(`codegen-mcp: ${err.message}\n`);
     else process.stderr.write(`codegen-mcp: ${err instanceof Error ? err.stack : String(err)}\n`);
     process.exit(1);
   },

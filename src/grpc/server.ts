@@ -9,6 +9,7 @@ import type { ClientAccess } from './client-access.js';
 import type { CheckpointStore } from '../checkpoints/store.js';
 import type { AuditLog } from '../log/audit.js';
 import { componentLogger, type Logger } from '../log/logger.js';
+import { isAddressInUse, PortInUseError } from '../runtime/port-in-use.js';
 import { loadProtos, protoLoaderOptions } from '../wire/protos.js';
 import { preEncodedListing } from './session-listing.js';
 import { sessionManagementHandlers } from './handlers/session-management.js';
@@ -61,6 +62,10 @@ export function serverCredentials(tls: GrpcServerOptions['tls']): grpc.ServerCre
 
 /** The coordinator's gRPC front door: the three codegen.v1 services, health and reflection. */
 export async function startGrpcServer(opts: GrpcServerOptions): Promise<{ server: grpc.Server; port: number; health: HealthImplementation }> {
+  // grpc-js writes its own errors to stderr (a busy port is "No address added…" there, before the
+  // error we raise about it): they go to the process's log instead, as warnings.
+  const grpcLog = componentLogger(opts.logger, 'grpc-js');
+  grpc.setLogger({ error: (...args: unknown[]) => grpcLog.warn(args.map(String).join(' ')) });
   const { definition, services } = loadProtos();
   const server = new grpc.Server({
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
@@ -86,7 +91,7 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<{ server
   const healthDefinition = protoLoader.loadSync(healthProtoPath, protoLoaderOptions);
   new ReflectionService({ ...definition, ...healthDefinition }).addToServer(server);
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`, serverCredentials(opts.tls), (err, p) => (err ? reject(err) : resolve(p)));
+    server.bindAsync(`${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`, serverCredentials(opts.tls), (err, p) => (err ? reject(isAddressInUse(err) ? new PortInUseError('GRPC_PORT', opts.host, opts.port) : err) : resolve(p)));
   });
   return { server, port, health };
 }

@@ -4,6 +4,7 @@
  * bodies are read here, up to maxBodyBytes, and refused beyond with a JSON-RPC error.
  * GET /healthz answers 200 for container health checks.
  */
+import { isAddressInUse, PortInUseError } from '../runtime/port-in-use.js';
 import { componentLogger } from '../log/logger.js';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -375,9 +376,10 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
   server.headersTimeout = 60_000;
 
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    const refused = (err: Error) => reject(isAddressInUse(err) ? new PortInUseError('HTTP_PORT', host, opts.port) : err);
+    server.once('error', refused);
     server.listen(opts.port, host, () => {
-      server.off('error', reject);
+      server.off('error', refused);
       resolve();
     });
   });

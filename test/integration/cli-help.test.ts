@@ -1,6 +1,8 @@
-/** The command line's own answers: the version, each command's help with its variables, unknown commands. */
+/** The command line's own answers: the version, each command's help with its variables, unknown commands, a busy port. */
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -32,5 +34,23 @@ describe('codegen-mcp on the command line', () => {
 
   it('refuses an unknown command with exit status 2 and the list of commands', async () => {
     await expect(cli('frobnicate')).rejects.toMatchObject({ code: 2, stderr: expect.stringMatching(/unknown command "frobnicate"[\s\S]*Commands:/) });
+  });
+
+  it('names a busy port and the variable to change in one line, and exits 1', async () => {
+    const holder = createServer();
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
+    const busy = (holder.address() as AddressInfo).port;
+    const state = mkdtempSync(path.join(tmpdir(), 'codegen-busy-'));
+    try {
+      const start = (env: Record<string, string>) => run(process.execPath, [cliPath, 'coordinator'], { env: { PATH: process.env['PATH'] ?? '', CODEGEN_STATE_DIR: state, GRPC_HOST: '127.0.0.1', HTTP_HOST: '127.0.0.1', ...env }, timeout: 30_000 });
+      for (const [variable, env] of [['GRPC_PORT', { GRPC_PORT: String(busy), HTTP_ENABLED: 'false' }], ['HTTP_PORT', { GRPC_PORT: '0', HTTP_PORT: String(busy) }]] as const) {
+        const failed = await start(env).then(() => undefined, (err: { code: number; stderr: string }) => err);
+        expect(failed?.code, variable).toBe(1);
+        expect(failed!.stderr).toBe(`codegen-mcp: port ${busy} on 127.0.0.1 is already in use (${variable}); stop what holds it, or set ${variable} to a free port\n`);
+      }
+    } finally {
+      holder.close();
+      rmSync(state, { recursive: true, force: true });
+    }
   });
 });
