@@ -68,7 +68,7 @@ export const fsWriteInput = z.strictObject({
 export const fsListInput = z.strictObject({
   path: z.string().optional().describe('Folder relative to the workspace (default: the workspace root).'),
   recursive: z.boolean().optional().describe('Include sub-folders (default false).'),
-  pattern: z.string().optional().describe('Glob that names must match, e.g. "*.py".'),
+  pattern: z.string().optional().describe('Glob. Without a slash it matches names at any depth ("*.py"); with one, the path from the listed folder ("pkg/*.py", "**/test_*.py").'),
   session_id: sessionId,
 });
 export const runPythonInput = z.strictObject({

@@ -89,6 +89,10 @@ describe('fs tools inside the workspace', () => {
     expect(listed(await a.run(list('proj', true, '*.py'))).files.map((f) => f.path)).toEqual(['proj/main.py', 'proj/pkg/util.py']);
     expect(listed(await a.run(list('proj', true, '**/*.py'))).files.map((f) => f.path)).toEqual(['proj/main.py', 'proj/pkg/util.py']);
     expect(listed(await a.run(list('proj', true, 'pkg/*'))).files.map((f) => f.path)).toEqual(['proj/pkg/data.csv', 'proj/pkg/util.py']);
+    // With a slash the pattern is rooted at the listed folder (one level down here, not main.py); without one it is a name at any depth.
+    expect(listed(await a.run(list('proj', true, '*/*.py'))).files.map((f) => f.path)).toEqual(['proj/pkg/util.py']);
+    expect(listed(await a.run(list('proj', true, 'util.py'))).files.map((f) => f.path)).toEqual(['proj/pkg/util.py']);
+    expect(listed(await a.run(list('proj', true, '/util.py'))).files.map((f) => f.path)).toEqual([]);
     expect(listed(await a.run(list('proj', false, '*.py'))).files.map((f) => f.path)).toEqual(['proj/main.py']);
     expect(listed(await a.run(list('proj', false, '[!m]*.??'))).files.map((f) => f.path)).toEqual(['proj/readme.md']);
 
