@@ -58,13 +58,13 @@ function evictedView(k: EvictedSession): SessionView {
 /** An outcome the result cache no longer holds: rebuilt from the proxy's summary, without the tool's reply. */
 const fromSummary = (s: TaskOutcomeSummary): TaskOutcome => (s.type === 'error' ? s : { type: 'result', status: s.status, artifacts: [], metadata: s.metadata });
 
+/** How long CancelTask waits for the cancelled task to stop, to answer the state after the cancel. */
+const CANCEL_SETTLE_MS = 5_000;
+
 /**
  * The CoordinatorPort over the coordinator's actor system: it finds actors by systemId, sends
  * them events, and answers with what they emit or show. It keeps no state and decides nothing.
  */
-/** How long CancelTask waits for the cancelled task to stop, to answer the state after the cancel. */
-const CANCEL_SETTLE_MS = 5_000;
-
 export class ActorCoordinatorPort implements TenancyBackend {
   private readonly checkpointService: CheckpointService | undefined;
   /** Evicted sessions being made again now (calls that arrive meanwhile wait), and the checkpoint each came from. */
