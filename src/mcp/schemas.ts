@@ -225,9 +225,10 @@ export const taskStatusOutput = z.object({
   elapsed_ms: z.number(),
   progress: z.object({ stage: z.string(), message: z.string(), percent: z.number() }).optional(),
 });
-export const taskResultOutput = z.object({
+// Flat, like the direct call: once done, the tool's own fields (stdout, exit_code, files…) sit beside
+// these, so a client parses one shape whether the call answered at once or through task_result.
+export const taskResultOutput = z.looseObject({
   ...taskFields,
-  tool: z.string(),
-  result: z.record(z.string(), z.unknown()).optional().describe("The tool's own result, as the tool would have answered."),
+  tool: z.string().describe("The task's tool; once done, that tool's own result fields follow, as the direct call answers them."),
 });
 export const taskCancelOutput = z.object({ task_id: z.string(), cancelled: z.boolean(), status: z.string() });

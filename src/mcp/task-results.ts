@@ -90,11 +90,8 @@ export function taskFields(run: TaskRun, waitLimitMs: number): Record<string, un
 
 const errorOf = (outcome: TaskOutcome): ErrorInfo | undefined => (outcome.type === 'error' ? outcome.error : undefined);
 
-/**
- * The tool result for a run. `wrap` nests the tool's fields (task_result puts them under
- * `result`); `extraFields` are added at the top (task_result's `tool`).
- */
-export function runResult(run: TaskRun, waitLimitMs: number, call?: ToolCall, shape: { nest?: boolean; extraFields?: Record<string, unknown> } = {}): CallToolResult {
+/** The tool result for a run: the tool's own fields beside the task's; `extraFields` are added too (task_result's `tool`). */
+export function runResult(run: TaskRun, waitLimitMs: number, call?: ToolCall, shape: { extraFields?: Record<string, unknown> } = {}): CallToolResult {
   const base = { ...taskFields(run, waitLimitMs), ...shape.extraFields };
   if (run.kind === 'pending') return okResult(base);
   const error = errorOf(run.outcome);
@@ -102,7 +99,7 @@ export function runResult(run: TaskRun, waitLimitMs: number, call?: ToolCall, sh
   const outcome = run.outcome as Extract<TaskOutcome, { type: 'result' }>;
   const state = taskStateOf(outcome);
   const formatted = outcome.reply ? replyFields(outcome.reply, run.sessionId, call) : { fields: {}, extra: [] };
-  const structured = shape.nest ? { ...base, result: formatted.fields } : { ...base, ...formatted.fields };
+  const structured = { ...base, ...formatted.fields };
   const advice = failureAdvice(state, outcome.reply);
   if (advice === undefined) return okResult(structured, formatted.extra);
   return failedResult(structured, advice, formatted.extra);

@@ -362,7 +362,7 @@ export function toolSpecs(options: ToolRegistryOptions): ToolSpec[] {
             ? { kind: 'done', taskId: now.taskId, sessionId: now.sessionId, outcome: now.outcome }
             : { kind: 'pending', taskId: now.taskId, sessionId: now.sessionId, state: now.state, elapsedMs: now.elapsedMs };
         }
-        return runResult(run, waitMs, undefined, { nest: true, extraFields: { tool: view.tool } });
+        return runResult(run, waitMs, undefined, { extraFields: { tool: view.tool } });
       },
     }),
     defineTool({

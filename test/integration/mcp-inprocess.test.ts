@@ -147,7 +147,8 @@ describe('MCP tools on the real coordinator (in-process)', () => {
       expect(['queued', 'running']).toContain(pending['status']);
       let r = sc(await m.client.callTool({ name: 'task_result', arguments: { task_id: pending['task_id'] } }));
       for (let i = 0; i < 20 && !r['done']; i++) r = sc(await m.client.callTool({ name: 'task_result', arguments: { task_id: pending['task_id'] } }));
-      expect(r).toMatchObject({ done: true, status: 'succeeded', tool: 'run_python', result: { stdout: 'slept\n' } });
+      expect(r).toMatchObject({ done: true, status: 'succeeded', tool: 'run_python', stdout: 'slept\n', exit_code: 0 });
+      expect(r['result']).toBeUndefined();
     } finally {
       await m.close();
     }

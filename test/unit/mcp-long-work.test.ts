@@ -76,7 +76,10 @@ describe('long work', () => {
     for (let i = 0; i < 20 && !result['done']; i++) {
       result = sc(await mcp.client.callTool({ name: 'task_result', arguments: { task_id: pending['task_id'] } }));
     }
-    expect(result).toMatchObject({ done: true, status: 'succeeded', tool: 'run_python', result: { stdout: 'finished\n', exit_code: 0 } });
+    expect(result).toMatchObject({ done: true, status: 'succeeded', tool: 'run_python', stdout: 'finished\n', exit_code: 0 });
+    // The same shape as the direct call's: its keys, plus task_result's `tool`.
+    const direct = sc(await mcp.client.callTool({ name: 'run_python', arguments: { code: 'print finished' } }));
+    expect(Object.keys(result).sort()).toEqual([...Object.keys(direct), 'tool'].sort());
   });
 
   it('cancels the task when the client cancels the request', async () => {

@@ -102,7 +102,7 @@ describe('the gRPC remote port', () => {
       expect(pending).toMatchObject({ done: false });
       let res = (await mcp.client.callTool({ name: 'task_result', arguments: { task_id: pending['task_id'] } })).structuredContent as Record<string, any>;
       for (let i = 0; i < 20 && !res['done']; i++) res = (await mcp.client.callTool({ name: 'task_result', arguments: { task_id: pending['task_id'] } })).structuredContent as Record<string, any>;
-      expect(res).toMatchObject({ done: true, result: { stdout: 'slow\n' } });
+      expect(res).toMatchObject({ done: true, stdout: 'slow\n' });
       const list = (await mcp.client.callTool({ name: 'session_list', arguments: {} })).structuredContent as { sessions: Array<{ is_default: boolean }> };
       expect(list.sessions.filter((x) => x.is_default)).toHaveLength(1);
     } finally {
