@@ -240,7 +240,8 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
     injectFault: () => actor.send({ type: 'worker.fault' }),
     stop: () =>
       (stopping ??= (async () => {
-        actor.send({ type: 'worker.shutdown', atMs: Date.now() });
+        // A root that already stopped on its own (an escalation, a refused credential) takes no more events.
+        if (actor.getSnapshot().status === 'active') actor.send({ type: 'worker.shutdown', atMs: Date.now() });
         await waitFor(actor, (s) => s.status !== 'active', { timeout: config.drainTimeoutMs + 10_000 }).catch(() => logger.warn('worker did not drain in time; stopping anyway'));
         actor.stop();
         await effects.stop();
