@@ -196,7 +196,7 @@ export function startStatelyInspector(options: StatelyInspectorOptions): Stately
     const t0 = now();
     credit = Math.min(BURST_MS, credit + (t0 - lastMs) * budget);
     let t = t0;
-    let skipped = 0;
+    const coalescedBefore = coalesced;
     let n = 0;
     const spent = () => ((++n & 15) === 0 ? (t = now()) : t) - t0 >= credit;
     adapter.batch(() => {
@@ -211,7 +211,6 @@ export function startStatelyInspector(options: StatelyInspectorOptions): Stately
       const atMs = Date.now();
       for (const event of batch) {
         if (marked.size > 0 || spent()) {
-          skipped++;
           coalesced++;
           mark(event);
           continue;
@@ -231,7 +230,7 @@ export function startStatelyInspector(options: StatelyInspectorOptions): Stately
     }
     // One line when an episode starts and one when it ends, however long it lasts.
     if (marked.size > 0 && episodeFrom < 0) {
-      episodeFrom = coalesced - skipped;
+      episodeFrom = coalescedBefore;
       options.logger.warn({ budget }, "Stately inspector over its CPU budget: coalescing each actor's events into its latest state until it catches up");
     } else if (marked.size === 0 && episodeFrom >= 0) {
       options.logger.info({ coalesced: coalesced - episodeFrom }, 'Stately inspector back within its CPU budget');
