@@ -39,6 +39,12 @@ export type CoordinatorLinkParentEvent =
 
 const TASK_STREAM_ID = 'taskStream';
 
+/**
+ * A wrong or missing WORKER_TOKEN (or a client certificate the coordinator does not take) is not
+ * a network fault: the same credential would be refused forever, so registration stops.
+ */
+export const isCredentialRefusal = (code: unknown): boolean => code === 'UNAUTHENTICATED' || code === 'PERMISSION_DENIED';
+
 export const coordinatorLinkMachine = setup({
   types: {
     context: {} as CoordinatorLinkContext,
@@ -60,12 +66,7 @@ export const coordinatorLinkMachine = setup({
     setError: assign({ lastError: (_, p: { error: string }) => p.error }),
   },
   guards: {
-    // A wrong or missing WORKER_TOKEN (or a client certificate the coordinator does not take) is
-    // not a network fault: the same credential would be refused forever.
-    credentialRefused: ({ event }) => {
-      const code = (event as { error?: { code?: unknown } }).error?.code;
-      return code === 'UNAUTHENTICATED' || code === 'PERMISSION_DENIED';
-    },
+    credentialRefused: ({ event }) => isCredentialRefusal((event as { error?: { code?: unknown } }).error?.code),
   },
   delays: {
     reconnectDelay: ({ context }) => backoffDelay(context.attempt, context.backoff, unitOf(context.seed)),

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import path from 'node:path';
 import { coordinatorConfig, CoordinatorEnv } from '../config/coordinator.js';
-import { PortInUseError } from '../runtime/port-in-use.js';
+import { isAddressInUse, PortInUseError } from '../runtime/port-in-use.js';
 import { ConfigError, flagsToEnv, parseConfig, bool, seconds } from '../config/load.js';
 import { workerConfig, WorkerEnv } from '../config/worker.js';
 import { createLogger, type LogLevel } from '../log/logger.js';
@@ -181,8 +181,7 @@ async function main(argv: string[]): Promise<number> {
       try {
         relay = await startRelay({ host: env.INSPECT_HOST, port: env.INSPECT_PORT, inspectorUrl: env.INSPECTOR_PAGE });
       } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'EADDRINUSE') {
+        if (isAddressInUse(err)) {
           process.stderr.write(`codegen-mcp inspect: port ${env.INSPECT_PORT} on ${env.INSPECT_HOST} is in use; choose another with --inspect-port N (INSPECT_PORT)\n`);
           return 1;
         }

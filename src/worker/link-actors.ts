@@ -10,7 +10,7 @@ import type { CoordinatorMessage__Output, WorkerLifecycleClient } from '../wire/
 import { decodeCommand, encodeReport } from '../wire/worker-codecs.js';
 import { WORKER_TOKEN_METADATA } from '../wire/metadata.js';
 import { remoteError } from '../wire/status.js';
-import type { CoordinatorLinkEvent, LinkRegistration } from '../../machines/worker/coordinator-link.machine.js';
+import { isCredentialRefusal, type CoordinatorLinkEvent, type LinkRegistration } from '../../machines/worker/coordinator-link.machine.js';
 import type { Uplink } from './uplink.js';
 
 export interface LinkEffectsOptions {
@@ -69,7 +69,7 @@ export function linkActors(opts: LinkEffectsOptions) {
     } catch (err) {
       const info = toErrorInfo(err);
       // A refused credential is not retried: the worker machine stops the worker and says why.
-      if (info.code !== 'UNAUTHENTICATED' && info.code !== 'PERMISSION_DENIED') {
+      if (!isCredentialRefusal(info.code)) {
         const level = input.attempt === 0 || input.attempt % 10 === 0 ? 'warn' : 'debug';
         logger[level]({ err: info, attempt: input.attempt }, 'registration with coordinator failed; retrying with backoff');
       }
