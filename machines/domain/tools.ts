@@ -34,6 +34,30 @@ export interface ArtifactGetInput { artifact_id: string }
 /** `data` is bytes (a Node Buffer at run time). */
 export interface ArtifactGetOutput { data: Uint8Array; artifact_id: string; size_bytes: number; content_type: string }
 
+export interface PythonExecInput {
+  code: string;
+  /** 0 means the worker's default. */
+  timeout_seconds: number;
+}
+/** `data` is bytes (a Node Buffer at run time). */
+export interface RichOutput { mime_type: string; data: Uint8Array }
+export interface PythonExecOutput {
+  stdout: string;
+  stderr: string;
+  /** text/plain of a trailing expression, or ''. */
+  result: string;
+  outputs: RichOutput[];
+  error_name: string;
+  error_value: string;
+  traceback: string;
+  duration_ms: number;
+  state_lost: boolean;
+  execution_count: number;
+  state_lost_reason: string;
+}
+export type PythonResetInput = Record<string, never>;
+export interface PythonResetOutput { reset: boolean }
+
 /**
  * The session's own operations, run as tasks in its queue so they wait for the running task and
  * later tasks wait for them; only the coordinator sends them (never a client's ExecuteTask).
@@ -62,6 +86,8 @@ export interface ToolInputs {
   run_python: RunPythonInput;
   pkg_install: PkgInstallInput;
   artifact_get: ArtifactGetInput;
+  python_exec: PythonExecInput;
+  python_reset: PythonResetInput;
 }
 export interface ToolOutputs {
   checkpoint: CheckpointToolOutput;
@@ -73,12 +99,14 @@ export interface ToolOutputs {
   run_python: RunPythonOutput;
   pkg_install: PkgInstallOutput;
   artifact_get: ArtifactGetOutput;
+  python_exec: PythonExecOutput;
+  python_reset: PythonResetOutput;
 }
 export type ToolName = keyof ToolInputs;
 export type InternalToolName = 'checkpoint' | 'restore';
 export type ClientToolName = Exclude<ToolName, InternalToolName>;
 /** The tools a client may call. */
-export const toolNames: readonly ClientToolName[] = ['echo', 'fs_read', 'fs_write', 'fs_list', 'run_python', 'pkg_install', 'artifact_get'];
+export const toolNames: readonly ClientToolName[] = ['echo', 'fs_read', 'fs_write', 'fs_list', 'run_python', 'pkg_install', 'artifact_get', 'python_exec', 'python_reset'];
 export const internalToolNames: readonly InternalToolName[] = ['checkpoint', 'restore'];
 /** Tasks that put the session in CHECKPOINTING while they run. */
 export const isCheckpointingTool = (tool: string): boolean => tool === 'checkpoint' || tool === 'restore';

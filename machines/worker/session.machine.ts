@@ -32,6 +32,8 @@ export interface SessionInput {
   instanceId?: string;
   /** The session's warm interpreter, as a supervised child (none: every task starts a fresh interpreter). */
   warm?: { intensity: RestartIntensity; backoff: BackoffPolicy; seed: number };
+  /** The session's stateful interpreter (python_exec), as a supervised child (none: python_exec answers UNAVAILABLE). */
+  interpreter?: { intensity: RestartIntensity; backoff: BackoffPolicy; seed: number };
 }
 
 export interface PreparedWorkspace {
@@ -51,6 +53,7 @@ export interface SessionContext {
   drainTimeoutMs: number;
   faults: boolean;
   warm: SessionInput['warm'] | null;
+  interpreter: SessionInput['interpreter'] | null;
   workspacePath: string;
   /** Task ids waiting to run, in arrival order. */
   queue: string[];
@@ -113,6 +116,19 @@ export const sessionChildId = (sessionId: string): string => `session:${sessionI
 /** A task's actor among the session's children: the prefix keeps a task id (any safe id, say `persist`) from naming another child. */
 export const taskChildId = (taskId: string): string => `task:${taskId}`;
 export const warmChildId = (sessionId: string): string => `warm:${sessionId}`;
+export const interpreterChildId = (sessionId: string): string => `interpreter:${sessionId}`;
+
+/** A transient helper of the session under its own supervisor: restarted when it breaks, within its intensity. */
+const helperSupervision = (childId: string, sessionId: string, h: NonNullable<SessionInput['warm']>): SupervisorInput => ({
+  childId,
+  restart: 'transient',
+  intensity: h.intensity,
+  backoff: h.backoff,
+  shutdownTimeoutMs: 5_000,
+  stopEvent: null,
+  childInput: { sessionId },
+  seed: h.seed,
+});
 
 const NEVER = 2 ** 31 - 1;
 
@@ -176,6 +192,8 @@ export const sessionMachine = setup({
     releaseWorkspace: {} as PromiseActorLogic<void, { sessionId: string; remove: boolean }>,
     // Provided by the worker with the warm-interpreter logic as its child.
     warmSupervisor: supervisorMachine,
+    // Provided by the worker with the stateful-interpreter logic as its child.
+    interpreterSupervisor: supervisorMachine,
     // Provided by the worker: writes each description it receives, in order, atomically.
     persist: {} as CallbackActorLogic<DescriptionSave, { sessionId: string }>,
   },
@@ -236,24 +254,25 @@ export const sessionMachine = setup({
       for (const id of ids) enqueue.sendTo(taskChildId(id), { type: 'task.cancel', reason: p.reason, atMs: p.atMs });
     }),
     putMetadata: assign(({ context }, p: MetadataChange) => ({ description: withMetadata(context.description, p), metadataAsks: [...context.metadataAsks, p.requestId] })),
-    /** The warm interpreter: transient (restarted when it breaks, within its intensity; beyond it tasks run cold). */
-    startWarm: enqueueActions(({ context, enqueue, system }) => {
-      const w = context.warm;
-      const childId = warmChildId(context.description.sessionId);
-      if (!w || system.get(supervisorIdOf(childId))) return;
-      const input: SupervisorInput = {
-        childId,
-        restart: 'transient',
-        intensity: w.intensity,
-        backoff: w.backoff,
-        shutdownTimeoutMs: 5_000,
-        stopEvent: null,
-        childInput: { sessionId: context.description.sessionId },
-        seed: w.seed,
-      };
-      enqueue.spawnChild('warmSupervisor', { id: supervisorIdOf(childId), systemId: supervisorIdOf(childId), input });
+    /**
+     * The session's interpreters, each transient under a supervisor: the warm fork server (beyond its
+     * intensity tasks run cold) and the stateful interpreter of python_exec.
+     */
+    startInterpreters: enqueueActions(({ context, enqueue, system }) => {
+      const sessionId = context.description.sessionId;
+      const warmId = warmChildId(sessionId);
+      if (context.warm && !system.get(supervisorIdOf(warmId))) {
+        enqueue.spawnChild('warmSupervisor', { id: supervisorIdOf(warmId), systemId: supervisorIdOf(warmId), input: helperSupervision(warmId, sessionId, context.warm) });
+      }
+      const interpreterId = interpreterChildId(sessionId);
+      if (context.interpreter && !system.get(supervisorIdOf(interpreterId))) {
+        enqueue.spawnChild('interpreterSupervisor', { id: supervisorIdOf(interpreterId), systemId: supervisorIdOf(interpreterId), input: helperSupervision(interpreterId, sessionId, context.interpreter) });
+      }
     }),
-    stopWarm: enqueueActions(({ context, enqueue }) => enqueue.stopChild(supervisorIdOf(warmChildId(context.description.sessionId)))),
+    stopInterpreters: enqueueActions(({ context, enqueue }) => {
+      enqueue.stopChild(supervisorIdOf(interpreterChildId(context.description.sessionId)));
+      enqueue.stopChild(supervisorIdOf(warmChildId(context.description.sessionId)));
+    }),
     // A throwing action fails the actor, as a bug in it would.
     crash: enqueueActions(({ event }) => {
       if (event.type === 'session.fault') throw new Error('injected fault: the session actor crashed (CODEGEN_TEST_FAULTS)');
@@ -276,6 +295,7 @@ export const sessionMachine = setup({
     drainTimeoutMs: input.drainTimeoutMs,
     faults: input.faults ?? false,
     warm: input.warm ?? null,
+    interpreter: input.interpreter ?? null,
     workspacePath: '',
     queue: [],
     current: null,
@@ -296,7 +316,7 @@ export const sessionMachine = setup({
     },
     // Without its writer no change would reach the disk: fail, and be restarted from the description there.
     'xstate.error.actor.persist': { actions: 'crash' },
-    // The warm interpreter's supervisor: it gave up (tasks run cold from now on) or ended.
+    // An interpreter's supervisor: it gave up (warm: tasks run cold from now on; python_exec tries a fresh interpreter per call) or ended.
     'supervisor.escalated': {},
     'supervisor.child_exited': {},
     'xstate.done.actor.*': { actions: enqueueActions(({ enqueue, event }) => enqueue.stopChild(event.type.slice('xstate.done.actor.'.length))) },
@@ -342,7 +362,7 @@ export const sessionMachine = setup({
               };
             }),
             'save',
-            'startWarm',
+            'startInterpreters',
           ],
         },
         onError: {
@@ -469,7 +489,7 @@ export const sessionMachine = setup({
           after: { drainTimeout: { actions: { type: 'cancelTasks', params: ({ context }) => ({ which: 'current' as const, reason: 'drain timeout', atMs: context.description.lastActivityMs + context.drainTimeoutMs }) } } },
         },
         releasing: {
-          entry: 'stopWarm',
+          entry: 'stopInterpreters',
           // A destroy arriving while a drain releases: release again, removing the files this time.
           on: { 'session.destroy': { guard: ({ context }) => !context.removeWorkspace, target: 'releasing', reenter: true, actions: assign({ removeWorkspace: true }) } },
           invoke: {

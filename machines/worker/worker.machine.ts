@@ -29,6 +29,8 @@ export interface WorkerInput {
   pool: { intensity: RestartIntensity; backoff: BackoffPolicy };
   /** Each session's warm interpreter, supervised (absent: WARM_PYTHON=false). */
   warm?: { intensity: RestartIntensity; backoff: BackoffPolicy };
+  /** Each session's stateful interpreter (python_exec), supervised (absent: python_exec answers UNAVAILABLE). */
+  interpreter?: { intensity: RestartIntensity; backoff: BackoffPolicy };
   seed: number;
   /** Test hook (CODEGEN_TEST_FAULTS). */
   faults?: boolean;
@@ -103,6 +105,7 @@ const sessionInputOf = (context: WorkerContext, description: SessionDescription,
   faults: context.faults ?? false,
   ...(context.instanceId ? { instanceId: context.instanceId } : {}),
   ...(context.warm ? { warm: { ...context.warm, seed: context.seed + 7 } } : {}),
+  ...(context.interpreter ? { interpreter: { ...context.interpreter, seed: context.seed + 11 } } : {}),
 });
 
 /** A session's supervisor spec, and the context after starting it. */

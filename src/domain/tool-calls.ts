@@ -93,6 +93,14 @@ export function toolCallFrom(tool: ToolName, args: object, prefix = `typed_reque
       if (indexUrl !== '' && !/^https?:\/\//.test(indexUrl) && !indexUrl.startsWith('file:')) throw invalidArgument(f('index_url'), 'must be an http(s) or file: URL');
       return { tool, input: { packages, upgrade: Boolean(input['upgrade']), index_url: indexUrl, no_deps: Boolean(input['no_deps']) } };
     }
+    case 'python_exec': {
+      const code = input['code'];
+      if (typeof code !== 'string' || code.trim() === '') throw invalidArgument(f('code'), 'is required: the Python source to run in the session\'s interpreter');
+      if (code.includes('\0')) throw invalidArgument(f('code'), 'must not contain NUL bytes');
+      return { tool, input: { code, timeout_seconds: checkTimeout(f('timeout_seconds'), input['timeout_seconds']) } };
+    }
+    case 'python_reset':
+      return { tool, input: {} };
     case 'artifact_get':
       return { tool, input: { artifact_id: requireString(f('artifact_id'), input['artifact_id']) } };
     case 'checkpoint':

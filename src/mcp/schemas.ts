@@ -94,6 +94,18 @@ export const pkgInstallInput = z.strictObject({
   no_deps: z.boolean().optional().describe('Do not install dependencies.'),
   session_id: sessionId,
 });
+export const pythonExecInput = z.strictObject({
+  code: z.string().min(1).describe("Python source to run in the session's persistent interpreter. A trailing expression's value comes back as result."),
+  timeout_seconds: z
+    .number()
+    .int()
+    .min(0)
+    .max(MAX_TIMEOUT_SECONDS)
+    .optional()
+    .describe(`Interrupt the code (KeyboardInterrupt) after this many seconds; if it does not stop, the interpreter is restarted and its state lost (0 or omitted: the worker's default; at most ${MAX_TIMEOUT_SECONDS}).`),
+  session_id: sessionId,
+});
+export const pythonResetInput = z.strictObject({ session_id: sessionId });
 export const artifactGetInput = z.strictObject({
   artifact_id: z.string().min(1).describe("Path of a file under the session's artifacts/ folder."),
   session_id: sessionId,
@@ -208,6 +220,24 @@ export const pkgInstallOutput = z.object({
   output: z.string().optional(),
   exit_code: z.number().optional(),
 });
+export const pythonExecOutput = z.object({
+  ...taskFields,
+  stdout: z.string().optional(),
+  stderr: z.string().optional(),
+  result: z.string().optional().describe("text/plain of the code's trailing expression ('' when none)."),
+  outputs: z
+    .array(z.object({ mime_type: z.string(), size_bytes: z.number() }))
+    .optional()
+    .describe('Rich outputs (images, HTML): each is also a content item of the result (PNG and JPEG as images).'),
+  error_name: z.string().optional(),
+  error_value: z.string().optional(),
+  traceback: z.string().optional(),
+  duration_ms: z.number().optional(),
+  state_lost: z.boolean().optional().describe('The interpreter was restarted: variables and imports from earlier calls are gone.'),
+  state_lost_reason: z.string().optional(),
+  execution_count: z.number().optional(),
+});
+export const pythonResetOutput = z.object({ ...taskFields, reset: z.boolean().optional() });
 export const artifactGetOutput = z.object({
   ...taskFields,
   artifact_id: z.string().optional(),

@@ -35,7 +35,18 @@ export function replyFields(reply: ToolReply, sessionId: string, call?: ToolCall
     case 'run_python':
       return { fields: { ...reply.output }, extra: [] };
     case 'pkg_install':
+    case 'python_reset':
       return { fields: { ...reply.output }, extra: [] };
+    case 'python_exec': {
+      const { outputs, ...rest } = reply.output;
+      // Images are image content (a model sees them); HTML, SVG and Markdown are embedded text resources.
+      const extra: Content[] = outputs.map((o, i) =>
+        o.mime_type === 'image/png' || o.mime_type === 'image/jpeg'
+          ? { type: 'image', data: Buffer.from(o.data).toString('base64'), mimeType: o.mime_type }
+          : { type: 'resource', resource: { uri: `session://${sessionId}/outputs/${rest.execution_count}/${i}`, mimeType: o.mime_type, text: Buffer.from(o.data).toString('utf8') } },
+      );
+      return { fields: { ...rest, outputs: outputs.map((o) => ({ mime_type: o.mime_type, size_bytes: o.data.byteLength })) }, extra };
+    }
     case 'artifact_get': {
       const o = reply.output;
       const id = o.artifact_id || (call?.tool === 'artifact_get' ? call.input.artifact_id : '');
@@ -66,6 +77,11 @@ function failureAdvice(state: TaskState, reply: ToolReply | undefined): string |
     default:
       if (reply?.tool === 'run_python') {
         return `Python exited with code ${reply.output.exit_code}. The error and traceback are in stderr: fix the code and run it again.`;
+      }
+      if (reply?.tool === 'python_exec') {
+        const o = reply.output;
+        if (o.state_lost && o.error_name === 'InterpreterDied') return `The interpreter ended during the call and was restarted: ${o.state_lost_reason}. Run your setup code again before continuing.`;
+        return `The code raised ${o.error_name}: ${o.error_value}. The traceback says where; the interpreter's other variables are kept, so fix the code and run the failing part again.`;
       }
       if (reply?.tool === 'pkg_install') {
         const failed = reply.output.failed.length > 0 ? ` (${reply.output.failed.join(', ')})` : '';

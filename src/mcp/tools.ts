@@ -299,6 +299,28 @@ export function toolSpecs(options: ToolRegistryOptions): ToolSpec[] {
       run: (args, ctx) => runToolTask('run_python', { ...args, env_vars: args.env }, args.session_id, ctx),
     }),
     defineTool({
+      name: 'python_exec',
+      title: 'Run Python in the persistent interpreter',
+      description:
+        "Run Python code in the session's persistent interpreter, like a notebook cell: variables, imports and functions stay for the next call. " +
+        "Returns stdout, stderr, the trailing expression's value as result, and rich outputs (matplotlib figures, objects with _repr_png_ or _repr_html_) as images and HTML. " +
+        'An exception is an error result with error_name and traceback; the state is kept. state_lost: true means the interpreter was restarted and earlier variables are gone. ' +
+        'Use run_python instead to run a script fresh (argv, exit code).',
+      input: s.pythonExecInput,
+      output: s.pythonExecOutput,
+      annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: false },
+      run: (args, ctx) => runToolTask('python_exec', args, args.session_id, ctx),
+    }),
+    defineTool({
+      name: 'python_reset',
+      title: 'Reset the persistent interpreter',
+      description: "Discard the session's persistent interpreter (all variables and imports); the next python_exec starts a fresh one. Files are kept.",
+      input: s.pythonResetInput,
+      output: s.pythonResetOutput,
+      annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
+      run: (args, ctx) => runToolTask('python_reset', {}, args.session_id, ctx),
+    }),
+    defineTool({
       name: 'pkg_install',
       legacyName: 'pkg.install',
       title: 'Install Python packages',

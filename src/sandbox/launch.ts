@@ -131,6 +131,7 @@ function resolveCommand(command: string, cwd: string, envPath: string | undefine
 }
 
 export const signalNumber = (name: string): number => (os.constants.signals as Record<string, number | undefined>)[name] ?? 0;
+export const signalName = (n: number): string | null => Object.entries(os.constants.signals).find(([, v]) => v === n)?.[0] ?? null;
 
 /** The result of a program cancelled before it started. */
 export function cancelledBeforeStart(): LaunchResult {

@@ -104,6 +104,27 @@ export function decodeToolReply(wire: ToolResponse__Output | null | undefined): 
       const data: Buffer = o && Buffer.isBuffer(o.data) ? o.data : Buffer.from(o?.data ?? []);
       return { tool: which, output: { data, artifact_id: str(o?.artifact_id), size_bytes: num(o?.size_bytes), content_type: str(o?.content_type) } };
     }
+    case 'python_exec': {
+      const o = wire.python_exec;
+      return {
+        tool: which,
+        output: {
+          stdout: str(o?.stdout),
+          stderr: str(o?.stderr),
+          result: str(o?.result),
+          outputs: (o?.outputs ?? []).map((r) => ({ mime_type: str(r.mime_type), data: Buffer.isBuffer(r.data) ? r.data : Buffer.from(r.data ?? []) })),
+          error_name: str(o?.error_name),
+          error_value: str(o?.error_value),
+          traceback: str(o?.traceback),
+          duration_ms: num(o?.duration_ms),
+          state_lost: Boolean(o?.state_lost),
+          execution_count: num(o?.execution_count),
+          state_lost_reason: str(o?.state_lost_reason),
+        },
+      };
+    }
+    case 'python_reset':
+      return { tool: which, output: { reset: Boolean(wire.python_reset?.reset) } };
     case 'checkpoint': {
       const o = wire.checkpoint;
       return {

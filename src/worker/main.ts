@@ -155,6 +155,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
     report: (sessionId, taskId, update) => uplink.taskUpdate(sessionId, taskId, update),
     warmPython: config.warmPython,
     warmLog: (message, details) => logger.warn(details, message),
+    interpreterLog: (message, details) => logger.warn(details, message),
     saveLog: (err, sessionId) => logger.warn({ err, sessionId }, 'could not save the session description; retried at the next change'),
   });
 
@@ -165,6 +166,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
       releaseWorkspace: effects.releaseWorkspace,
       persist: effects.persist,
       ...(effects.warmInterpreter ? { warmSupervisor: supervisorMachine.provide({ actors: { child: effects.warmInterpreter } }) } : {}),
+      interpreterSupervisor: supervisorMachine.provide({ actors: { child: effects.interpreter } }),
     },
   });
   const machine = workerMachine.provide({
@@ -189,6 +191,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
       sessions: { intensity: { maxRestarts: 3, windowMs: 60_000 }, backoff: { initialMs: 100, maxMs: 5_000, factor: 2 } },
       pool: { intensity: { maxRestarts: 5, windowMs: 60_000 }, backoff: { initialMs: 1_000, maxMs: 30_000, factor: 2 } },
       ...(config.warmPython ? { warm: { intensity: { maxRestarts: 3, windowMs: 60_000 }, backoff: { initialMs: 500, maxMs: 10_000, factor: 2 } } } : {}),
+      interpreter: { intensity: { maxRestarts: 5, windowMs: 60_000 }, backoff: { initialMs: 250, maxMs: 10_000, factor: 2 } },
       seed: randomBytes(4).readInt32LE(0),
       faults: config.testFaults,
     },

@@ -12,11 +12,12 @@ import { sessionChildId } from '../../machines/worker/session.machine.js';
 import type { ExecutorEvent, ExecutorInput, TaskEvent } from '../../machines/worker/task.machine.js';
 import { reasonOf } from '../../machines/supervision.js';
 import { WarmPythonRegistry, type WarmLog } from '../sandbox/warm/sessions.js';
+import { InterpreterRegistry, type InterpreterLog } from '../sandbox/interpreter/sessions.js';
 import type { SessionLocks } from './session-locks.js';
 import type { SessionStore, StoredSession } from './session-store.js';
 import { runTool as defaultRunTool } from './tools/index.js';
 import type { ToolContext, ToolRunner } from './tools/types.js';
-import { warmInterpreterActor } from './warm-actor.js';
+import { interpreterActor, warmInterpreterActor } from './interpreter-actors.js';
 import { createWorkspace, removeWorkspace, type VenvSource } from './workspace.js';
 
 export interface SessionEffectsOptions {
@@ -46,6 +47,8 @@ export interface SessionEffectsOptions {
   warmRoot?: string;
   /** Problems of warm interpreters (the task falls back to a fresh sandbox). */
   warmLog?: WarmLog;
+  /** Problems of the stateful interpreters (python_exec). */
+  interpreterLog?: InterpreterLog;
   /** Problems saving a description (the session goes on; the next save tries again). */
   saveLog?: (err: unknown, sessionId: string) => void;
 }
@@ -114,6 +117,8 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
   const warm = opts.warmPython
     ? new WarmPythonRegistry({ root: opts.warmRoot ?? path.join(opts.baseWorkspace, '.warm', opts.workerId), ...(opts.warmLog ? { log: opts.warmLog } : {}) })
     : undefined;
+  // Markers beside the workspaces (hidden from the sandbox with BASE_WORKSPACE): a restarted worker knows which sessions had interpreter state.
+  const interpreters = new InterpreterRegistry({ markerDir: path.join(opts.baseWorkspace, '.interpreters'), ...(opts.interpreterLog ? { log: opts.interpreterLog } : {}) });
   const writer = new DescriptionWriter(opts.store, opts.saveLog ?? (() => {}));
   const hashCache = new HashCache();
 
@@ -157,6 +162,7 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
   // A drain keeps everything for the next start.
   const releaseWorkspace = fromPromise<void, { sessionId: string; remove: boolean }>(async ({ input }) => {
     await warm?.release(input.sessionId);
+    await interpreters.release(input.sessionId, input.remove);
     await releaseSessionLimits(input.sessionId);
     // A drain leaves the session's filesystem mounted: its files stay where they were, for people and the next start.
     if (input.remove) await removeSession(input.sessionId);
@@ -165,6 +171,7 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
   // A destroy of a session whose actor is not running (restarting, or given up on): the same removal, without it.
   const discardSession = fromPromise<void, { sessionId: string }>(async ({ input }) => {
     await warm?.release(input.sessionId);
+    await interpreters.release(input.sessionId, true);
     await releaseSessionLimits(input.sessionId);
     await removeSession(input.sessionId);
   });
@@ -204,6 +211,8 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
       ...(opts.basePython ? { basePython: opts.basePython } : {}),
       // The session's warm interpreter when its actor runs one; else a fresh interpreter per task.
       ...(warm?.current(spec.sessionId) ? { warm: warm.current(spec.sessionId)! } : {}),
+      // The session's stateful interpreter while its actor runs (python_exec, python_reset; a restore discards its state).
+      ...(interpreters.current(spec.sessionId) ? { interpreter: interpreters.current(spec.sessionId)! } : {}),
       ...(opts.checkpoints ? { checkpoints: opts.checkpoints, hashes: hashCache.of(spec.sessionId) } : {}),
     };
     runTool(spec.call, ctx).then(
@@ -237,10 +246,11 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
   /** On worker stop: end every warm interpreter still running (released sessions have none). */
   const stop = async (): Promise<void> => {
     await warm?.stopAll();
+    await interpreters.stopAll();
     await releaseAllSessionLimits();
   };
 
   const warmInterpreter = warm ? warmInterpreterActor(warm) : undefined;
 
-  return { prepareWorkspace, releaseWorkspace, discardSession, persist, executor, emitUpdate, warmInterpreter, stop };
+  return { prepareWorkspace, releaseWorkspace, discardSession, persist, executor, emitUpdate, warmInterpreter, interpreter: interpreterActor(interpreters), stop };
 }

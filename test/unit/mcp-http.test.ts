@@ -62,7 +62,7 @@ describe('MCP over Streamable HTTP', () => {
     const { url } = await start();
     const { client } = await connect(url);
     const { tools } = await client.listTools();
-    expect(tools.length).toBe(18);
+    expect(tools.length).toBe(20);
     const r = await client.callTool({ name: 'run_python', arguments: { code: 'print over http' } });
     expect(r.structuredContent).toMatchObject({ stdout: 'over http\n', exit_code: 0 });
   });

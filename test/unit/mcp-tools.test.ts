@@ -4,7 +4,7 @@ import { connectInProcess, type InProcessMcp } from '../helpers/fake-coordinator
 const apiTools = [
   'session_create', 'session_list', 'session_status', 'session_destroy', 'session_checkpoint', 'session_restore',
   'checkpoint_list', 'checkpoint_delete',
-  'echo', 'fs_read', 'fs_write', 'fs_list', 'run_python', 'pkg_install', 'artifact_get',
+  'echo', 'fs_read', 'fs_write', 'fs_list', 'run_python', 'python_exec', 'python_reset', 'pkg_install', 'artifact_get',
   'task_status', 'task_result', 'task_cancel',
 ];
 

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { closeFd, countersAfter, limitExceededOf, mergeRlimits, type SessionLaunch, type SessionLimits } from '../enforcement.js';
 import type { SandboxView } from '../isolation.js';
 import { killProcessTree } from '../kill-group.js';
-import { CLOSE_GRACE_MS, KILL_GRACE_MS, cancelledBeforeStart, sandboxPrefix, sessionLaunchOf, type Isolation, type LaunchResult } from '../launch.js';
+import { CLOSE_GRACE_MS, KILL_GRACE_MS, cancelledBeforeStart, sandboxPrefix, sessionLaunchOf, signalName, type Isolation, type LaunchResult } from '../launch.js';
 import type { ResourceLimits } from '../limits.js';
 import { OutputCollector } from '../output.js';
 
@@ -55,15 +55,23 @@ const UNRESPONSIVE_MS = 3_000;
 /** Bytes of argv area a task's command line (/proc/<pid>/cmdline) may use; longer ones are cut. */
 const CMDLINE_ROOM = 4096;
 
-const BOOTSTRAP = [
-  'import os',
-  "s = b''",
-  "while s[-1:] != b'\\0':",
-  '    c = os.read(3, 65536)',
-  '    if not c: raise SystemExit(70)',
-  '    s += c',
-  "exec(compile(s[:-1], '<codegen-forkserver>', 'exec'))",
-].join('\n');
+/**
+ * `python -c` code that reads a program's source from fd 3, up to a NUL byte, and runs it as
+ * `name` (the warm fork server, the stateful interpreter): the source never touches the disk the
+ * sandbox shows, and fd 3 stays open as the control channel.
+ */
+export const bootstrapCode = (name: string): string =>
+  [
+    'import os',
+    "s = b''",
+    "while s[-1:] != b'\\0':",
+    '    c = os.read(3, 65536)',
+    '    if not c: raise SystemExit(70)',
+    '    s += c',
+    `exec(compile(s[:-1], '<${name}>', 'exec'))`,
+  ].join('\n');
+
+const BOOTSTRAP = bootstrapCode('codegen-forkserver');
 
 let source: string | undefined;
 
@@ -72,11 +80,6 @@ export function forkServerSource(): string {
   source ??= readFileSync(fileURLToPath(new URL('./forkserver.py', import.meta.url)), 'utf8');
   return source;
 }
-
-const signalName = (n: number): string | null => {
-  for (const [name, value] of Object.entries(os.constants.signals)) if (value === n) return name;
-  return null;
-};
 
 type ServerEvent =
   | { ev: 'ready'; pid: number; next: number; subreaper: boolean; pidns: boolean }

@@ -18,8 +18,13 @@ import type { FsWriteResponse as _codegen_v1_FsWriteResponse, FsWriteResponse__O
 import type { PackageInfo as _codegen_v1_PackageInfo, PackageInfo__Output as _codegen_v1_PackageInfo__Output } from './codegen/v1/PackageInfo.js';
 import type { PkgInstallRequest as _codegen_v1_PkgInstallRequest, PkgInstallRequest__Output as _codegen_v1_PkgInstallRequest__Output } from './codegen/v1/PkgInstallRequest.js';
 import type { PkgInstallResponse as _codegen_v1_PkgInstallResponse, PkgInstallResponse__Output as _codegen_v1_PkgInstallResponse__Output } from './codegen/v1/PkgInstallResponse.js';
+import type { PythonExecRequest as _codegen_v1_PythonExecRequest, PythonExecRequest__Output as _codegen_v1_PythonExecRequest__Output } from './codegen/v1/PythonExecRequest.js';
+import type { PythonExecResponse as _codegen_v1_PythonExecResponse, PythonExecResponse__Output as _codegen_v1_PythonExecResponse__Output } from './codegen/v1/PythonExecResponse.js';
+import type { PythonResetRequest as _codegen_v1_PythonResetRequest, PythonResetRequest__Output as _codegen_v1_PythonResetRequest__Output } from './codegen/v1/PythonResetRequest.js';
+import type { PythonResetResponse as _codegen_v1_PythonResetResponse, PythonResetResponse__Output as _codegen_v1_PythonResetResponse__Output } from './codegen/v1/PythonResetResponse.js';
 import type { RestoreToolRequest as _codegen_v1_RestoreToolRequest, RestoreToolRequest__Output as _codegen_v1_RestoreToolRequest__Output } from './codegen/v1/RestoreToolRequest.js';
 import type { RestoreToolResponse as _codegen_v1_RestoreToolResponse, RestoreToolResponse__Output as _codegen_v1_RestoreToolResponse__Output } from './codegen/v1/RestoreToolResponse.js';
+import type { RichOutput as _codegen_v1_RichOutput, RichOutput__Output as _codegen_v1_RichOutput__Output } from './codegen/v1/RichOutput.js';
 import type { RunPythonRequest as _codegen_v1_RunPythonRequest, RunPythonRequest__Output as _codegen_v1_RunPythonRequest__Output } from './codegen/v1/RunPythonRequest.js';
 import type { RunPythonResponse as _codegen_v1_RunPythonResponse, RunPythonResponse__Output as _codegen_v1_RunPythonResponse__Output } from './codegen/v1/RunPythonResponse.js';
 import type { ToolRequest as _codegen_v1_ToolRequest, ToolRequest__Output as _codegen_v1_ToolRequest__Output } from './codegen/v1/ToolRequest.js';
@@ -48,8 +53,13 @@ export interface ProtoGrpcType {
       PackageInfo: MessageTypeDefinition<_codegen_v1_PackageInfo, _codegen_v1_PackageInfo__Output>
       PkgInstallRequest: MessageTypeDefinition<_codegen_v1_PkgInstallRequest, _codegen_v1_PkgInstallRequest__Output>
       PkgInstallResponse: MessageTypeDefinition<_codegen_v1_PkgInstallResponse, _codegen_v1_PkgInstallResponse__Output>
+      PythonExecRequest: MessageTypeDefinition<_codegen_v1_PythonExecRequest, _codegen_v1_PythonExecRequest__Output>
+      PythonExecResponse: MessageTypeDefinition<_codegen_v1_PythonExecResponse, _codegen_v1_PythonExecResponse__Output>
+      PythonResetRequest: MessageTypeDefinition<_codegen_v1_PythonResetRequest, _codegen_v1_PythonResetRequest__Output>
+      PythonResetResponse: MessageTypeDefinition<_codegen_v1_PythonResetResponse, _codegen_v1_PythonResetResponse__Output>
       RestoreToolRequest: MessageTypeDefinition<_codegen_v1_RestoreToolRequest, _codegen_v1_RestoreToolRequest__Output>
       RestoreToolResponse: MessageTypeDefinition<_codegen_v1_RestoreToolResponse, _codegen_v1_RestoreToolResponse__Output>
+      RichOutput: MessageTypeDefinition<_codegen_v1_RichOutput, _codegen_v1_RichOutput__Output>
       RunPythonRequest: MessageTypeDefinition<_codegen_v1_RunPythonRequest, _codegen_v1_RunPythonRequest__Output>
       RunPythonResponse: MessageTypeDefinition<_codegen_v1_RunPythonResponse, _codegen_v1_RunPythonResponse__Output>
       ToolRequest: MessageTypeDefinition<_codegen_v1_ToolRequest, _codegen_v1_ToolRequest__Output>

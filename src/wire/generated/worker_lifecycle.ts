@@ -59,6 +59,10 @@ import type { PkgInstallResponse as _codegen_v1_PkgInstallResponse, PkgInstallRe
 import type { ProgressUpdate as _codegen_v1_ProgressUpdate, ProgressUpdate__Output as _codegen_v1_ProgressUpdate__Output } from './codegen/v1/ProgressUpdate.js';
 import type { PutBlobResponse as _codegen_v1_PutBlobResponse, PutBlobResponse__Output as _codegen_v1_PutBlobResponse__Output } from './codegen/v1/PutBlobResponse.js';
 import type { PutMetadataCommand as _codegen_v1_PutMetadataCommand, PutMetadataCommand__Output as _codegen_v1_PutMetadataCommand__Output } from './codegen/v1/PutMetadataCommand.js';
+import type { PythonExecRequest as _codegen_v1_PythonExecRequest, PythonExecRequest__Output as _codegen_v1_PythonExecRequest__Output } from './codegen/v1/PythonExecRequest.js';
+import type { PythonExecResponse as _codegen_v1_PythonExecResponse, PythonExecResponse__Output as _codegen_v1_PythonExecResponse__Output } from './codegen/v1/PythonExecResponse.js';
+import type { PythonResetRequest as _codegen_v1_PythonResetRequest, PythonResetRequest__Output as _codegen_v1_PythonResetRequest__Output } from './codegen/v1/PythonResetRequest.js';
+import type { PythonResetResponse as _codegen_v1_PythonResetResponse, PythonResetResponse__Output as _codegen_v1_PythonResetResponse__Output } from './codegen/v1/PythonResetResponse.js';
 import type { RegisterWorkerRequest as _codegen_v1_RegisterWorkerRequest, RegisterWorkerRequest__Output as _codegen_v1_RegisterWorkerRequest__Output } from './codegen/v1/RegisterWorkerRequest.js';
 import type { RegisterWorkerResponse as _codegen_v1_RegisterWorkerResponse, RegisterWorkerResponse__Output as _codegen_v1_RegisterWorkerResponse__Output } from './codegen/v1/RegisterWorkerResponse.js';
 import type { ResourceLimits as _codegen_v1_ResourceLimits, ResourceLimits__Output as _codegen_v1_ResourceLimits__Output } from './codegen/v1/ResourceLimits.js';
@@ -67,6 +71,7 @@ import type { RestoreSessionRequest as _codegen_v1_RestoreSessionRequest, Restor
 import type { RestoreSessionResponse as _codegen_v1_RestoreSessionResponse, RestoreSessionResponse__Output as _codegen_v1_RestoreSessionResponse__Output } from './codegen/v1/RestoreSessionResponse.js';
 import type { RestoreToolRequest as _codegen_v1_RestoreToolRequest, RestoreToolRequest__Output as _codegen_v1_RestoreToolRequest__Output } from './codegen/v1/RestoreToolRequest.js';
 import type { RestoreToolResponse as _codegen_v1_RestoreToolResponse, RestoreToolResponse__Output as _codegen_v1_RestoreToolResponse__Output } from './codegen/v1/RestoreToolResponse.js';
+import type { RichOutput as _codegen_v1_RichOutput, RichOutput__Output as _codegen_v1_RichOutput__Output } from './codegen/v1/RichOutput.js';
 import type { RunPythonRequest as _codegen_v1_RunPythonRequest, RunPythonRequest__Output as _codegen_v1_RunPythonRequest__Output } from './codegen/v1/RunPythonRequest.js';
 import type { RunPythonResponse as _codegen_v1_RunPythonResponse, RunPythonResponse__Output as _codegen_v1_RunPythonResponse__Output } from './codegen/v1/RunPythonResponse.js';
 import type { SessionConfig as _codegen_v1_SessionConfig, SessionConfig__Output as _codegen_v1_SessionConfig__Output } from './codegen/v1/SessionConfig.js';
@@ -157,6 +162,10 @@ export interface ProtoGrpcType {
       ProgressUpdate: MessageTypeDefinition<_codegen_v1_ProgressUpdate, _codegen_v1_ProgressUpdate__Output>
       PutBlobResponse: MessageTypeDefinition<_codegen_v1_PutBlobResponse, _codegen_v1_PutBlobResponse__Output>
       PutMetadataCommand: MessageTypeDefinition<_codegen_v1_PutMetadataCommand, _codegen_v1_PutMetadataCommand__Output>
+      PythonExecRequest: MessageTypeDefinition<_codegen_v1_PythonExecRequest, _codegen_v1_PythonExecRequest__Output>
+      PythonExecResponse: MessageTypeDefinition<_codegen_v1_PythonExecResponse, _codegen_v1_PythonExecResponse__Output>
+      PythonResetRequest: MessageTypeDefinition<_codegen_v1_PythonResetRequest, _codegen_v1_PythonResetRequest__Output>
+      PythonResetResponse: MessageTypeDefinition<_codegen_v1_PythonResetResponse, _codegen_v1_PythonResetResponse__Output>
       RegisterWorkerRequest: MessageTypeDefinition<_codegen_v1_RegisterWorkerRequest, _codegen_v1_RegisterWorkerRequest__Output>
       RegisterWorkerResponse: MessageTypeDefinition<_codegen_v1_RegisterWorkerResponse, _codegen_v1_RegisterWorkerResponse__Output>
       ResourceLimits: MessageTypeDefinition<_codegen_v1_ResourceLimits, _codegen_v1_ResourceLimits__Output>
@@ -165,6 +174,7 @@ export interface ProtoGrpcType {
       RestoreSessionResponse: MessageTypeDefinition<_codegen_v1_RestoreSessionResponse, _codegen_v1_RestoreSessionResponse__Output>
       RestoreToolRequest: MessageTypeDefinition<_codegen_v1_RestoreToolRequest, _codegen_v1_RestoreToolRequest__Output>
       RestoreToolResponse: MessageTypeDefinition<_codegen_v1_RestoreToolResponse, _codegen_v1_RestoreToolResponse__Output>
+      RichOutput: MessageTypeDefinition<_codegen_v1_RichOutput, _codegen_v1_RichOutput__Output>
       RunPythonRequest: MessageTypeDefinition<_codegen_v1_RunPythonRequest, _codegen_v1_RunPythonRequest__Output>
       RunPythonResponse: MessageTypeDefinition<_codegen_v1_RunPythonResponse, _codegen_v1_RunPythonResponse__Output>
       SessionConfig: MessageTypeDefinition<_codegen_v1_SessionConfig, _codegen_v1_SessionConfig__Output>

@@ -23,5 +23,7 @@ export async function runCheckpoint(input: CheckpointToolInput, ctx: ToolContext
 /** The session's files and packages back as they were in the checkpoint; nothing changes unless every checksum matches. */
 export async function runRestore(input: RestoreToolInput, ctx: ToolContext): Promise<ToolExecution> {
   const output = await restoreSnapshot({ workspace: ctx.workspace, transport: transportOf(ctx), checkpointId: input.checkpoint_id, manifestSha256: input.manifest_sha256, signal: ctx.signal, onProgress: progress(ctx, 'restore') });
+  // Checkpoints hold files and packages, not the interpreter's memory: the next python_exec hears that its state went.
+  await ctx.interpreter?.discard(`the session was restored from checkpoint ${input.checkpoint_id}, which holds files and packages but not the interpreter's memory: variables and imports are lost`);
   return { status: 'SUCCESS', reply: { tool: 'restore', output } };
 }

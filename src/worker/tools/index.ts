@@ -7,6 +7,7 @@ import { runFsWrite } from './fs-write.js';
 import { runPkgInstall } from './pkg-install.js';
 import { runRunPython } from './run-python.js';
 import { runCheckpoint, runRestore } from './checkpoint.js';
+import { runPythonExec, runPythonReset } from './python-exec.js';
 import { CodegenError, type ErrorCode } from '../../domain/errors.js';
 
 export type { ToolContext, ToolExecution, ToolRunner } from './types.js';
@@ -64,6 +65,10 @@ function dispatch(call: Parameters<ToolRunner>[0], ctx: Parameters<ToolRunner>[1
       return runPkgInstall(call.input, ctx);
     case 'artifact_get':
       return runArtifactGet(call.input, ctx);
+    case 'python_exec':
+      return runPythonExec(call.input, ctx);
+    case 'python_reset':
+      return runPythonReset(call.input, ctx);
     case 'checkpoint':
       return runCheckpoint(call.input, ctx);
     case 'restore':

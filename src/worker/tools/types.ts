@@ -2,6 +2,7 @@ import type { TaskConstraints, TaskLog, TaskProgress, TaskStatus } from '../../d
 import type { ToolCall, ToolReply } from '../../domain/tools.js';
 import type { SessionLimits } from '../../sandbox/enforcement.js';
 import type { WarmPython } from '../../sandbox/warm/sessions.js';
+import type { SessionInterpreter } from '../../sandbox/interpreter/sessions.js';
 import type { BlobTransport } from '../../checkpoints/snapshot.js';
 
 /** Everything a tool needs to run inside one session's workspace. */
@@ -37,6 +38,8 @@ export interface ToolContext {
    * run_python uses when it can; absent (WARM_PYTHON=false), every run starts a fresh sandbox.
    */
   warm?: WarmPython;
+  /** Optional. The session's stateful interpreter (python_exec, python_reset); absent: those calls answer UNAVAILABLE. */
+  interpreter?: SessionInterpreter;
   /** Optional. The checkpoint store (the coordinator's blob calls), for the checkpoint and restore tasks. */
   checkpoints?: BlobTransport;
   /** Optional. The session's file hashes from its previous checkpoints (unchanged files are not read again). */

@@ -8,6 +8,8 @@ import type { FsListRequest as _codegen_v1_FsListRequest, FsListRequest__Output 
 import type { RunPythonRequest as _codegen_v1_RunPythonRequest, RunPythonRequest__Output as _codegen_v1_RunPythonRequest__Output } from '../../codegen/v1/RunPythonRequest.js';
 import type { PkgInstallRequest as _codegen_v1_PkgInstallRequest, PkgInstallRequest__Output as _codegen_v1_PkgInstallRequest__Output } from '../../codegen/v1/PkgInstallRequest.js';
 import type { ArtifactGetRequest as _codegen_v1_ArtifactGetRequest, ArtifactGetRequest__Output as _codegen_v1_ArtifactGetRequest__Output } from '../../codegen/v1/ArtifactGetRequest.js';
+import type { PythonExecRequest as _codegen_v1_PythonExecRequest, PythonExecRequest__Output as _codegen_v1_PythonExecRequest__Output } from '../../codegen/v1/PythonExecRequest.js';
+import type { PythonResetRequest as _codegen_v1_PythonResetRequest, PythonResetRequest__Output as _codegen_v1_PythonResetRequest__Output } from '../../codegen/v1/PythonResetRequest.js';
 import type { CheckpointToolRequest as _codegen_v1_CheckpointToolRequest, CheckpointToolRequest__Output as _codegen_v1_CheckpointToolRequest__Output } from '../../codegen/v1/CheckpointToolRequest.js';
 import type { RestoreToolRequest as _codegen_v1_RestoreToolRequest, RestoreToolRequest__Output as _codegen_v1_RestoreToolRequest__Output } from '../../codegen/v1/RestoreToolRequest.js';
 
@@ -19,9 +21,11 @@ export interface ToolRequest {
   'run_python'?: (_codegen_v1_RunPythonRequest | null);
   'pkg_install'?: (_codegen_v1_PkgInstallRequest | null);
   'artifact_get'?: (_codegen_v1_ArtifactGetRequest | null);
+  'python_exec'?: (_codegen_v1_PythonExecRequest | null);
+  'python_reset'?: (_codegen_v1_PythonResetRequest | null);
   'checkpoint'?: (_codegen_v1_CheckpointToolRequest | null);
   'restore'?: (_codegen_v1_RestoreToolRequest | null);
-  'request'?: "echo"|"fs_read"|"fs_write"|"fs_list"|"run_python"|"pkg_install"|"artifact_get"|"checkpoint"|"restore";
+  'request'?: "echo"|"fs_read"|"fs_write"|"fs_list"|"run_python"|"pkg_install"|"artifact_get"|"python_exec"|"python_reset"|"checkpoint"|"restore";
 }
 
 export interface ToolRequest__Output {
@@ -32,7 +36,9 @@ export interface ToolRequest__Output {
   'run_python'?: (_codegen_v1_RunPythonRequest__Output | null);
   'pkg_install'?: (_codegen_v1_PkgInstallRequest__Output | null);
   'artifact_get'?: (_codegen_v1_ArtifactGetRequest__Output | null);
+  'python_exec'?: (_codegen_v1_PythonExecRequest__Output | null);
+  'python_reset'?: (_codegen_v1_PythonResetRequest__Output | null);
   'checkpoint'?: (_codegen_v1_CheckpointToolRequest__Output | null);
   'restore'?: (_codegen_v1_RestoreToolRequest__Output | null);
-  'request'?: "echo"|"fs_read"|"fs_write"|"fs_list"|"run_python"|"pkg_install"|"artifact_get"|"checkpoint"|"restore";
+  'request'?: "echo"|"fs_read"|"fs_write"|"fs_list"|"run_python"|"pkg_install"|"artifact_get"|"python_exec"|"python_reset"|"checkpoint"|"restore";
 }

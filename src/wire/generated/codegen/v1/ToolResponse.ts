@@ -8,6 +8,8 @@ import type { FsListResponse as _codegen_v1_FsListResponse, FsListResponse__Outp
 import type { RunPythonResponse as _codegen_v1_RunPythonResponse, RunPythonResponse__Output as _codegen_v1_RunPythonResponse__Output } from '../../codegen/v1/RunPythonResponse.js';
 import type { PkgInstallResponse as _codegen_v1_PkgInstallResponse, PkgInstallResponse__Output as _codegen_v1_PkgInstallResponse__Output } from '../../codegen/v1/PkgInstallResponse.js';
 import type { ArtifactGetResponse as _codegen_v1_ArtifactGetResponse, ArtifactGetResponse__Output as _codegen_v1_ArtifactGetResponse__Output } from '../../codegen/v1/ArtifactGetResponse.js';
+import type { PythonExecResponse as _codegen_v1_PythonExecResponse, PythonExecResponse__Output as _codegen_v1_PythonExecResponse__Output } from '../../codegen/v1/PythonExecResponse.js';
+import type { PythonResetResponse as _codegen_v1_PythonResetResponse, PythonResetResponse__Output as _codegen_v1_PythonResetResponse__Output } from '../../codegen/v1/PythonResetResponse.js';
 import type { CheckpointToolResponse as _codegen_v1_CheckpointToolResponse, CheckpointToolResponse__Output as _codegen_v1_CheckpointToolResponse__Output } from '../../codegen/v1/CheckpointToolResponse.js';
 import type { RestoreToolResponse as _codegen_v1_RestoreToolResponse, RestoreToolResponse__Output as _codegen_v1_RestoreToolResponse__Output } from '../../codegen/v1/RestoreToolResponse.js';
 
@@ -19,9 +21,11 @@ export interface ToolResponse {
   'run_python'?: (_codegen_v1_RunPythonResponse | null);
   'pkg_install'?: (_codegen_v1_PkgInstallResponse | null);
   'artifact_get'?: (_codegen_v1_ArtifactGetResponse | null);
+  'python_exec'?: (_codegen_v1_PythonExecResponse | null);
+  'python_reset'?: (_codegen_v1_PythonResetResponse | null);
   'checkpoint'?: (_codegen_v1_CheckpointToolResponse | null);
   'restore'?: (_codegen_v1_RestoreToolResponse | null);
-  'response'?: "echo"|"fs_read"|"fs_write"|"fs_list"|"run_python"|"pkg_install"|"artifact_get"|"checkpoint"|"restore";
+  'response'?: "echo"|"fs_read"|"fs_write"|"fs_list"|"run_python"|"pkg_install"|"artifact_get"|"python_exec"|"python_reset"|"checkpoint"|"restore";
 }
 
 export interface ToolResponse__Output {
@@ -32,7 +36,9 @@ export interface ToolResponse__Output {
   'run_python'?: (_codegen_v1_RunPythonResponse__Output | null);
   'pkg_install'?: (_codegen_v1_PkgInstallResponse__Output | null);
   'artifact_get'?: (_codegen_v1_ArtifactGetResponse__Output | null);
+  'python_exec'?: (_codegen_v1_PythonExecResponse__Output | null);
+  'python_reset'?: (_codegen_v1_PythonResetResponse__Output | null);
   'checkpoint'?: (_codegen_v1_CheckpointToolResponse__Output | null);
   'restore'?: (_codegen_v1_RestoreToolResponse__Output | null);
-  'response'?: "echo"|"fs_read"|"fs_write"|"fs_list"|"run_python"|"pkg_install"|"artifact_get"|"checkpoint"|"restore";
+  'response'?: "echo"|"fs_read"|"fs_write"|"fs_list"|"run_python"|"pkg_install"|"artifact_get"|"python_exec"|"python_reset"|"checkpoint"|"restore";
 }
