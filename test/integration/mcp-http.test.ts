@@ -123,6 +123,26 @@ describe('MCP over Streamable HTTP with two workers', () => {
     expect(list['files'].map((f: { name: string }) => f.name)).toEqual(['result.json']);
   });
 
+  it('python_exec keeps state between calls and answers a PNG as image content; an exception is isError with the traceback; python_reset forgets', async () => {
+    const { client } = await connect();
+    const first = await client.callTool({ name: 'python_exec', arguments: { code: 'x = 41\nprint("set")' } });
+    expect(first.isError, text(first)).toBeFalsy();
+    expect(sc(first)).toMatchObject({ stdout: 'set\n', state_lost: false, status: 'succeeded' });
+    const png = '89504e470d0a1a0a0000000d49484452';
+    const second = await client.callTool({ name: 'python_exec', arguments: { code: `class P:\n    def _repr_png_(self):\n        return bytes.fromhex("${png}")\ndisplay(P())\nx + 1` } });
+    expect(sc(second)).toMatchObject({ result: '42', outputs: [{ mime_type: 'image/png', size_bytes: png.length / 2 }] });
+    const image = (second.content as Array<{ type: string; data?: string; mimeType?: string }>).find((c) => c.type === 'image');
+    expect(image).toMatchObject({ mimeType: 'image/png' });
+    expect(Buffer.from(image!.data!, 'base64').toString('hex')).toBe(png);
+    const failed = await client.callTool({ name: 'python_exec', arguments: { code: 'undefined_name' } });
+    expect(failed.isError).toBe(true);
+    expect(sc(failed)).toMatchObject({ error_name: 'NameError', status: 'failed' });
+    expect(sc(failed)['traceback']).toContain("name 'undefined_name' is not defined");
+    expect(text(failed)).toContain('raised NameError');
+    expect(sc(await client.callTool({ name: 'python_reset', arguments: {} }))).toMatchObject({ reset: true });
+    expect(sc(await client.callTool({ name: 'python_exec', arguments: { code: '"x" in globals()' } }))).toMatchObject({ result: 'False', state_lost: false });
+  });
+
   it('installs a wheel the test built, from the workers\' PIP_FIND_LINKS', async () => {
     const { client } = await connect();
     const r = await client.callTool({ name: 'pkg_install', arguments: { packages: ['httpwheel==0.4.2'] } });
