@@ -55,6 +55,9 @@ export interface PythonExecOutput {
   execution_count: number;
   state_lost_reason: string;
 }
+/** What no checkpoint holds (CheckpointMetadata.not_saved): interpreter memory cannot be saved on these hosts. */
+export const CHECKPOINT_NOT_SAVED = "the interpreter's memory: python_exec's variables, imports and threads (a checkpoint holds files, installed packages, environment variables and metadata)";
+
 export type PythonResetInput = Record<string, never>;
 export interface PythonResetOutput { reset: boolean }
 

@@ -176,6 +176,7 @@ const checkpointInfo = z.object({
   total_bytes: z.number(),
   installed_packages: z.array(z.string()),
   modified_files: z.array(z.string()),
+  not_saved: z.string().describe('What the checkpoint does not hold: the interpreter memory of python_exec.'),
 });
 export type CheckpointInfoOut = z.infer<typeof checkpointInfo>;
 export const sessionCheckpointOutput = checkpointInfo;

@@ -9,7 +9,7 @@ import type { z } from 'zod';
 import { CodegenError } from '../domain/errors.js';
 import type { SessionView } from '../domain/sessions.js';
 import { isFinalTaskState } from '../domain/tasks.js';
-import type { ToolName } from '../domain/tools.js';
+import { CHECKPOINT_NOT_SAVED, type ToolName } from '../domain/tools.js';
 import { toolCallFrom } from '../domain/tool-calls.js';
 import type { McpConnection, ToolExtra } from './connection.js';
 import type { CheckpointView } from '../runtime/port.js';
@@ -73,6 +73,7 @@ function checkpointFields(c: CheckpointView): s.CheckpointInfoOut {
     total_bytes: c.totalBytes,
     installed_packages: c.installedPackages,
     modified_files: c.modifiedFiles,
+    not_saved: CHECKPOINT_NOT_SAVED,
   };
 }
 

@@ -9,7 +9,7 @@ import { CodegenError, invalidArgument, isErrorCode, type ErrorInfo } from '../d
 import { sessionStates, type SessionLimitsView, type SessionState, type SessionView } from '../domain/sessions.js';
 import type { TaskConstraints, TaskOutcome, TaskSpec, TaskStatus, TaskUpdate } from '../domain/tasks.js';
 import { checkTimeout, requireString, toolCallFrom } from '../domain/tool-calls.js';
-import { internalToolNames, toolNames, type ToolCall, type ToolName, type ToolReply } from '../domain/tools.js';
+import { CHECKPOINT_NOT_SAVED, internalToolNames, toolNames, type ToolCall, type ToolName, type ToolReply } from '../domain/tools.js';
 
 export { MAX_TIMEOUT_SECONDS, toolCallFrom } from '../domain/tool-calls.js';
 import type { CheckpointView } from '../runtime/port.js';
@@ -331,6 +331,7 @@ export function encodeCheckpointMetadata(c: CheckpointView): CheckpointMetadata 
     installed_packages: [...c.installedPackages],
     modified_files: [...c.modifiedFiles],
     checksum_sha256: c.checksumSha256,
+    not_saved: CHECKPOINT_NOT_SAVED,
   };
 }
 

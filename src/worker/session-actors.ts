@@ -142,6 +142,7 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
       // Made from a checkpoint: its description is written once the files are back (a crash before leaves no session that looks whole).
       if (!opts.checkpoints) throw new CodegenError('UNIMPLEMENTED', 'this worker has no checkpoint store to restore from');
       await restoreSnapshot({ workspace: workspacePath, transport: opts.checkpoints, checkpointId: restore.checkpointId, manifestSha256: restore.manifestSha256 });
+      await interpreters.forSession(id).discard(`the session was made from checkpoint ${restore.checkpointId}, which holds files and packages but not the interpreter's memory: variables and imports from before are lost`, true);
       const atMs = Date.now();
       description = { ...description, restartedAtMs: atMs, survivalNote: restore.note, lastActivityMs: atMs };
       await writer.save(description);

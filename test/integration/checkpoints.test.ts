@@ -69,6 +69,7 @@ describe('checkpoint and restore', () => {
     expect(m['installed_packages']).toContain('alpha_pkg==1.2.3');
     expect(m['modified_files']).toEqual(expect.arrayContaining(['src/main.py', 'artifacts/report.txt', 'data/blob.bin']));
     expect(m['env_vars']).toEqual({ GREETING: 'hello' });
+    expect(m['not_saved']).toContain("the interpreter's memory");
     expect(Math.abs(Number(m['created_at_ms']) - Date.now())).toBeLessThan(60_000);
     // The manifest is a blob of the store named by the checksum, and it hashes to it.
     const manifest = JSON.parse(readFileSync(blobPath(m['checksum_sha256']), 'utf8'));
@@ -102,9 +103,14 @@ describe('checkpoint and restore', () => {
     expect(await py(r['session_id'], 'import alpha_pkg, os\nprint(alpha_pkg.VERSION, os.environ.get("GREETING"))')).toBe('1.2.3 hello\n');
     const md = (await unary(sys.clients.sessions, 'GetSessionMetadata', { session_id: r['session_id'] })) as Wire;
     expect(md['metadata']).toMatchObject({ project: 'p1' });
+    const exec = await ok(tool(r['session_id'], 'python_exec', { code: '1' }), 'python_exec');
+    expect(exec).toMatchObject({ result: '1', state_lost: true });
+    expect(exec['state_lost_reason']).toContain(`made from checkpoint ${first['checkpoint_id']}`);
   }, 120_000);
 
   it('restores in place: later writes and deletes are undone, and the session keeps working', async () => {
+    const exec = (code: string) => ok(tool(source['session_id'], 'python_exec', { code }), 'python_exec');
+    expect(await exec('in_memory = 1')).toMatchObject({ state_lost: false });
     await write(source['session_id'], 'later.txt', 'written after the checkpoint');
     await py(source['session_id'], "import os\nos.remove('artifacts/report.txt')");
     const r = await restore(first['checkpoint_id']);
@@ -112,6 +118,10 @@ describe('checkpoint and restore', () => {
     expect(r['worker_id']).toBe('worker-1');
     expect(await snapshot(source['session_id'])).toEqual(atFirst);
     expect(await py(source['session_id'], 'import alpha_pkg\nprint(alpha_pkg.value)')).toBe('alpha_pkg-1.2.3\n');
+    // A checkpoint holds no interpreter memory: the restore discarded it, and the next python_exec says so.
+    const after = await exec('"in_memory" in globals()');
+    expect(after).toMatchObject({ result: 'False', state_lost: true });
+    expect(after['state_lost_reason']).toContain(`restored from checkpoint ${first['checkpoint_id']}`);
   }, 120_000);
 
   it('a checkpoint waits for the running task, and a task sent during the checkpoint waits for it', async () => {

@@ -64,9 +64,13 @@ export class SessionInterpreter {
     return had;
   }
 
-  /** The state went away for a reason the next call must hear (a restore replaced the files). */
-  async discard(reason: string): Promise<void> {
-    if (this.proc?.alive || this.lost !== undefined || (this.marker && existsSync(this.marker))) this.lost = reason;
+  /**
+   * The state went away for a reason the next call must hear (a restore replaced the files). Told
+   * when there was state to lose, or always with `always` (a session made from a checkpoint on
+   * another worker: whether it had state there is not known here).
+   */
+  async discard(reason: string, always = false): Promise<void> {
+    if (always || this.proc?.alive || this.lost !== undefined || (this.marker && existsSync(this.marker))) this.lost = reason;
     await this.end();
   }
 

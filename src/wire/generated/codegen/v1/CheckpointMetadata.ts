@@ -11,6 +11,7 @@ export interface CheckpointMetadata {
   'installed_packages'?: (string)[];
   'modified_files'?: (string)[];
   'checksum_sha256'?: (string);
+  'not_saved'?: (string);
 }
 
 export interface CheckpointMetadata__Output {
@@ -21,4 +22,5 @@ export interface CheckpointMetadata__Output {
   'installed_packages': (string)[];
   'modified_files': (string)[];
   'checksum_sha256': (string);
+  'not_saved': (string);
 }
