@@ -34,6 +34,7 @@ describe('eviction', () => {
     const s = (await unary(sys.clients.sessions, 'CreateSession', { worker_id: 'worker-1', metadata: { team: 'blue' } })) as Wire;
     const sid = s['session_id'] as string;
     ok(await runTask(sys.clients, { session_id: sid, typed_request: { pkg_install: { packages: ['evict_pkg'] } } }), 'pkg_install');
+    ok(await runTask(sys.clients, { session_id: sid, typed_request: { python_exec: { code: 'in_memory = 1' } } }), 'python_exec');
     ok(await runTask(sys.clients, { session_id: sid, typed_request: { fs_write: { path: 'work/state.txt', contents: 'before eviction', create_dirs: true } } }), 'fs_write');
     const evicted = await until(() => sessionStatus(sys.clients, sid), (st) => st['state'] === 'SESSION_STATE_EVICTED', 30_000, 200, 'the session EVICTED');
     expect(evicted['info']['survival_note']).toMatch(/checkpoint ckpt-/);
@@ -57,6 +58,10 @@ describe('eviction', () => {
     expect(['SESSION_STATE_READY', 'SESSION_STATE_BUSY', 'SESSION_STATE_IDLE']).toContain(after['state']);
     expect(after['info']['survival_note']).toMatch(/evicted after \d+ s idle and restored from checkpoint ckpt-/);
     expect(after['metadata']).toEqual({ team: 'blue' });
+    // Eviction keeps files and packages, not the interpreter's memory: the first python_exec after it says so.
+    const exec = ok(await runTask(sys.clients, { session_id: sid, typed_request: { python_exec: { code: '"in_memory" in globals()' } } }), 'python_exec');
+    expect(exec).toMatchObject({ result: 'False', state_lost: true });
+    expect(exec['state_lost_reason']).toMatch(/made from checkpoint ckpt-/);
   }, 90_000);
 
   it('destroys an evicted session without bringing it back, and keeps its checkpoint for a restore', async () => {
