@@ -694,7 +694,8 @@ export class WorkerProcess {
         prepareWorkspace: this.prepareWorkspace(),
         releaseWorkspace: this.releaseWorkspace(),
         persist: this.persist(),
-        warmSupervisor: supervisorMachine.provide({ actors: { child: this.warmInterpreter() } }),
+        warmSupervisor: supervisorMachine.provide({ actors: { child: this.countedInterpreter(this.warm, 'warm interpreter') } }),
+        interpreterSupervisor: supervisorMachine.provide({ actors: { child: this.countedInterpreter(this.interpreters, 'stateful interpreter') } }),
       },
     });
     const link = coordinatorLinkMachine.provide({ actors: { register: this.register(), heartbeats: this.heartbeats(), taskStream: this.taskStream(), deregister: this.deregister() } });
@@ -721,6 +722,7 @@ export class WorkerProcess {
         sessions: { intensity: { maxRestarts: 3, windowMs: 60_000 }, backoff: MODEL.sessionBackoff },
         pool: { intensity: { maxRestarts: 5, windowMs: 60_000 }, backoff: { initialMs: 1_000, maxMs: 30_000, factor: 2 } },
         warm: { intensity: { maxRestarts: 3, windowMs: 60_000 }, backoff: { initialMs: 500, maxMs: 10_000, factor: 2 } },
+        interpreter: { intensity: { maxRestarts: 5, windowMs: 60_000 }, backoff: { initialMs: 250, maxMs: 10_000, factor: 2 } },
         seed: 1_000 * gen + workerId.length,
         faults: true,
       },
@@ -783,17 +785,19 @@ export class WorkerProcess {
 
   /** Live warm interpreters, by session: never more than one per session. */
   readonly warm = new Map<string, number>();
+  /** Live stateful interpreters (python_exec), by session: never more than one per session. */
+  readonly interpreters = new Map<string, number>();
 
-  /** A warm interpreter (a long-lived Python process in the real worker): it only counts itself. */
-  private warmInterpreter() {
+  /** A session's interpreter (a long-lived Python process in the real worker): it only counts itself. */
+  private countedInterpreter(live: Map<string, number>, what: string) {
     return fromCallback<EventObject, { sessionId: string }>(({ input }) => {
-      const n = (this.warm.get(input.sessionId) ?? 0) + 1;
-      this.warm.set(input.sessionId, n);
-      if (n > 1) this.model.violation(`${this.key} runs ${n} warm interpreters for session ${input.sessionId}`);
+      const n = (live.get(input.sessionId) ?? 0) + 1;
+      live.set(input.sessionId, n);
+      if (n > 1) this.model.violation(`${this.key} runs ${n} ${what}s for session ${input.sessionId}`);
       return () => {
-        const left = (this.warm.get(input.sessionId) ?? 1) - 1;
-        if (left > 0) this.warm.set(input.sessionId, left);
-        else this.warm.delete(input.sessionId);
+        const left = (live.get(input.sessionId) ?? 1) - 1;
+        if (left > 0) live.set(input.sessionId, left);
+        else live.delete(input.sessionId);
       };
     });
   }
@@ -1404,6 +1408,7 @@ export class ModelSystem {
       const held = Object.keys(p.snapshot().context.held).sort();
       if (JSON.stringify(onDisk) !== JSON.stringify(held)) problems.push(`${p.key} holds [${held.join(' ')}] but its disk has [${onDisk.join(' ')}]`);
       for (const id of p.warm.keys()) if (!(id in p.snapshot().context.held)) problems.push(`${p.key} runs a warm interpreter for ${id}, which it does not hold`);
+      for (const id of p.interpreters.keys()) if (!(id in p.snapshot().context.held)) problems.push(`${p.key} runs a stateful interpreter for ${id}, which it does not hold`);
       for (const id of p.snapshot().context.live) {
         const s = p.actor.system.get(sessionChildId(id)) as AnyActorRef | undefined;
         const ctx = (s?.getSnapshot() as SessionSnapshot | undefined)?.context;
