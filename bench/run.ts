@@ -8,28 +8,13 @@ import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { connectCoordinator, unary, type CoordinatorClients } from '../src/wire/client.js';
-import type { TaskRequest, TaskResponse__Output } from '../src/wire/messages.js';
+import { connectCoordinator, unary } from '../src/wire/client.js';
 import { runCheckpointBench } from './checkpoints.js';
 import { runInspectionBench } from './inspection.js';
+import { runJupyterBench } from './jupyter.js';
+import { execute, fmt, measureCreates, quantile } from './measure.js';
 import { runScale } from './scale.js';
 import { startSystem } from './system.js';
-
-const quantile = (xs: number[], q: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-};
-const fmt = (ms: number) => `${ms.toFixed(1)} ms`;
-
-function execute(c: CoordinatorClients, req: TaskRequest): Promise<TaskResponse__Output> {
-  return new Promise((resolve, reject) => {
-    let last: TaskResponse__Output | undefined;
-    const st = c.tasks.ExecuteTask(req);
-    st.on('data', (d: TaskResponse__Output) => (last = d));
-    st.on('end', () => (last?.payload === 'result' ? resolve(last) : reject(new Error(JSON.stringify(last ?? {})))));
-    st.on('error', reject);
-  });
-}
 
 /** The real interpreter behind `python3` (here a pyenv shim, a shell script that would inflate the baseline). */
 function realPython(): string {
@@ -55,19 +40,6 @@ async function timed<T>(n: number, fn: () => Promise<T>): Promise<number[]> {
   return out;
 }
 
-/** `n` creates one after another, each destroyed before the next (the pool refills in between). */
-async function measureCreates(c: CoordinatorClients, n: number): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    const s = await unary(c.sessions, 'CreateSession', {});
-    out.push(performance.now() - t0);
-    await unary(c.sessions, 'DestroySession', { session_id: s.session_id });
-    await new Promise((r) => setTimeout(r, 150));
-  }
-  return out;
-}
-
 function printTable(rows: string[][]): void {
   console.log(`\ncodegen-mcp benchmark — ${new Date().toISOString()} — ${cpus().length} cores, Node ${process.version}\n`);
   console.log('| measure | p50 / rate | p95 / detail | target | |');
@@ -84,6 +56,11 @@ async function main(): Promise<void> {
   // `node dist/bench/run.js inspection`: only what the Stately inspector costs.
   if (process.argv[2] === 'inspection') {
     await runInspectionBench();
+    return;
+  }
+  // `node dist/bench/run.js jupyter`: only the side-by-side with a Jupyter kernel (bench/jupyter.ts).
+  if (process.argv[2] === 'jupyter') {
+    printTable(await runJupyterBench());
     return;
   }
   const rows: string[][] = [];
@@ -184,6 +161,7 @@ async function main(): Promise<void> {
     await sys.stop();
   }
   rows.push(...(await runCheckpointBench()));
+  rows.push(...(await runJupyterBench()));
   printTable(rows);
 
   // The coordinator's scale figures: synthetic workers over the real protocol, no Python (bench/scale.ts).

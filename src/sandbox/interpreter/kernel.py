@@ -3,7 +3,7 @@
 # Started by src/sandbox/interpreter/process.ts as `<venv python> -u -c <BOOTSTRAP> <limits JSON>`;
 # the bootstrap reads this source from fd 3 (up to a NUL byte) and runs it. fd 3 is then the
 # control channel, JSON lines both ways; fds 1 and 2 are pipes the worker reads:
-#   kernel -> worker  {"ev": "ready", "pid"}
+#   kernel -> worker  {"ev": "ready", "pid", "subreaper"}   without a subreaper it is refused
 #   worker -> kernel  {"op": "exec", "id", "code", "mark"}
 #   kernel -> worker  {"ev": "done", "id", "result", "outputs": [{"mime", "b64"}], "error_name",
 #                      "error_value", "traceback", "execution_count"}
@@ -94,26 +94,30 @@ def _descendants(root):
     return out
 
 
+def _has_children():
+    """Reaps ended children; False when none is left. With the subreaper set, no child means no
+    descendant at all, so the /proc scan is skipped for the usual call that started nothing."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        except InterruptedError:
+            continue
+        if pid == 0:
+            return True
+
+
 def _end_children():
     """Nothing a call started outlives it (as with any task): kill and reap every descendant."""
-    for _ in range(50):
-        pids = _descendants(ME)
-        for pid in pids:
+    for _ in range(500):
+        if not _has_children():
+            return
+        for pid in _descendants(ME):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        while True:
-            try:
-                pid, _status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
-            if pid == 0:
-                break
-        if not pids:
-            return
         threading.Event().wait(0.002)
 
 
@@ -306,7 +310,7 @@ def _write_all(fd, data):
 def main():
     limits = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     _apply_limits(limits)
-    _set_subreaper()
+    subreaper = _set_subreaper()
     sys.argv = ['']
     sys.path.insert(0, '')  # the workspace, as with `python -`
     signal.signal(signal.SIGINT, _on_sigint)
@@ -317,7 +321,7 @@ def main():
     sys.modules['__main__'] = main_module
     requests = queue.Queue()
     threading.Thread(target=_control, args=(requests,), name='codegen-control', daemon=True).start()
-    _send({'ev': 'ready', 'pid': ME})
+    _send({'ev': 'ready', 'pid': ME, 'subreaper': subreaper})
     count = 0
     while True:
         msg = requests.get()

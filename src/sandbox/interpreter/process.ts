@@ -79,6 +79,7 @@ function kernelSource(): string {
 interface KernelEvent {
   ev: 'ready' | 'done';
   id?: number;
+  subreaper?: unknown;
   result?: unknown;
   outputs?: unknown;
   error_name?: unknown;
@@ -256,6 +257,12 @@ export class InterpreterProcess {
             }
             if (event.ev === 'ready') {
               clearTimeout(timer);
+              // Without it, a process a call started in a session of its own could outlive the call.
+              if (event.subreaper !== true) {
+                this.kill('the interpreter could not become a subreaper');
+                reject(new Error(this.endReason));
+                return;
+              }
               if (this.state === 'starting') this.state = 'ready';
               resolve();
             } else if (event.ev === 'done') this.onReply?.(event);
