@@ -2,7 +2,7 @@ import { assign, enqueueActions, sendParent, setup, type ActorRefFrom, type AnyA
 import { errorInfo, type ErrorInfo } from '../domain/errors.js';
 import type { CheckpointRestore, SessionReport, SessionState, SessionView } from '../domain/sessions.js';
 import { isCheckpointingTool } from '../domain/tools.js';
-import { addRecord, emptyTaskBook, findRecord, liveRecords, taskStateOf, updateRecord, type TaskBook, type TaskSpec, type TaskState } from '../domain/tasks.js';
+import { addRecord, emptyTaskBook, findRecord, liveRecords, recordOf, taskIdsOf, taskStateOf, updateRecord, type TaskBook, type TaskSpec, type TaskState } from '../domain/tasks.js';
 import { removeFailedChild } from '../supervision.js';
 import { taskProxyIdOf, taskProxyMachine, type TaskProxyEndedEvent } from './task-proxy.machine.js';
 import { connectionIdOf, type WorkerCommandMessage } from './worker-connection.machine.js';
@@ -112,17 +112,15 @@ const acceptingStates: ReadonlySet<SessionState> = new Set(['INITIALIZING', 'REA
 
 /** The session's last task is this successful checkpoint (any id when `taskId` is empty). */
 export function lastTaskIsCheckpoint(book: TaskBook, taskId = ''): boolean {
-  const last = book.order.at(-1);
-  const r = last ? book.records[last] : undefined;
+  const r = book.records.at(-1);
   return Boolean(r && r.tool === 'checkpoint' && (!taskId || r.taskId === taskId) && r.outcome?.type === 'result' && r.outcome.status === 'SUCCESS');
 }
 
 /** When the session's last client task (not its own checkpoints and restores) ended; 0: none in the book. */
 export function lastClientTaskEndOf(book: TaskBook): number {
   let last = 0;
-  for (const id of book.order) {
-    const r = book.records[id];
-    if (r && !isCheckpointingTool(r.tool)) last = Math.max(last, r.endedAtMs || r.enqueuedAtMs);
+  for (const r of book.records) {
+    if (!isCheckpointingTool(r.tool)) last = Math.max(last, r.endedAtMs || r.enqueuedAtMs);
   }
   return last;
 }
@@ -241,7 +239,7 @@ export const sessionProxyMachine = setup({
       enqueue.emit({ type: 'task.accepted', requestId: e.requestId, taskId: e.spec.taskId, duplicate: false });
     }),
     cancelTask: enqueueActions(({ context, enqueue }, e: Extract<SessionProxyEvent, { type: 'task.cancel' }>) => {
-      const rec = context.book.records[e.taskId];
+      const rec = recordOf(context.book, e.taskId);
       if (!rec || rec.outcome) {
         enqueue.emit({ type: 'cancel.answered', requestId: e.requestId, cancelled: false, state: rec?.state ?? 'errored' });
         return;
@@ -320,7 +318,7 @@ export const sessionProxyMachine = setup({
     'xstate.error.actor.*': {
       actions: enqueueActions(({ context, enqueue, event, self }) => {
         const taskId = removeFailedChild(event, self, enqueue);
-        const rec = context.book.records[taskId];
+        const rec = recordOf(context.book, taskId);
         if (!rec || rec.outcome) return;
         enqueue.raise({ type: 'task.ended', taskId, outcome: { type: 'error', error: errorInfo('INTERNAL', `the coordinator's proxy of task ${taskId} crashed`) }, atMs: rec.enqueuedAtMs });
       }),
@@ -562,7 +560,7 @@ export function sessionViewOf(snap: SessionProxySnapshot): SessionView {
     createdAtMs: d.createdAtMs,
     lastActivityMs: d.lastActivityMs,
     activeTasks: live,
-    recentTasks: c.book.order.slice(-20),
+    recentTasks: taskIdsOf(c.book).slice(-20),
     metadata: { ...d.metadata },
     failureReason: c.report.failureReason,
     restartedAtMs: d.restartedAtMs,

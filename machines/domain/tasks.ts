@@ -100,49 +100,66 @@ export interface TaskRecord {
 
 export const MAX_TASK_RECORDS = 256;
 
-/** Task records in arrival order, bounded: live ones always stay, the oldest finished go first. */
+/**
+ * Task records in arrival order, bounded: live ones always stay, the oldest finished go first.
+ * An array, not a map by id: every change copies it, and copying 256 pointers costs far less than
+ * spreading an object of 256 keys (the bookkeeping was a tenth of a task's CPU before).
+ */
 export interface TaskBook {
-  records: Record<string, TaskRecord>;
-  order: string[];
+  records: TaskRecord[];
   /** Client sequence numbers (as strings) → task id, for answering repeats from the first run. */
   sequences: Record<string, string>;
 }
 
-export const emptyTaskBook = (): TaskBook => ({ records: {}, order: [], sequences: {} });
+export const emptyTaskBook = (): TaskBook => ({ records: [], sequences: {} });
+
+/** Where the task's record is (searched from the newest: the live ones are there), or -1. */
+function indexOf(book: TaskBook, taskId: string): number {
+  for (let i = book.records.length - 1; i >= 0; i--) if (book.records[i]!.taskId === taskId) return i;
+  return -1;
+}
+
+export function recordOf(book: TaskBook, taskId: string): TaskRecord | undefined {
+  const i = indexOf(book, taskId);
+  return i < 0 ? undefined : book.records[i];
+}
 
 export function findRecord(book: TaskBook, ref: { taskId?: string; sequence?: number }): TaskRecord | undefined {
-  if (ref.taskId && book.records[ref.taskId]) return book.records[ref.taskId];
+  const byId = ref.taskId ? recordOf(book, ref.taskId) : undefined;
+  if (byId) return byId;
   if (ref.sequence && ref.sequence > 0) {
     const id = book.sequences[String(ref.sequence)];
-    if (id) return book.records[id];
+    if (id) return recordOf(book, id);
   }
   return undefined;
 }
 
-/** The book with one more record. Copies only what changes: records and order grow by one. */
+/** The book with one more record; beyond MAX_TASK_RECORDS the oldest finished one goes. */
 export function addRecord(book: TaskBook, record: TaskRecord): TaskBook {
-  const records = { ...book.records, [record.taskId]: record };
-  const order = [...book.order, record.taskId];
+  const records = [...book.records, record];
   let sequences = book.sequences;
   if (record.sequence > 0) sequences = { ...sequences, [String(record.sequence)]: record.taskId };
-  while (order.length > MAX_TASK_RECORDS) {
-    const idx = order.findIndex((id) => records[id]?.outcome !== null);
+  while (records.length > MAX_TASK_RECORDS) {
+    const idx = records.findIndex((r) => r.outcome !== null);
     if (idx < 0) break;
-    const [old] = order.splice(idx, 1);
-    const rec = records[old!];
-    if (rec && rec.sequence > 0 && sequences[String(rec.sequence)] === old) {
+    const [old] = records.splice(idx, 1);
+    if (old && old.sequence > 0 && sequences[String(old.sequence)] === old.taskId) {
       sequences = { ...sequences };
-      delete sequences[String(rec.sequence)];
+      delete sequences[String(old.sequence)];
     }
-    delete records[old!];
   }
-  return { records, order, sequences };
+  return { records, sequences };
 }
 
 export function updateRecord(book: TaskBook, taskId: string, patch: Partial<TaskRecord>): TaskBook {
-  const rec = book.records[taskId];
-  if (!rec) return book;
-  return { ...book, records: { ...book.records, [taskId]: { ...rec, ...patch } } };
+  const i = indexOf(book, taskId);
+  if (i < 0) return book;
+  const records = book.records.slice();
+  records[i] = { ...records[i]!, ...patch };
+  return { ...book, records };
 }
 
-export const liveRecords = (book: TaskBook): TaskRecord[] => book.order.map((id) => book.records[id]!).filter((r) => r && r.outcome === null);
+/** The task ids, oldest first. */
+export const taskIdsOf = (book: TaskBook): string[] => book.records.map((r) => r.taskId);
+
+export const liveRecords = (book: TaskBook): TaskRecord[] => book.records.filter((r) => r.outcome === null);

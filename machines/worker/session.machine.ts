@@ -1,7 +1,7 @@
 import { assign, enqueueActions, sendParent, setup, type ActorRefFrom, type CallbackActorLogic, type PromiseActorLogic, type SnapshotFrom } from 'xstate';
 import { errorInfo, type ErrorInfo } from '../domain/errors.js';
 import type { SessionDescription, SessionReport, SessionState } from '../domain/sessions.js';
-import { addRecord, emptyTaskBook, findRecord, updateRecord, taskStateOf, type TaskBook, type TaskOutcomeSummary, type TaskSpec } from '../domain/tasks.js';
+import { addRecord, emptyTaskBook, findRecord, recordOf, updateRecord, taskStateOf, type TaskBook, type TaskOutcomeSummary, type TaskSpec } from '../domain/tasks.js';
 import { supervisorIdOf, supervisorMachine, type Supervision, type SupervisorInput, type SupervisorParentEvent } from '../supervisor.machine.js';
 import { reasonOf, removeFailedChild, type BackoffPolicy, type RestartIntensity } from '../supervision.js';
 import { taskMachine, type TaskEndedEvent } from './task.machine.js';
@@ -156,7 +156,7 @@ const reportOf = (ctx: SessionContext, state: SessionState, gone = false): Sessi
 });
 
 /** Which running state the current task makes: CHECKPOINTING for the session's own checkpoint or restore. */
-const runningStateOf = (ctx: SessionContext): 'BUSY' | 'CHECKPOINTING' => (ctx.current && isCheckpointingTool(ctx.book.records[ctx.current]?.tool ?? '') ? 'CHECKPOINTING' : 'BUSY');
+const runningStateOf = (ctx: SessionContext): 'BUSY' | 'CHECKPOINTING' => (ctx.current && isCheckpointingTool(recordOf(ctx.book, ctx.current)?.tool ?? '') ? 'CHECKPOINTING' : 'BUSY');
 
 const liveTaskIds = (ctx: SessionContext): string[] => (ctx.current ? [ctx.current, ...ctx.queue] : [...ctx.queue]);
 const touched = (ctx: SessionContext, atMs: number): SessionDescription => ({ ...ctx.description, lastActivityMs: Math.max(ctx.description.lastActivityMs, atMs) });
@@ -199,7 +199,7 @@ export const sessionMachine = setup({
   },
   guards: {
     hasQueuedTask: ({ context }) => context.queue.length > 0,
-    nextIsCheckpointing: ({ context }) => context.queue.length > 0 && isCheckpointingTool(context.book.records[context.queue[0]!]?.tool ?? ''),
+    nextIsCheckpointing: ({ context }) => context.queue.length > 0 && isCheckpointingTool(recordOf(context.book, context.queue[0]!)?.tool ?? ''),
     hasNoLiveTasks: ({ context }) => context.current === null && context.queue.length === 0,
     isCurrentTask: ({ context }, p: { taskId: string }) => context.current === p.taskId,
     isMachineryFailure: (_, p: { outcome: TaskOutcomeSummary; broken?: boolean }) => p.broken === true || (p.outcome.type === 'error' && machineryFailures.has(p.outcome.error.code)),
@@ -327,7 +327,7 @@ export const sessionMachine = setup({
         const childId = removeFailedChild(event, self, enqueue);
         if (!childId.startsWith('task:')) return;
         const taskId = childId.slice('task:'.length);
-        const rec = context.book.records[taskId];
+        const rec = recordOf(context.book, taskId);
         if (!rec || rec.outcome) return;
         const outcome: TaskOutcomeSummary = { type: 'error', error: errorInfo('INTERNAL', `task ${taskId} crashed: ${reasonOf((event as { error?: unknown }).error)}`) };
         enqueue.raise({ type: 'task.ended', taskId, outcome, atMs: context.description.lastActivityMs, broken: true });

@@ -98,7 +98,7 @@ export class ActorCoordinatorPort implements TenancyBackend {
   /** The session's last task, if it was a successful checkpoint: the eviction's checkpoint when nothing ran since. */
   lastCheckpointTask(sessionId: string): string {
     const book = this.proxy(sessionId).getSnapshot().context.book;
-    return lastTaskIsCheckpoint(book) ? book.order.at(-1)! : '';
+    return lastTaskIsCheckpoint(book) ? book.records.at(-1)!.taskId : '';
   }
 
   /** Reachable sessions with no live task, READY or IDLE, whose last client task ended (or that were last active) before `idleSinceMs`. */
@@ -172,7 +172,7 @@ export class ActorCoordinatorPort implements TenancyBackend {
       const c = snap.context;
       if (!c.reachable || sessionViewOf(snap).state !== 'IDLE') continue;
       // A task ran since the last checkpoint (a restore counts: it changed the files).
-      if (c.book.order.length > 0 && !lastTaskIsCheckpoint(c.book)) out.push(c.sessionId);
+      if (c.book.records.length > 0 && !lastTaskIsCheckpoint(c.book)) out.push(c.sessionId);
     }
     return out;
   }

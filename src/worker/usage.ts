@@ -1,6 +1,8 @@
 import { sessionUsage } from '../sandbox/enforcement.js';
 import type { ResourceUsageView } from '../domain/sessions.js';
 
+const DISK_READ_INTERVAL_MS = 1_000;
+
 /**
  * What a session's processes use, for its reports: memory now (from its cgroup), and CPU in
  * millicores averaged since the previous report (a report goes out at each task's start and
@@ -11,6 +13,8 @@ export class UsageMeter {
   private readonly last = new Map<string, { cpuTimeMs: number; atMs: number }>();
   /** Disk use is read asynchronously (statfs) and shown from the previous reading, so reports keep their order. */
   private readonly disk = new Map<string, number>();
+  /** When each session's disk use was last read: at most once per DISK_READ_INTERVAL_MS (a report goes out twice per task). */
+  private readonly diskReadAt = new Map<string, number>();
 
   constructor(
     private readonly read: typeof sessionUsage = sessionUsage,
@@ -18,7 +22,8 @@ export class UsageMeter {
   ) {}
 
   usageOf(sessionId: string, nowMs: number = Date.now()): ResourceUsageView | undefined {
-    if (this.diskOf) {
+    if (this.diskOf && nowMs - (this.diskReadAt.get(sessionId) ?? -Infinity) >= DISK_READ_INTERVAL_MS) {
+      this.diskReadAt.set(sessionId, nowMs);
       void this.diskOf(sessionId).then(
         (b) => (b === undefined ? this.disk.delete(sessionId) : this.disk.set(sessionId, b)),
         () => {},
@@ -37,5 +42,6 @@ export class UsageMeter {
   forget(sessionId: string): void {
     this.last.delete(sessionId);
     this.disk.delete(sessionId);
+    this.diskReadAt.delete(sessionId);
   }
 }

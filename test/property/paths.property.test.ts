@@ -221,7 +221,7 @@ const proxyInput = (mode: 'create' | 'mirror'): SessionProxyInput => ({
 function proxyEvents() {
   let n = 0;
   return (s: SessionProxySnapshot): AnyEventObject[] => {
-    const live = s.context.book.order.filter((id) => s.context.book.records[id]?.outcome === null);
+    const live = s.context.book.records.filter((r) => r.outcome === null).map((r) => r.taskId);
     return [
       ...(s.matches('creating') ? [{ type: CREATE_TIMEOUT }] : []),
       ...(s.matches('destroying') ? [{ type: DESTROY_TIMEOUT }] : []),
@@ -244,7 +244,7 @@ function proxyEvents() {
 
 const graphProxy = withParent(sessionProxyMachine);
 /** By value, plus the two facts that decide where a proxy can go: whether it follows tasks and whether its worker is reachable. */
-const serializeProxy = (s: SessionProxySnapshot) => JSON.stringify([s.value, s.context.book.order.some((id) => s.context.book.records[id]?.outcome === null), s.context.reachable]);
+const serializeProxy = (s: SessionProxySnapshot) => JSON.stringify([s.value, s.context.book.records.some((r) => r.outcome === null), s.context.reachable]);
 
 describe('paths through the session proxy statechart', () => {
   const fromCreate = getShortestPaths(graphProxy, { input: proxyInput('create'), events: proxyEvents() as never, serializeState: serializeProxy as never, limit: LIMIT });

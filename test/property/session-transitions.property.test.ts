@@ -93,7 +93,7 @@ function expectedStates(h: SessionHarness, c: Cmd, idleMs: number): string[] | u
     case 'resubmit':
       // A task id the session has seen never runs again; in IDLE it still wakes the session.
       // (With no task seen yet, nothing is sent.)
-      return pre === 'IDLE' && Object.keys(ctx.book.records).length > 0 ? ['READY'] : [];
+      return pre === 'IDLE' && ctx.book.records.length > 0 ? ['READY'] : [];
     case 'finish':
       if (!active || pre !== 'BUSY') return [];
       return isMachineryFailure(c.kind) ? ['FAILED'] : queued > 0 ? ['READY', 'BUSY'] : ['READY'];

@@ -11,7 +11,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { taskStateOf } from '../../machines/domain/tasks.js';
+import { recordOf, taskStateOf } from '../../machines/domain/tasks.js';
 import { finishKinds, flush, quietStoppedActorWarnings, sessionHarness, taskSpec, type FinishKind } from '../helpers/model-system.js';
 
 type Cmd =
@@ -78,7 +78,7 @@ async function run(s: Setup, cmds: Cmd[]): Promise<void> {
     if (h.snapshot().status === 'active') {
       const book = h.snapshot().context.book;
       for (const [id, [outcome]] of h.outcomes) {
-        const rec = book.records[id];
+        const rec = recordOf(book, id);
         if (rec) expect(rec.state, `the record of ${id} ${where}`).toBe(taskStateOf(outcome!));
       }
     }

@@ -25,7 +25,7 @@ import {
 } from '../../machines/coordinator/session-proxy.machine.js';
 import { taskProxyIdOf, type TaskProxyEmitted } from '../../machines/coordinator/task-proxy.machine.js';
 import type { CheckpointRestore, SessionReport, SessionState } from '../../machines/domain/sessions.js';
-import { addRecord, emptyTaskBook, type TaskBook, type TaskOutcome, type TaskRecord, type TaskSpec } from '../../machines/domain/tasks.js';
+import { addRecord, emptyTaskBook, recordOf, type TaskBook, type TaskOutcome, type TaskRecord, type TaskSpec } from '../../machines/domain/tasks.js';
 import { coordinatorTree, errorOf, hostWithWorker, proxyInput, resultOutcome, sessionReport, simulatedClock, T0, taskSpec } from '../helpers/coordinator-fakes.js';
 
 type Accepted = Extract<SessionProxyEmitted, { type: 'task.accepted' }>;
@@ -106,7 +106,7 @@ type Proxy = ReturnType<typeof start>;
 function ranClientTask(p: Proxy, taskId: string, endedAtMs: number): void {
   expect(p.submit(taskSpec(taskId, 's1')).type).toBe('task.accepted');
   p.worker().finish(taskId, resultOutcome('SUCCESS', endedAtMs));
-  expect(p.snap().context.book.records[taskId]).toMatchObject({ endedAtMs });
+  expect(recordOf(p.snap().context.book, taskId)).toMatchObject({ endedAtMs });
 }
 
 /** The session's own checkpoint task `taskId` ran and succeeded. */

@@ -13,7 +13,7 @@ import {
 import { TASK_CANCEL_GRACE_MS, taskProxyIdOf, type TaskProxyEmitted } from '../../machines/coordinator/task-proxy.machine.js';
 import type { ErrorCode } from '../../machines/domain/errors.js';
 import type { SessionReport } from '../../machines/domain/sessions.js';
-import type { TaskOutcome } from '../../machines/domain/tasks.js';
+import { recordOf, type TaskOutcome } from '../../machines/domain/tasks.js';
 import { coordinatorTree, creatingReport, errorOf, hostWithWorker, proxyInput, resultOutcome, sessionDescription, sessionReport, simulatedClock, T0, taskSpec } from '../helpers/coordinator-fakes.js';
 
 type Accepted = Extract<SessionProxyEmitted, { type: 'task.accepted' }>;
@@ -270,7 +270,7 @@ describe('session proxy: accepting tasks', () => {
     p.submit('t1');
     p.submit('t2');
     t.worker().finish('t1', resultOutcome('FAILURE'));
-    expect(p.ctx().book.records.t1).toMatchObject({ state: 'failed', outcome: { type: 'result', status: 'FAILURE' } });
+    expect(recordOf(p.ctx().book, 't1')).toMatchObject({ state: 'failed', outcome: { type: 'result', status: 'FAILURE' } });
     expect(p.view().activeTasks).toBe(1);
     expect(t.host.get(taskProxyIdOf('t1'))).toBeUndefined();
   });
@@ -291,7 +291,7 @@ describe('session proxy: accepting tasks', () => {
     const p = t.spawn();
     p.submit('t1');
     p.cancel('t1');
-    expect(p.ctx().book.records.t1).toMatchObject({ state: 'errored', outcome: { type: 'error', error: { code: 'INTERNAL' } } });
+    expect(recordOf(p.ctx().book, 't1')).toMatchObject({ state: 'errored', outcome: { type: 'error', error: { code: 'INTERNAL' } } });
     expect(p.snap().status).toBe('active');
     expect(t.host.errors).toEqual([]);
     expect(codeOf(p.submit('t2'))).toBe('accepted');

@@ -11,7 +11,7 @@
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { SessionState } from '../../machines/domain/sessions.js';
-import type { TaskSpec } from '../../machines/domain/tasks.js';
+import { recordOf, type TaskSpec } from '../../machines/domain/tasks.js';
 import { sessionStateOf } from '../../machines/worker/session.machine.js';
 import { failedOutcome, flush, resultOutcome, sessionHarness, taskSpec, type FakeExecutorOptions, type SessionInputOverrides } from '../helpers/machine-fakes.js';
 
@@ -67,7 +67,7 @@ describe('worker session: CHECKPOINTING', () => {
     s.exec.run('c1').finish(resultOutcome('SUCCESS'));
     expect(s.state()).toBe('READY');
     expect(reportsAfterReady(s)).toEqual(['CHECKPOINTING', 'READY']);
-    expect(s.snapshot().context.book.records.c1).toMatchObject({ tool, state: 'succeeded' });
+    expect(recordOf(s.snapshot().context.book, 'c1')).toMatchObject({ tool, state: 'succeeded' });
   });
 
   it('runs a client task as BUSY, not CHECKPOINTING', async () => {
@@ -163,7 +163,7 @@ describe('worker session: CHECKPOINTING', () => {
     s.submit('t1', 'echo');
     s.session.send({ type: 'task.cancel', taskId: 'c1', reason: 'client', atMs: s.clock.now() });
     expect(s.exec.run('c1').cancels).toEqual(['client']);
-    expect(s.snapshot().context.book.records.c1!.state).toBe('cancelled');
+    expect(recordOf(s.snapshot().context.book, 'c1')!.state).toBe('cancelled');
     expect(s.state()).toBe('BUSY');
     expect(s.running()).toEqual(['t1']);
   });

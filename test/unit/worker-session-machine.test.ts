@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { recordOf, taskIdsOf } from '../../machines/domain/tasks.js';
 import type { SessionState } from '../../machines/domain/sessions.js';
 import { sessionChildId, sessionStateOf } from '../../machines/worker/session.machine.js';
 import { CANCEL_GRACE_MS } from '../../machines/worker/task.machine.js';
@@ -125,8 +126,8 @@ describe('worker session machine', () => {
       expect(s.exec.runs.map((r) => r.spec.taskId)).toEqual(['t1', 't2', 't3']);
       expect(s.state()).toBe('READY');
       const book = s.snapshot().context.book;
-      expect(book.order).toEqual(['t1', 't2', 't3']);
-      expect(book.order.map((id) => book.records[id]!.state)).toEqual(['succeeded', 'succeeded', 'succeeded']);
+      expect(taskIdsOf(book)).toEqual(['t1', 't2', 't3']);
+      expect(book.records.map((r) => r.state)).toEqual(['succeeded', 'succeeded', 'succeeded']);
     });
 
     it.each(['FAILURE', 'TIMEOUT', 'CANCELLED'] as const)('goes back BUSY → READY when user code ends %s (the session stays usable)', async (status) => {
@@ -183,7 +184,7 @@ describe('worker session machine', () => {
       s.submit('t1');
       s.session.send({ type: 'task.cancel', taskId: 't1', reason: 'client', atMs: 5 });
       expect(s.exec.run('t1').cancels).toEqual(['client']);
-      expect(s.snapshot().context.book.records.t1!.state).toBe('cancelled');
+      expect(recordOf(s.snapshot().context.book, 't1')!.state).toBe('cancelled');
       expect(s.state()).toBe('READY');
     });
 
@@ -303,7 +304,7 @@ describe('worker session machine', () => {
       expect(s.refused()).toEqual([{ type: 'task.refused', sessionId: 's1', taskId: 't9', error: expect.objectContaining({ code: 'FAILED_PRECONDITION' }) }]);
       expect(s.refused()[0]!.error.message).toContain('has FAILED');
       expect(s.exec.runs.map((r) => r.spec.taskId)).toEqual(['t-fail']);
-      expect(s.snapshot().context.book.records.t9).toBeUndefined();
+      expect(recordOf(s.snapshot().context.book, 't9')).toBeUndefined();
     });
   });
 
