@@ -2,6 +2,8 @@ import { sessionUsage } from '../sandbox/enforcement.js';
 import type { ResourceUsageView } from '../domain/sessions.js';
 
 const DISK_READ_INTERVAL_MS = 1_000;
+/** A session's cgroup (memory, CPU) is read at most this often; a reading younger is shown again. */
+const CGROUP_READ_INTERVAL_MS = 250;
 
 /**
  * What a session's processes use, for its reports: memory now (from its cgroup), and CPU in
@@ -10,7 +12,7 @@ const DISK_READ_INTERVAL_MS = 1_000;
  * with a disk quota; 0 without one).
  */
 export class UsageMeter {
-  private readonly last = new Map<string, { cpuTimeMs: number; atMs: number }>();
+  private readonly last = new Map<string, { cpuTimeMs: number; atMs: number; view: ResourceUsageView }>();
   /** Disk use is read asynchronously (statfs) and shown from the previous reading, so reports keep their order. */
   private readonly disk = new Map<string, number>();
   /** When each session's disk use was last read: at most once per DISK_READ_INTERVAL_MS (a report goes out twice per task). */
@@ -29,14 +31,17 @@ export class UsageMeter {
         () => {},
       );
     }
+    const before = this.last.get(sessionId);
+    // A short task's two reports (BUSY, READY) come milliseconds apart: the second shows the first's reading.
+    if (before && nowMs - before.atMs < CGROUP_READ_INTERVAL_MS) return { ...before.view, diskBytes: this.disk.get(sessionId) ?? 0 };
     const u = this.read(sessionId);
     if (!u) return undefined;
     const cpu = u.cpuTimeMs ?? 0;
-    const before = this.last.get(sessionId);
-    this.last.set(sessionId, { cpuTimeMs: cpu, atMs: nowMs });
     const elapsed = before ? nowMs - before.atMs : 0;
     const cpuMillicores = before && elapsed > 0 ? Math.max(0, Math.round(((cpu - before.cpuTimeMs) / elapsed) * 1000)) : 0;
-    return { memoryBytes: u.memoryBytes ?? 0, cpuMillicores, diskBytes: this.disk.get(sessionId) ?? 0 };
+    const view = { memoryBytes: u.memoryBytes ?? 0, cpuMillicores, diskBytes: this.disk.get(sessionId) ?? 0 };
+    this.last.set(sessionId, { cpuTimeMs: cpu, atMs: nowMs, view });
+    return view;
   }
 
   forget(sessionId: string): void {

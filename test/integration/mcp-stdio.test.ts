@@ -74,7 +74,7 @@ describe('codegen-mcp mcp over stdio', () => {
       timeout: 60_000,
     });
     const names = (JSON.parse(stdout) as { tools: Array<{ name: string }> }).tools.map((t) => t.name);
-    expect(names).toHaveLength(18);
+    expect(names).toHaveLength(20);
     expect(names).toContain('session_create');
   }, 90_000);
 });

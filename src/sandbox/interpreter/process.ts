@@ -11,6 +11,7 @@ import { countKills } from '../kill-counts.js';
 import { CLOSE_GRACE_MS, sandboxPrefix, sessionLaunchOf, signalName } from '../launch.js';
 import type { ResourceLimits } from '../limits.js';
 import { OutputCollector } from '../output.js';
+import { jsonLineReader } from '../control-lines.js';
 import { bootstrapCode } from '../warm/server.js';
 
 /**
@@ -151,6 +152,8 @@ export class InterpreterProcess {
   private state: 'new' | 'starting' | 'ready' | 'busy' | 'dead' = 'new';
   private session: SessionLaunch | null = null;
   private nextId = 1;
+  /** Unguessable by the code (its output cannot end a call early), made once: each call's mark adds its id. */
+  private readonly markPrefix = randomBytes(12).toString('hex');
   private readonly streams = { stdout: new MarkSplitter(), stderr: new MarkSplitter() };
   private onReply: ((e: KernelEvent) => void) | null = null;
   private onDeath: (() => void) | null = null;
@@ -236,38 +239,27 @@ export class InterpreterProcess {
         ctl.on('error', () => {
           // the interpreter died: 'exit' tells
         });
-        let buffered = '';
-        ctl.on('data', (chunk: Buffer) => {
-          buffered += chunk.toString('utf8');
-          if (buffered.length > MAX_CONTROL_LINE) {
-            this.kill('the interpreter sent an over-long control line');
-            return;
-          }
-          let nl = buffered.indexOf('\n');
-          while (nl !== -1) {
-            const line = buffered.slice(0, nl);
-            buffered = buffered.slice(nl + 1);
-            nl = buffered.indexOf('\n');
-            let event: KernelEvent;
-            try {
-              event = JSON.parse(line) as KernelEvent;
-            } catch {
-              this.kill('the interpreter sent a bad control line');
-              return;
-            }
-            if (event.ev === 'ready') {
-              clearTimeout(timer);
-              // Without it, a process a call started in a session of its own could outlive the call.
-              if (event.subreaper !== true) {
-                this.kill('the interpreter could not become a subreaper');
-                reject(new Error(this.endReason));
-                return;
-              }
-              if (this.state === 'starting') this.state = 'ready';
-              resolve();
-            } else if (event.ev === 'done') this.onReply?.(event);
-          }
-        });
+        ctl.on(
+          'data',
+          jsonLineReader(
+            (value) => {
+              const event = value as KernelEvent;
+              if (event.ev === 'ready') {
+                clearTimeout(timer);
+                // Without it, a process a call started in a session of its own could outlive the call.
+                if (event.subreaper !== true) {
+                  this.kill('the interpreter could not become a subreaper');
+                  reject(new Error(this.endReason));
+                  return;
+                }
+                if (this.state === 'starting') this.state = 'ready';
+                resolve();
+              } else if (event.ev === 'done') this.onReply?.(event);
+            },
+            (why) => this.kill(why === 'long' ? 'the interpreter sent an over-long control line' : 'the interpreter sent a bad control line'),
+            MAX_CONTROL_LINE,
+          ),
+        );
         ctl.write(`${kernelSource()}\0`);
       });
     } catch (err) {
@@ -320,7 +312,7 @@ export class InterpreterProcess {
     if (this.state !== 'ready') return Promise.reject(new Error(`the interpreter is ${this.state}`));
     this.state = 'busy';
     const id = this.nextId++;
-    const mark = Buffer.from(`\x1e\x1bcodegen-end-${randomBytes(12).toString('hex')}-${id}\x1e`);
+    const mark = Buffer.from(`\x1e\x1bcodegen-end-${this.markPrefix}-${id}\x1e`);
     const sessionId = this.spec.sessionId;
     const before = sessionId && this.session ? countersAfter(sessionId) : null;
     const began = performance.now();

@@ -12,6 +12,7 @@ import { killProcessTree } from '../kill-group.js';
 import { CLOSE_GRACE_MS, KILL_GRACE_MS, cancelledBeforeStart, sandboxPrefix, sessionLaunchOf, signalName, type Isolation, type LaunchResult } from '../launch.js';
 import type { ResourceLimits } from '../limits.js';
 import { OutputCollector } from '../output.js';
+import { jsonLineReader } from '../control-lines.js';
 
 /**
  * One warm interpreter: forkserver.py running with a session's venv python inside one long-lived
@@ -183,34 +184,26 @@ export class WarmServer {
         ctl.on('error', () => {
           // the server died: 'exit' tells
         });
-        let buffered = '';
-        ctl.on('data', (chunk: Buffer) => {
-          buffered += chunk.toString('utf8');
-          let nl = buffered.indexOf('\n');
-          while (nl !== -1) {
-            const line = buffered.slice(0, nl);
-            buffered = buffered.slice(nl + 1);
-            nl = buffered.indexOf('\n');
-            let event: ServerEvent;
-            try {
-              event = JSON.parse(line) as ServerEvent;
-            } catch {
-              this.kill('the fork server sent a bad line');
-              return;
-            }
-            if (event.ev === 'ready') {
-              clearTimeout(timer);
-              if (!event.pidns && !event.subreaper) {
-                this.kill('the fork server can neither use a PID namespace nor become a subreaper');
-                reject(new Error(this.endReason));
-                return;
-              }
-              this.nextId = event.next;
-              if (this.state === 'starting') this.state = 'ready';
-              resolve();
-            } else this.current?.onEvent(event);
-          }
-        });
+        ctl.on(
+          'data',
+          jsonLineReader(
+            (value) => {
+              const event = value as ServerEvent;
+              if (event.ev === 'ready') {
+                clearTimeout(timer);
+                if (!event.pidns && !event.subreaper) {
+                  this.kill('the fork server can neither use a PID namespace nor become a subreaper');
+                  reject(new Error(this.endReason));
+                  return;
+                }
+                this.nextId = event.next;
+                if (this.state === 'starting') this.state = 'ready';
+                resolve();
+              } else this.current?.onEvent(event);
+            },
+            () => this.kill('the fork server sent a bad line'),
+          ),
+        );
         ctl.write(`${text}\0`);
       });
     } catch (err) {

@@ -3,7 +3,7 @@ import { CodegenError } from '../../domain/errors.js';
 import type { TaskStatus } from '../../domain/tasks.js';
 import type { PythonExecInput, PythonResetInput } from '../../domain/tools.js';
 import type { ExecResult } from '../../sandbox/interpreter/sessions.js';
-import { baseEnv, changedArtifacts, emitLog, emitProgress, outputCapOf, sandboxFor, snapshotArtifacts, timeoutMsOf } from './common.js';
+import { baseEnv, changedArtifacts, emitLog, outputCapOf, sandboxFor, snapshotArtifacts, timeoutMsOf } from './common.js';
 import type { ToolContext, ToolExecution } from './types.js';
 
 /** The name a call's error carries when the interpreter itself ended under it (a crash, a limit, a kill). */
@@ -31,9 +31,8 @@ export async function runPythonExec(input: PythonExecInput, ctx: ToolContext): P
   const timeoutMs = timeoutMsOf(input.timeout_seconds, ctx);
   const sessionEnv = checkEnvVars(ctx.sessionEnv, 'session env');
   const sandbox = sandboxFor(ctx, ctx.allowNetwork);
-  const startedAt = Date.now();
+  // No 'running' progress: a call is a few milliseconds, and the task's own state says it runs.
   const before = await snapshotArtifacts(ctx.workspace);
-  emitProgress(ctx, 'running', 'python_exec', 0, startedAt);
   const r = await interpreter.exec(
     {
       python: ctx.venvPython,
