@@ -4,11 +4,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { CodegenError } from '../domain/errors.js';
 import { launch } from '../sandbox/launch.js';
+import { checkVenv, readBaseFacts, writeVenv, type BaseFacts } from './venv-layout.js';
 
 /**
- * Warm Python environments. `python -m venv --without-pip` takes about 0.1 s,
- * pip comes from the base interpreter (`python -m pip --python <venv>/bin/python`),
- * so a session gets its venv by a rename of a ready one.
+ * A session's virtual environment. Written straight in its layout (venv-layout.ts: about a
+ * millisecond) once the first one written so has been checked to work; where it does not (another
+ * platform), `python -m venv --without-pip` (about 0.1 s) into a pool of ready ones, so a session
+ * gets its venv by a rename. pip comes from the base interpreter (`python -m pip --python
+ * <venv>/bin/python`).
  */
 
 const VENV_TIMEOUT_MS = 60_000;
@@ -81,6 +84,13 @@ async function makeVenv(basePython: string, dir: string): Promise<void> {
   }
 }
 
+async function writeShims(bin: string, basePython: string): Promise<void> {
+  for (const name of ['pip', 'pip3']) {
+    await writeFile(path.join(bin, name), pipShim(basePython));
+    await chmod(path.join(bin, name), 0o755);
+  }
+}
+
 /** A moved venv: point its activate scripts at the new place, add the pip shim, and check sys.prefix. */
 async function settleVenv(basePython: string, from: string | null, dir: string): Promise<void> {
   const bin = path.join(dir, 'bin');
@@ -91,10 +101,7 @@ async function settleVenv(basePython: string, from: string | null, dir: string):
       if (text !== null && text.includes(from)) await writeFile(file, text.split(from).join(dir));
     }
   }
-  for (const name of ['pip', 'pip3']) {
-    await writeFile(path.join(bin, name), pipShim(basePython));
-    await chmod(path.join(bin, name), 0o755);
-  }
+  await writeShims(bin, basePython);
   const result = await launch({
     command: path.join(bin, 'python'),
     args: ['-c', 'import sys; print(sys.prefix)'],
@@ -119,6 +126,8 @@ export interface VenvPoolOptions {
   python?: string;
   /** Refill failures (the pool keeps trying on the next take). */
   onError?: (err: unknown) => void;
+  /** 'direct' (default): write each venv in its layout, falling back to 'venv' where that does not work; 'venv': `python -m venv` into the pool. */
+  layout?: 'direct' | 'venv';
 }
 
 export class VenvPool {
@@ -130,12 +139,45 @@ export class VenvPool {
   private running = false;
   private refilling: Promise<void> | null = null;
   private cleared: Promise<void> | null = null;
+  private readonly layout: 'direct' | 'venv';
+  /** The base interpreter's facts once a venv written in its layout was checked to work; null: use `python -m venv`. */
+  private directFacts: Promise<BaseFacts | null> | null = null;
 
   constructor(opts: VenvPoolOptions) {
     this.root = path.resolve(opts.root);
     this.size = Math.max(0, Math.floor(opts.size));
     this.python = opts.python ?? 'python3';
     this.onError = opts.onError ?? (() => {});
+    this.layout = opts.layout ?? 'direct';
+  }
+
+  /** How venvs are made here: 'direct' (written in their layout) or 'venv' (`python -m venv`, pooled). */
+  async mode(): Promise<'direct' | 'venv'> {
+    return (await this.direct()) ? 'direct' : 'venv';
+  }
+
+  private direct(): Promise<BaseFacts | null> {
+    this.directFacts ??= (async () => {
+      if (this.layout !== 'direct') return null;
+      try {
+        const facts = await readBaseFacts(await resolveBasePython(this.python));
+        if (!facts) return null;
+        await this.cleared;
+        await mkdir(this.root, { recursive: true });
+        const probe = path.join(this.root, `probe-${randomBytes(6).toString('hex')}`);
+        try {
+          await writeVenv(probe, facts);
+          await checkVenv(probe, facts);
+        } finally {
+          await rm(probe, { recursive: true, force: true });
+        }
+        return facts;
+      } catch (err) {
+        this.onError(err);
+        return null;
+      }
+    })();
+    return this.directFacts;
   }
 
   /** Ready venvs waiting in the pool. */
@@ -159,6 +201,17 @@ export class VenvPool {
     }
     const basePython = await resolveBasePython(this.python);
     await mkdir(path.dirname(target), { recursive: true });
+    const facts = await this.direct();
+    if (facts) {
+      try {
+        await writeVenv(target, facts);
+        await writeShims(path.join(target, 'bin'), basePython);
+      } catch (err) {
+        await rm(target, { recursive: true, force: true }).catch(() => {});
+        throw err;
+      }
+      return;
+    }
     let from: string | null = null;
     const candidate = this.readyDirs.shift();
     if (candidate !== undefined) {
@@ -210,6 +263,7 @@ export class VenvPool {
     this.refilling = (async () => {
       try {
         await this.cleared;
+        if (await this.direct()) return; // nothing to keep ready: a venv takes a millisecond
         const basePython = await resolveBasePython(this.python);
         while (this.running && this.readyDirs.length < this.size) {
           const dir = path.join(this.root, `venv-${randomBytes(6).toString('hex')}`);

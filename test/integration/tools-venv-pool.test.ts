@@ -19,7 +19,7 @@ const run = (command: string, args: string[], cwd: string) =>
 
 describe('VenvPool', () => {
   it('fills up in the background, and take() moves a working venv whose sys.prefix is the target', async () => {
-    const pool = new VenvPool({ root: path.join(base, '.pool'), size: 2 });
+    const pool = new VenvPool({ root: path.join(base, '.pool'), size: 2, layout: 'venv' });
     pool.start();
     try {
       expect(await eventually(() => pool.ready === 2, 20_000)).toBe(true);
@@ -44,7 +44,7 @@ describe('VenvPool', () => {
   });
 
   it('makes a venv on the spot when the pool is empty', async () => {
-    const pool = new VenvPool({ root: path.join(base, '.pool-empty'), size: 0 });
+    const pool = new VenvPool({ root: path.join(base, '.pool-empty'), size: 0, layout: 'venv' });
     pool.start();
     const target = path.join(base, 'ws-2', '.venv');
     await pool.take(target);
@@ -74,7 +74,7 @@ describe('VenvPool', () => {
   });
 
   it('refuses a target that already exists, without spending a ready venv', async () => {
-    const pool = new VenvPool({ root: path.join(base, '.pool-busy'), size: 1 });
+    const pool = new VenvPool({ root: path.join(base, '.pool-busy'), size: 1, layout: 'venv' });
     pool.start();
     try {
       expect(await eventually(() => pool.ready === 1, 20_000)).toBe(true);
@@ -90,11 +90,41 @@ describe('VenvPool', () => {
   it('clears what an earlier run left in the pool folder', async () => {
     const root = path.join(base, '.pool-stale');
     mkdirSync(path.join(root, 'venv-half-made'), { recursive: true });
-    const pool = new VenvPool({ root, size: 1 });
+    const pool = new VenvPool({ root, size: 1, layout: 'venv' });
     pool.start();
     expect(await eventually(() => pool.ready === 1, 20_000)).toBe(true);
     expect(readdirSync(root).includes('venv-half-made')).toBe(false);
     await pool.stop();
+  });
+});
+
+describe('a venv written in its layout (the default)', () => {
+  it('works like one python -m venv made: sys.prefix, site-packages, activate, pip shim; no pool is kept', async () => {
+    const pool = new VenvPool({ root: path.join(base, '.pool-direct'), size: 2 });
+    pool.start();
+    try {
+      expect(await pool.mode()).toBe('direct');
+      const target = path.join(base, 'ws-direct', '.venv');
+      await pool.take(target);
+      expect(pool.ready).toBe(0);
+      const py = await run(path.join(target, 'bin', 'python'), ['-c', "import sys, sysconfig; print(sys.prefix); print(sys.prefix != sys.base_prefix); print(sysconfig.get_path('purelib'))"], base);
+      const short = (await run(await resolveBasePython(), ['-c', "import sys; print('%d.%d' % sys.version_info[:2])"], base)).stdout.trim();
+      expect(py.stdout).toBe(`${target}\nTrue\n${target}/lib/python${short}/site-packages\n`);
+      expect(readFileSync(path.join(target, 'bin', 'activate'), 'utf8')).toContain(`VIRTUAL_ENV="${target}"`);
+      expect(readFileSync(path.join(target, 'pyvenv.cfg'), 'utf8')).toContain('include-system-site-packages = false');
+      // The same entries as python -m venv --without-pip makes, with the same link targets.
+      const made = path.join(base, 'made-by-venv');
+      expect((await run(await resolveBasePython(), ['-m', 'venv', '--without-pip', made], base)).exitCode).toBe(0);
+      const entries = (dir: string) => readdirSync(dir, { recursive: true }).map(String).filter((e) => !e.startsWith('bin/pip')).sort();
+      expect(entries(target)).toEqual(entries(made));
+      const wheels = path.join(base, 'wheels-direct');
+      buildWheel(wheels, 'cgdirect_pkg', '0.5');
+      expect((await run(path.join(target, 'bin', 'pip'), ['install', '--no-index', '--find-links', wheels, 'cgdirect_pkg'], path.dirname(target))).exitCode).toBe(0);
+      expect((await run(path.join(target, 'bin', 'python'), ['-c', 'import cgdirect_pkg; print(cgdirect_pkg.VERSION)'], base)).stdout).toBe('0.5\n');
+      expect(readdirSync(path.join(base, '.pool-direct'))).toEqual([]);
+    } finally {
+      await pool.stop();
+    }
   });
 });
 
