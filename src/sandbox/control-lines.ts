@@ -1,34 +1,44 @@
 /**
  * A reader of a control channel that speaks JSON lines (the warm fork server's and the stateful
- * interpreter's fd 3): each complete line is parsed and handed on; a line that is not JSON, or
- * one longer than `maxChars`, is `onBad` and ends the reading (the caller kills the process, since
- * user code runs in it and may have written anything).
+ * interpreter's fd 3). User code runs in those processes and may write anything there, so: each
+ * complete line must be a JSON object (anything else is `onBad`), a line longer than `maxBytes`
+ * is `onBad` without being held whole, and the work per chunk is linear in the chunk (a long line
+ * arriving in pieces is searched once, not again with every piece). After `onBad` the reader
+ * stops; the caller kills the process.
  */
-export function jsonLineReader(onValue: (value: unknown) => void, onBad: (why: 'bad' | 'long') => void, maxChars = Infinity): (chunk: Buffer) => void {
-  let buffered = '';
+export function jsonLineReader(onValue: (value: Record<string, unknown>) => void, onBad: (why: 'bad' | 'long') => void, maxBytes = Infinity): (chunk: Buffer) => void {
+  let parts: Buffer[] = [];
+  let held = 0;
   let broken = false;
+  const fail = (why: 'bad' | 'long'): void => {
+    broken = true;
+    parts = [];
+    onBad(why);
+  };
   return (chunk) => {
     if (broken) return;
-    buffered += chunk.toString('utf8');
-    let nl = buffered.indexOf('\n');
-    if (nl === -1 && buffered.length > maxChars) {
-      broken = true;
-      onBad('long');
-      return;
-    }
-    while (nl !== -1) {
-      const line = buffered.slice(0, nl);
-      buffered = buffered.slice(nl + 1);
-      nl = buffered.indexOf('\n');
+    let from = 0;
+    for (let nl = chunk.indexOf(0x0a); nl !== -1; nl = chunk.indexOf(0x0a, from)) {
+      const piece = chunk.subarray(from, nl);
+      const line = parts.length > 0 ? Buffer.concat([...parts, piece]) : piece;
+      parts = [];
+      held = 0;
+      from = nl + 1;
+      if (line.length > maxBytes) return fail('long');
       let value: unknown;
       try {
-        value = JSON.parse(line);
+        value = JSON.parse(line.toString('utf8'));
       } catch {
-        broken = true;
-        onBad('bad');
-        return;
+        return fail('bad');
       }
-      onValue(value);
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail('bad');
+      onValue(value as Record<string, unknown>);
+      if (broken) return;
+    }
+    if (from < chunk.length) {
+      held += chunk.length - from;
+      if (held > maxBytes) return fail('long');
+      parts.push(chunk.subarray(from));
     }
   };
 }

@@ -182,6 +182,52 @@ describe.each(isolations)('python_exec (%s isolation)', (iso) => {
     expect(out(await s.run(pyexec('kept_on_cancel'))).result).toBe('9');
   });
 
+  it('survives code that writes anything to the control channel: the interpreter is replaced, the worker goes on', async () => {
+    for (const junk of ["b'null\\n'", "b'[1, 2]\\n'", "b'not json\\n'", "b'x' * (30 * 1024 * 1024)"]) {
+      await s.run(pyexec('kept = 1'));
+      const e = await s.run(pyexec(`import os\nos.write(3, ${junk})\nimport time\ntime.sleep(5)`));
+      expect(e.status, junk).toBe('FAILURE');
+      expect(out(e), junk).toMatchObject({ state_lost: true, error_name: 'InterpreterDied' });
+      expect(out(e).state_lost_reason, junk).toMatch(/control line/);
+      expect(out(await s.run(pyexec('"kept" in globals()'))).result, junk).toBe('False');
+    }
+  });
+
+  it('interrupts a cancel that comes before the code starts, and keeps the state', async () => {
+    await s.run(pyexec('early = 1'));
+    const gone = new AbortController();
+    gone.abort('cancelled before it was sent');
+    const before = await s.run(pyexec('import time\ntime.sleep(5)'), { signal: gone.signal });
+    expect(before.status).toBe('CANCELLED');
+    expect(out(before).state_lost).toBe(false);
+    const abort = new AbortController();
+    const running = s.run(pyexec('import time\ntime.sleep(5)'), { signal: abort.signal });
+    abort.abort('cancelled at once');
+    const e = await running;
+    expect(e.status).toBe('CANCELLED');
+    expect(out(e).state_lost).toBe(false);
+    expect(out(await s.run(pyexec('early'))).result).toBe('1');
+  });
+
+  it("interrupts a value's slow __repr__ at the timeout, and keeps the state", async () => {
+    await s.run(pyexec('kept_repr = 2'));
+    const e = await s.run(pyexec('import time\nclass Slow:\n    def __repr__(self):\n        time.sleep(30)\n        return "slow"\nSlow()', 1));
+    expect(e.status).toBe('TIMEOUT');
+    expect(out(e)).toMatchObject({ error_name: 'KeyboardInterrupt', state_lost: false });
+    expect(out(await s.run(pyexec('kept_repr'))).result).toBe('2');
+  });
+
+  it('answers exceptions whose str() fails or is huge, bounded, and keeps the state', async () => {
+    await s.run(pyexec('kept_err = 3'));
+    const bad = out(await s.run(pyexec('class E(Exception):\n    def __str__(self):\n        raise RuntimeError("no")\nraise E()')));
+    expect(bad).toMatchObject({ error_name: 'E', error_value: '<str() of the exception failed>', state_lost: false });
+    const huge = out(await s.run(pyexec('raise ValueError("x" * 40_000_000)')));
+    expect(huge).toMatchObject({ error_name: 'ValueError', state_lost: false });
+    expect(huge.error_value.length).toBeLessThan(1_100_000);
+    expect(huge.error_value).toContain('characters cut');
+    expect(out(await s.run(pyexec('kept_err'))).result).toBe('3');
+  });
+
   it('streams output lines while the call runs', async () => {
     const before = s.logs.length;
     await s.run(pyexec('import sys\nprint("one")\nprint("two", file=sys.stderr)'));

@@ -34,8 +34,10 @@ import threading
 import traceback
 
 CTL = 3
-MAX_RICH_BYTES = 16 * 1024 * 1024
-MAX_RESULT_CHARS = 1024 * 1024
+# Bounds on a reply (the worker refuses a control line over 24 MiB): rich outputs before base64,
+# and each text.
+MAX_RICH_BYTES = 8 * 1024 * 1024
+MAX_TEXT_CHARS = 1024 * 1024
 RICH_MIMES = (
     ('image/png', '_repr_png_', True),
     ('image/jpeg', '_repr_jpeg_', True),
@@ -122,12 +124,15 @@ def _end_children():
 
 
 class _Call:
-    """The call running now, for the interrupt: only user code is ever interrupted."""
+    """The call running now, for the interrupt: only user code is ever interrupted. An interrupt
+    that comes before its call reaches user code (still queued, or compiling) waits in `pending`
+    and is raised as the code starts."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.id = None
         self.in_user_code = False
+        self.pending = set()
 
 
 CALL = _Call()
@@ -163,6 +168,8 @@ def _control(requests):
                 with CALL.lock:
                     if CALL.id == msg.get('id') and CALL.in_user_code:
                         signal.pthread_kill(main_ident, signal.SIGINT)
+                    elif len(CALL.pending) < 64:
+                        CALL.pending.add(msg.get('id'))
             elif msg.get('op') == 'exec':
                 requests.put(msg)
 
@@ -232,6 +239,43 @@ def _figures(display):
         sys.stderr.write('[codegen: a matplotlib figure could not be saved: %s: %s]\n' % (type(e).__name__, e))
 
 
+def _enter_user(call_id):
+    with CALL.lock:
+        CALL.in_user_code = True
+        if call_id in CALL.pending:
+            CALL.pending.discard(call_id)
+            raise KeyboardInterrupt
+
+
+def _leave_user(call_id):
+    with CALL.lock:
+        CALL.in_user_code = False
+        # An interrupt for this call that came too late, or for an earlier one: no longer wanted.
+        CALL.pending = set(i for i in CALL.pending if isinstance(i, int) and i > call_id)
+
+
+def _cut(text):
+    if len(text) > MAX_TEXT_CHARS:
+        return text[:MAX_TEXT_CHARS] + '... [%d characters cut]' % (len(text) - MAX_TEXT_CHARS)
+    return text
+
+
+def _safe_str(e):
+    try:
+        return _cut(str(e))
+    except BaseException:
+        return '<str() of the exception failed>'
+
+
+def _error_of(e, skip):
+    """(name, value, traceback) of an exception from user code, each bounded; never raises."""
+    try:
+        tb = _cut(_user_traceback(e, skip))
+    except BaseException:
+        tb = ''
+    return (type(e).__name__, _safe_str(e), tb)
+
+
 def _user_traceback(e, skip):
     """The exception as Python prints it, from the user's code on (the kernel's frames cut)."""
     tb = e.__traceback__
@@ -241,49 +285,57 @@ def _user_traceback(e, skip):
     return ''.join(traceback.format_exception(type(e), e, tb))
 
 
-def _run(code, count, ns, display):
-    """Compile and run one call; (result text, error fields)."""
+def _run(code, count, ns, display, call_id):
+    """Compile and run one call; (result text, error fields). Everything user code decides —
+    the code itself, a value's repr and _repr_*_ methods, matplotlib's rendering — runs with the
+    interrupt on."""
     filename = '<cell %d>' % count
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     try:
         tree = ast.parse(code, filename, 'exec')
-    except SyntaxError as e:
-        return '', (type(e).__name__, str(e), ''.join(traceback.format_exception_only(type(e), e)))
-    last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
-    try:
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
         body = compile(tree, filename, 'exec', dont_inherit=True)
         tail = compile(last, filename, 'eval', dont_inherit=True) if last is not None else None
-    except (SyntaxError, ValueError) as e:
-        return '', (type(e).__name__, str(e), ''.join(traceback.format_exception_only(type(e), e)))
-    value = None
+    except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as e:
+        try:
+            tb = _cut(''.join(traceback.format_exception_only(type(e), e)))
+        except BaseException:
+            tb = ''
+        return '', (type(e).__name__, _safe_str(e), tb)
+    text = ''
     try:
-        with CALL.lock:
-            CALL.in_user_code = True
+        _enter_user(call_id)
         try:
             exec(body, ns)
             if tail is not None:
                 value = eval(tail, ns)
+                if value is not None:
+                    ns['_'] = value
+                    display.rich(value)
+                    try:
+                        text = _cut(repr(value))
+                    except Exception as e:
+                        text = '<repr() failed: %s: %s>' % (type(e).__name__, _safe_str(e))
+            _figures(display)
         finally:
-            with CALL.lock:
-                CALL.in_user_code = False
+            _leave_user(call_id)
     except BaseException as e:  # SystemExit too: the interpreter stays, as in a notebook
         if os.getpid() != ME:
             os._exit(0)  # a fork of the kernel (os.fork() in the code) never reports
-        return '', (type(e).__name__, str(e), _user_traceback(e, 1))
+        error = _error_of(e, 1)
+        try:  # figures drawn before the error are shown, as in a notebook
+            _enter_user(call_id)
+            try:
+                _figures(display)
+            finally:
+                _leave_user(call_id)
+        except BaseException:
+            pass
+        return '', error
     if os.getpid() != ME:
         os._exit(0)
-    if value is None:
-        return '', None
-    ns['_'] = value
-    display.rich(value)
-    try:
-        text = repr(value)
-    except Exception as e:
-        text = '<repr() failed: %s: %s>' % (type(e).__name__, e)
-    if len(text) > MAX_RESULT_CHARS:
-        text = text[:MAX_RESULT_CHARS] + '... [%d characters cut]' % (len(text) - MAX_RESULT_CHARS)
     return text, None
 
 
@@ -333,8 +385,7 @@ def main():
         # User code may have replaced these; the kernel's own rules come back for each call.
         signal.signal(signal.SIGINT, _on_sigint)
         importlib.invalidate_caches()  # packages installed since the last call are found
-        result, error = _run(msg.get('code', ''), count, ns, display)
-        _figures(display)
+        result, error = _run(msg.get('code', ''), count, ns, display, msg.get('id'))
         with CALL.lock:
             CALL.id = None
         _flush()

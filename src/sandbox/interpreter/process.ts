@@ -68,8 +68,11 @@ export interface ExecOutcome {
 const START_TIMEOUT_MS = 15_000;
 /** After a timeout or cancel interrupted the code, how long it has to stop before the interpreter is killed. */
 export const INTERRUPT_GRACE_MS = 2_000;
-/** A control line longer than this (a reply with huge rich outputs) means a broken interpreter. */
-const MAX_CONTROL_LINE = 64 * 1024 * 1024;
+/**
+ * A control line longer than this means a broken interpreter. A reply's parts are bounded in
+ * kernel.py (rich outputs 8 MiB before base64, the result and error texts 1 MiB each).
+ */
+const MAX_CONTROL_LINE = 24 * 1024 * 1024;
 
 let source: string | undefined;
 function kernelSource(): string {
@@ -92,25 +95,38 @@ interface KernelEvent {
 /**
  * Splits one output stream at a call's end mark: what comes before it is the call's, what comes
  * after it (a thread still printing) belongs to no call and is dropped. Bytes that could be the
- * start of the mark are held back until the next chunk says.
+ * start of the mark are held back until the next chunk says. A call ended without its mark (its
+ * reply came, its mark lagged) leaves that mark stale: the output up to it is dropped when it
+ * arrives, never given to the next call. The kernel writes a call's marks before its reply, so a
+ * stale mark always arrives.
  */
 class MarkSplitter {
   private held = Buffer.alloc(0);
   private mark: Buffer | null = null;
   private sink: ((chunk: Buffer) => void) | null = null;
   private onMark: (() => void) | null = null;
+  private readonly stale: Buffer[] = [];
 
   /** Route what arrives to `sink` until `mark`; then call onMark. */
   expect(mark: Buffer, sink: (chunk: Buffer) => void, onMark: () => void): void {
     this.mark = mark;
     this.sink = sink;
     this.onMark = onMark;
-    this.held = Buffer.alloc(0);
   }
 
   push(chunk: Buffer): void {
+    let buf = this.held.length > 0 ? Buffer.concat([this.held, chunk]) : chunk;
+    this.held = Buffer.alloc(0);
+    while (this.stale.length > 0) {
+      const at = buf.indexOf(this.stale[0]!);
+      if (at === -1) {
+        this.held = Buffer.from(buf.subarray(buf.length - partialMark(buf, this.stale[0]!)));
+        return;
+      }
+      buf = buf.subarray(at + this.stale[0]!.length);
+      this.stale.shift();
+    }
     if (!this.mark || !this.sink) return;
-    const buf = this.held.length > 0 ? Buffer.concat([this.held, chunk]) : chunk;
     const at = buf.indexOf(this.mark);
     if (at !== -1) {
       if (at > 0) this.sink(buf.subarray(0, at));
@@ -118,32 +134,38 @@ class MarkSplitter {
       this.mark = null;
       this.sink = null;
       this.onMark = null;
-      this.held = Buffer.alloc(0);
       done?.();
       return;
     }
-    const keep = this.partialMark(buf);
+    const keep = partialMark(buf, this.mark);
     if (buf.length - keep > 0) this.sink(buf.subarray(0, buf.length - keep));
     this.held = Buffer.from(buf.subarray(buf.length - keep));
   }
 
-  /** The call ended without the mark (the interpreter died): what was held back is the call's. */
-  flush(): void {
-    if (this.sink && this.held.length > 0) this.sink(this.held);
+  /**
+   * The call ended without its mark: what was held back is the call's. `coming`: the mark is on
+   * its way (the reply came), so it is skipped when it arrives.
+   */
+  flush(coming: boolean): void {
+    if (coming && this.mark && this.stale.length < 8) {
+      // What is held back may be the mark's first bytes: it stays, to be matched when the rest comes.
+      this.stale.push(this.mark);
+    } else {
+      if (this.sink && this.held.length > 0) this.sink(this.held);
+      this.held = Buffer.alloc(0);
+    }
     this.mark = null;
     this.sink = null;
     this.onMark = null;
-    this.held = Buffer.alloc(0);
   }
+}
 
-  /** The longest tail of buf that is a start of the mark. */
-  private partialMark(buf: Buffer): number {
-    const mark = this.mark!;
-    for (let k = Math.min(mark.length - 1, buf.length); k > 0; k--) {
-      if (buf.subarray(buf.length - k).equals(mark.subarray(0, k))) return k;
-    }
-    return 0;
+/** The longest tail of buf that is a start of mark. */
+function partialMark(buf: Buffer, mark: Buffer): number {
+  for (let k = Math.min(mark.length - 1, buf.length); k > 0; k--) {
+    if (buf.subarray(buf.length - k).equals(mark.subarray(0, k))) return k;
   }
+  return 0;
 }
 
 export class InterpreterProcess {
@@ -163,6 +185,8 @@ export class InterpreterProcess {
   pid: number | undefined;
   /** Why the interpreter ended, once it did. */
   endReason: string | undefined;
+  /** It got as far as ready (a process that never did had no state to lose). */
+  readyOnce = false;
 
   constructor(
     readonly spec: InterpreterSpec,
@@ -190,6 +214,11 @@ export class InterpreterProcess {
       const { cpuSeconds: _perCall, ...sessionRlimits } = this.session?.rlimits ?? {};
       const limits = mergeRlimits(this.spec.rlimits, sessionRlimits);
       const { prefix, seccomp } = await sandboxPrefix(this.spec.view, this.spec.workspace, { seccompChildFd: 4 });
+      if (this.endReason !== undefined) {
+        // Killed (its session released) while the sandbox was prepared: never spawn.
+        closeFd(seccomp);
+        throw new Error(this.endReason);
+      }
       const argv = [
         ...(this.session?.prefix ?? []),
         ...prefix,
@@ -243,7 +272,7 @@ export class InterpreterProcess {
           'data',
           jsonLineReader(
             (value) => {
-              const event = value as KernelEvent;
+              const event = value as unknown as KernelEvent;
               if (event.ev === 'ready') {
                 clearTimeout(timer);
                 // Without it, a process a call started in a session of its own could outlive the call.
@@ -253,6 +282,7 @@ export class InterpreterProcess {
                   return;
                 }
                 if (this.state === 'starting') this.state = 'ready';
+                this.readyOnce = true;
                 resolve();
               } else if (event.ev === 'done') this.onReply?.(event);
             },
@@ -339,8 +369,8 @@ export class InterpreterProcess {
         req.signal?.removeEventListener('abort', onAbort);
         this.onReply = null;
         this.onDeath = null;
-        this.streams.stdout.flush();
-        this.streams.stderr.flush();
+        this.streams.stdout.flush(reply !== null);
+        this.streams.stderr.flush(reply !== null);
         stdout.end();
         stderr.end();
         if (this.state === 'busy') this.state = 'ready';
@@ -394,7 +424,8 @@ export class InterpreterProcess {
       };
 
       const interrupt = (why: 'timeout' | 'cancel'): void => {
-        if (settled || timedOut || cancelled) return;
+        // A call that has answered is over: its marks are only on their way.
+        if (settled || timedOut || cancelled || reply !== null || marks > 0) return;
         if (why === 'timeout') timedOut = true;
         else cancelled = true;
         this.send({ op: 'interrupt', id });
@@ -404,6 +435,12 @@ export class InterpreterProcess {
       };
       const onAbort = (): void => interrupt('cancel');
 
+      if (req.signal?.aborted) {
+        // Cancelled before it was sent: nothing ran, the state is as it was.
+        cancelled = true;
+        finish();
+        return;
+      }
       this.send({ op: 'exec', id, code: req.code, mark: mark.toString('latin1') });
       if (req.timeoutMs > 0) timeoutTimer = setTimeout(() => interrupt('timeout'), req.timeoutMs);
       if (req.signal) {

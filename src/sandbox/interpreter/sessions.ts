@@ -30,6 +30,7 @@ export class SessionInterpreter {
   /** Interpreters this handle ended on purpose (their end is not a crash). */
   private readonly ending = new WeakSet<InterpreterProcess>();
   private failureListeners: Array<(reason: string) => void> = [];
+  private starting: Promise<InterpreterProcess> | null = null;
   private starts = 0;
 
   constructor(
@@ -46,7 +47,13 @@ export class SessionInterpreter {
     const proc = await this.ready(spec);
     const told = this.lost;
     this.lost = undefined;
-    const outcome = await proc.exec(req);
+    let outcome: ExecOutcome;
+    try {
+      outcome = await proc.exec(req);
+    } catch (err) {
+      this.lost ??= told; // not run: the loss is told by the next call
+      throw new CodegenError('UNAVAILABLE', `the session's interpreter cannot take the call now (${(err as Error).message}); retry`, { cause: err });
+    }
     if (outcome.died !== undefined) {
       this.ending.add(proc); // its end is told in this result, not as a crash between calls
       if (this.proc === proc) this.proc = undefined;
@@ -112,8 +119,15 @@ export class SessionInterpreter {
       this.lost = "the session's sandbox settings changed, so its interpreter was restarted: variables and imports are lost";
     }
     if (this.proc?.alive) return this.proc;
+    // One start at a time: a second caller waits for the same interpreter.
+    this.starting ??= this.start(spec, key).finally(() => (this.starting = null));
+    return this.starting;
+  }
+
+  private async start(spec: InterpreterSpec, key: string): Promise<InterpreterProcess> {
     const proc = new InterpreterProcess(spec, (reason, duringCall) => {
-      if (duringCall || this.ending.has(proc)) return;
+      // A call that was running tells its own end; one that never got ready had no state to lose.
+      if (duringCall || !proc.readyOnce || this.ending.has(proc)) return;
       if (this.proc === proc) this.proc = undefined;
       this.lost = `the interpreter ended between calls (${reason}), so its variables and imports were lost`;
       this.log?.('interpreter ended between calls', { sessionId: this.sessionId, reason });
@@ -124,15 +138,21 @@ export class SessionInterpreter {
     try {
       await proc.start();
     } catch (err) {
+      const onPurpose = this.ending.has(proc); // stopped while it started (a reset, a release)
       this.ending.add(proc);
       if (this.proc === proc) this.proc = undefined;
       const reason = `the session's interpreter could not start: ${(err as Error).message}`;
-      this.log?.('interpreter cannot start', { sessionId: this.sessionId, err: (err as Error).message });
-      this.fail(reason);
+      if (!onPurpose) {
+        this.log?.('interpreter cannot start', { sessionId: this.sessionId, err: (err as Error).message });
+        this.fail(reason);
+      }
       throw new CodegenError('UNAVAILABLE', `${reason}; retry, or use run_python`, { cause: err });
     }
-    if (this.closed) {
-      await this.end();
+    if (this.closed || this.proc !== proc) {
+      // Closed (or reset) while it started: this one is nobody's.
+      this.ending.add(proc);
+      if (this.proc === proc) this.proc = undefined;
+      await proc.stop();
       throw new CodegenError('UNAVAILABLE', `session ${this.sessionId} is shutting down; its interpreter is stopped`);
     }
     this.starts += 1;

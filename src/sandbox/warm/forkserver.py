@@ -286,7 +286,7 @@ class Server:
         if self.task is not None and pid == self.task[1] and self.task_status is None:
             self.task_status = status
 
-    def kill_rest(self, task_pid=None):
+    def kill_rest(self):
         """Nothing a task started outlives it: kill and reap all but init and the server."""
         deadline = time.monotonic() + 5
         while True:
@@ -298,9 +298,9 @@ class Server:
                 if not others and not has_children:
                     return
             else:
-                if task_pid is not None:
+                if self.task is not None:
                     try:
-                        os.killpg(task_pid, signal.SIGKILL)
+                        os.killpg(self.task[1], signal.SIGKILL)
                     except OSError:
                         pass
                 if not _reap(self.on_exit):
@@ -360,7 +360,7 @@ class Server:
         finally:
             if os.getpid() == self.me:
                 self.signal_task(signal.SIGKILL)
-                self.kill_rest(self.task[1] if self.task is not None else None)
+                self.kill_rest()
 
     def handle(self, msg):
         op = msg.get('op')
@@ -397,20 +397,17 @@ class Server:
         return None
 
     def finish_task(self):
-        task_id, task_pid = self.task
+        task_id = self.task[0]
         status = self.task_status
+        self.kill_rest()
+        self.clean_private_tmp()
         self.task = None
         self.task_status = None
         self.next_task()
-        # The exit is reported first and the clean-up follows: the next task's 'run' waits in the
-        # control socket until it is done, so no task ever sees another's leftovers, and a short
-        # task's result does not wait for a /proc scan.
         if os.WIFSIGNALED(status):
             _send({'ev': 'exit', 'id': task_id, 'signal': os.WTERMSIG(status), 'next': self.seq})
         else:
             _send({'ev': 'exit', 'id': task_id, 'code': os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1, 'next': self.seq})
-        self.kill_rest(task_pid)
-        self.clean_private_tmp()
 
 
 # -- the task's process ------------------------------------------------------------------------------

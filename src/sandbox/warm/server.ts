@@ -188,7 +188,7 @@ export class WarmServer {
           'data',
           jsonLineReader(
             (value) => {
-              const event = value as ServerEvent;
+              const event = value as unknown as ServerEvent;
               if (event.ev === 'ready') {
                 clearTimeout(timer);
                 if (!event.pidns && !event.subreaper) {
