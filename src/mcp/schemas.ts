@@ -71,18 +71,22 @@ export const fsListInput = z.strictObject({
   pattern: z.string().optional().describe('Glob. Without a slash it matches names at any depth ("*.py"); with one, the path from the listed folder ("pkg/*.py", "**/test_*.py").'),
   session_id: sessionId,
 });
-export const runPythonInput = z.strictObject({
-  code: z.string().optional().describe('Python source to run. Set exactly one of code and file.'),
-  file: z.string().optional().describe('A .py file in the workspace to run. Set exactly one of code and file.'),
-  args: z.array(z.string()).optional().describe('Command-line arguments (sys.argv[1:]).'),
-  env: stringMap.optional().describe('Extra environment variables for this run.'),
-  timeout_seconds: z
+/** A call's timeout in whole seconds: what happens at it, then the default and the bound. */
+const timeoutSeconds = (what: string) =>
+  z
     .number()
     .int()
     .min(0)
     .max(MAX_TIMEOUT_SECONDS)
     .optional()
-    .describe(`Kill the run after this many seconds (0 or omitted: the worker's default; at most ${MAX_TIMEOUT_SECONDS}).`),
+    .describe(`${what} (0 or omitted: the worker's default; at most ${MAX_TIMEOUT_SECONDS}).`);
+
+export const runPythonInput = z.strictObject({
+  code: z.string().optional().describe('Python source to run. Set exactly one of code and file.'),
+  file: z.string().optional().describe('A .py file in the workspace to run. Set exactly one of code and file.'),
+  args: z.array(z.string()).optional().describe('Command-line arguments (sys.argv[1:]).'),
+  env: stringMap.optional().describe('Extra environment variables for this run.'),
+  timeout_seconds: timeoutSeconds('Kill the run after this many seconds'),
   session_id: sessionId,
 });
 export const pkgInstallInput = z.strictObject({
@@ -96,13 +100,7 @@ export const pkgInstallInput = z.strictObject({
 });
 export const pythonExecInput = z.strictObject({
   code: z.string().min(1).describe("Python source to run in the session's persistent interpreter. A trailing expression's value comes back as result."),
-  timeout_seconds: z
-    .number()
-    .int()
-    .min(0)
-    .max(MAX_TIMEOUT_SECONDS)
-    .optional()
-    .describe(`Interrupt the code (KeyboardInterrupt) after this many seconds; if it does not stop, the interpreter is restarted and its state lost (0 or omitted: the worker's default; at most ${MAX_TIMEOUT_SECONDS}).`),
+  timeout_seconds: timeoutSeconds('Interrupt the code (KeyboardInterrupt) after this many seconds; if it does not stop, the interpreter is restarted and its state lost'),
   session_id: sessionId,
 });
 export const pythonResetInput = z.strictObject({ session_id: sessionId });

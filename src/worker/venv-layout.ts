@@ -88,17 +88,22 @@ export async function writeVenv(dir: string, facts: BaseFacts): Promise<void> {
   await chmod(path.join(bin, 'activate'), 0o644).catch(() => {});
 }
 
-/** Runs the venv's python: its prefix must be the venv, its site-packages the one written. */
-export async function checkVenv(dir: string, facts: BaseFacts): Promise<void> {
+/** `python -c code` with the venv's own interpreter, from the venv: how a venv is checked. */
+export function runInVenv(dir: string, code: string): ReturnType<typeof launch> {
   const bin = path.join(dir, 'bin');
-  const r = await launch({
+  return launch({
     command: path.join(bin, 'python'),
-    args: ['-c', "import json, sys, sysconfig; print(json.dumps([sys.prefix, sysconfig.get_path('purelib')]))"],
+    args: ['-c', code],
     cwd: dir,
     env: { PATH: `${bin}:/usr/local/bin:/usr/bin:/bin`, LANG: 'C.UTF-8' },
     timeoutMs: 30_000,
     maxOutputBytes: 64 * 1024,
   });
+}
+
+/** Runs the venv's python: its prefix must be the venv, its site-packages the one written. */
+export async function checkVenv(dir: string, facts: BaseFacts): Promise<void> {
+  const r = await runInVenv(dir, "import json, sys, sysconfig; print(json.dumps([sys.prefix, sysconfig.get_path('purelib')]))");
   const real = await realpath(dir);
   const want = (p: string) => [p, path.join(p, 'lib', `python${facts.short}`, 'site-packages')];
   let got: unknown;

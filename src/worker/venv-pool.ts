@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { CodegenError } from '../domain/errors.js';
 import { launch } from '../sandbox/launch.js';
-import { checkVenv, readBaseFacts, writeVenv, type BaseFacts } from './venv-layout.js';
+import { checkVenv, readBaseFacts, runInVenv, writeVenv, type BaseFacts } from './venv-layout.js';
 
 /**
  * A session's virtual environment. Written straight in its layout (venv-layout.ts: about a
@@ -102,14 +102,7 @@ async function settleVenv(basePython: string, from: string | null, dir: string):
     }
   }
   await writeShims(bin, basePython);
-  const result = await launch({
-    command: path.join(bin, 'python'),
-    args: ['-c', 'import sys; print(sys.prefix)'],
-    cwd: dir,
-    env: { PATH: `${bin}:/usr/local/bin:/usr/bin:/bin`, LANG: 'C.UTF-8' },
-    timeoutMs: 30_000,
-    maxOutputBytes: 64 * 1024,
-  });
+  const result = await runInVenv(dir, 'import sys; print(sys.prefix)');
   const prefix = result.stdout.trim();
   const real = await realpath(dir);
   if (result.exitCode !== 0 || (prefix !== dir && prefix !== real)) {
