@@ -50,6 +50,12 @@ describe.skipIf(!dockerEnv.enabled)('docker compose: coordinator + one worker', 
     const r = await grpc.runPython(session.session_id, probeImports(['cgdemo_single']));
     expect(r.exit_code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout.trim())).toEqual({ cgdemo_single: 'single-from-wheel' });
+
+    // The persistent interpreter in the container's sandbox: state stays between calls.
+    const first = await grpc.execute(session.session_id, { python_exec: { code: 'import cgdemo_single\nx = 41' } });
+    expect(first.status, JSON.stringify(first.response)).toBe('STATUS_SUCCESS');
+    const second = await grpc.execute(session.session_id, { python_exec: { code: 'x + 1' } });
+    expect(second.response).toMatchObject({ result: '42', state_lost: false });
   }, 240_000);
 
   it('keeps the session, its files, packages and metadata across `docker compose restart worker-1`, then the coordinator', async () => {
@@ -70,6 +76,10 @@ describe.skipIf(!dockerEnv.enabled)('docker compose: coordinator + one worker', 
     // Usable again once the restarted worker has adopted it (same container, same volume).
     await untilItWorks(() => grpc.runPython(id, 'print("back")').then((r) => expect(r.stdout).toBe('back\n')));
     await check();
+    // The interpreter's memory did not survive, and the first python_exec says so.
+    const exec = await grpc.execute(id, { python_exec: { code: '"x" in globals()' } });
+    expect(exec.response).toMatchObject({ result: 'False', state_lost: true });
+    expect(exec.response.state_lost_reason).toContain('worker restarted');
     const afterWorker = await unary(grpc.clients.sessions, 'GetSessionStatus', { session_id: id });
     expect(Number(afterWorker.info.restarted_at_ms)).toBeGreaterThan(0);
     expect(afterWorker.info.survival_note).toMatch(/files/);
