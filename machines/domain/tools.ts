@@ -58,6 +58,9 @@ export interface PythonExecOutput {
 /** What no checkpoint holds (CheckpointMetadata.not_saved): interpreter memory cannot be saved on these hosts. */
 export const CHECKPOINT_NOT_SAVED = "the interpreter's memory: python_exec's variables, imports and threads (a checkpoint holds files, installed packages, environment variables and metadata)";
 
+/** The error_name of a python_exec call whose interpreter ended under it (a crash, a limit, a kill). */
+export const INTERPRETER_DIED = 'InterpreterDied';
+
 export type PythonResetInput = Record<string, never>;
 export interface PythonResetOutput { reset: boolean }
 

@@ -5,7 +5,7 @@
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { CodegenError, type ErrorInfo } from '../domain/errors.js';
 import { taskStateOf, type TaskOutcome, type TaskState } from '../domain/tasks.js';
-import type { ToolCall, ToolReply } from '../domain/tools.js';
+import { INTERPRETER_DIED, type ToolCall, type ToolReply } from '../domain/tools.js';
 import type { TaskRun } from './long-work.js';
 import { errorAdvice, errorResult, failedResult, okResult } from './results.js';
 import { fileUri, mimeTypeOf } from './uris.js';
@@ -80,7 +80,7 @@ function failureAdvice(state: TaskState, reply: ToolReply | undefined): string |
       }
       if (reply?.tool === 'python_exec') {
         const o = reply.output;
-        if (o.state_lost && o.error_name === 'InterpreterDied') return `The interpreter ended during the call and was restarted: ${o.state_lost_reason}. Run your setup code again before continuing.`;
+        if (o.state_lost && o.error_name === INTERPRETER_DIED) return `The interpreter ended during the call and was restarted: ${o.state_lost_reason}. Run your setup code again before continuing.`;
         return `The code raised ${o.error_name}: ${o.error_value}. The traceback says where; the interpreter's other variables are kept, so fix the code and run the failing part again.`;
       }
       if (reply?.tool === 'pkg_install') {

@@ -91,3 +91,15 @@ export function killGroup(pid: number, signal: NodeJS.Signals): void {
   if (!Number.isInteger(pid) || pid <= 1) return;
   trySignal(-pid, signal);
 }
+
+/** SIGKILL a long-lived child (a warm fork server, a stateful interpreter) and all it started, unless it has ended. */
+export function killChildTree(child: { pid?: number; exitCode: number | null; signalCode: NodeJS.Signals | null } | undefined): void {
+  if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) killProcessTree(child.pid, 'SIGKILL');
+}
+
+/** Waits for `exited`, at most `ms` (a killed child that does not go away must not hang its stop). */
+export async function waitForExit(exited: Promise<void>, ms = 5_000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([exited, new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
+}

@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { closeFd, countersAfter, limitExceededOf, mergeRlimits, type LimitExceeded, type SessionLaunch, type SessionLimits } from '../enforcement.js';
 import type { SandboxView } from '../isolation.js';
-import { killProcessTree } from '../kill-group.js';
+import { killChildTree, waitForExit } from '../kill-group.js';
 import { countKills } from '../kill-counts.js';
 import { CLOSE_GRACE_MS, sandboxPrefix, sessionLaunchOf, signalName } from '../launch.js';
 import type { ResourceLimits } from '../limits.js';
@@ -314,19 +314,13 @@ export class InterpreterProcess {
   /** Kill the interpreter and everything in its sandbox now. */
   kill(reason: string): void {
     this.endReason ??= reason;
-    if (this.child?.pid !== undefined && this.child.exitCode === null && this.child.signalCode === null) {
-      killProcessTree(this.child.pid, 'SIGKILL');
-    }
+    killChildTree(this.child);
   }
 
   /** Kill the interpreter and wait (bounded) until it is gone. */
   async stop(): Promise<void> {
     this.kill(this.endReason ?? 'stopped');
-    if (this.child?.pid !== undefined) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.exited, new Promise<void>((r) => (timer = setTimeout(r, 5_000)))]);
-      clearTimeout(timer);
-    }
+    if (this.child?.pid !== undefined) await waitForExit(this.exited);
   }
 
   private send(msg: Record<string, unknown>): void {

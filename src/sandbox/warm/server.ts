@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { closeFd, countersAfter, limitExceededOf, mergeRlimits, type SessionLaunch, type SessionLimits } from '../enforcement.js';
 import type { SandboxView } from '../isolation.js';
-import { killProcessTree } from '../kill-group.js';
+import { killChildTree, killProcessTree, waitForExit } from '../kill-group.js';
 import { CLOSE_GRACE_MS, KILL_GRACE_MS, cancelledBeforeStart, sandboxPrefix, sessionLaunchOf, signalName, type Isolation, type LaunchResult } from '../launch.js';
 import type { ResourceLimits } from '../limits.js';
 import { OutputCollector } from '../output.js';
@@ -230,9 +230,7 @@ export class WarmServer {
     this.endReason ??= reason;
     if (this.state !== 'dead') this.state = 'dead';
     this.ctl?.destroy();
-    if (this.child?.pid !== undefined && this.child.exitCode === null && this.child.signalCode === null) {
-      killProcessTree(this.child.pid, 'SIGKILL');
-    }
+    killChildTree(this.child);
     const running = this.current;
     this.current = undefined;
     running?.onDeath();
@@ -241,11 +239,7 @@ export class WarmServer {
   /** Stop the server (any task still running ends as killed) and remove its control folder. */
   async stop(): Promise<void> {
     this.kill(this.endReason ?? 'stopped');
-    if (this.child?.pid !== undefined) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.exited, new Promise<void>((r) => (timer = setTimeout(r, 5_000)))]);
-      clearTimeout(timer);
-    }
+    if (this.child?.pid !== undefined) await waitForExit(this.exited);
     rmSync(this.controlDir, { recursive: true, force: true });
   }
 

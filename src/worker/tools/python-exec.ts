@@ -1,13 +1,10 @@
 import { checkEnvVars } from '../../domain/env.js';
 import { CodegenError } from '../../domain/errors.js';
 import type { TaskStatus } from '../../domain/tasks.js';
-import type { PythonExecInput, PythonResetInput } from '../../domain/tools.js';
+import { INTERPRETER_DIED, type PythonExecInput, type PythonResetInput } from '../../domain/tools.js';
 import type { ExecResult } from '../../sandbox/interpreter/sessions.js';
 import { baseEnv, changedArtifacts, emitLog, outputCapOf, sandboxFor, snapshotArtifacts, timeoutMsOf } from './common.js';
 import type { ToolContext, ToolExecution } from './types.js';
-
-/** The name a call's error carries when the interpreter itself ended under it (a crash, a limit, a kill). */
-export const INTERPRETER_DIED = 'InterpreterDied';
 
 const interpreterOf = (ctx: ToolContext) => {
   if (!ctx.interpreter) throw new CodegenError('UNAVAILABLE', `session ${ctx.sessionId} has no interpreter running now (it is starting or shutting down); retry`);
