@@ -115,9 +115,21 @@ export class ActorCoordinatorPort implements TenancyBackend {
     return out;
   }
 
+  /**
+   * Written before a session leaves its worker (evicted, recovered): were the coordinator killed
+   * right after, its next run still knows where the session's files are. An entry left behind
+   * while a worker still holds the session is ignored (see keptNow) and replaced or removed later.
+   */
+  private async writeAhead(sessionId: string, restore: CheckpointRestore): Promise<void> {
+    const c = this.proxy(sessionId).getSnapshot().context;
+    const entry: EvictedSession = { description: c.report.description, restore, fromWorker: c.workerId, evictedAtMs: c.report.description.lastActivityMs };
+    await this.opts.checkpoints?.putEvicted(sessionId, entry);
+  }
+
   /** Asks the session's proxy to evict it; resolves once its worker dropped it (or with the refusal). */
   async evict(sessionId: string, restore: CheckpointRestore, afterTaskId: string): Promise<void> {
     const proxy = this.proxy(sessionId);
+    await this.writeAhead(sessionId, restore);
     const requestId = newRequestId();
     let refusal: ErrorInfo | null = null;
     const sub = proxy.on('evict.answered', (e: Extract<SessionProxyEmitted, { type: 'evict.answered' }>) => {
@@ -129,9 +141,12 @@ export class ActorCoordinatorPort implements TenancyBackend {
     } finally {
       sub.unsubscribe();
     }
-    if (refusal) throw CodegenError.from(refusal);
     // Only a proxy that ended handed the session over; one back in `active` kept it.
-    if (proxy.getSnapshot().status !== 'done') throw new CodegenError('FAILED_PRECONDITION', `session ${sessionId} was not evicted: its worker kept it`);
+    const kept = refusal !== null || proxy.getSnapshot().status !== 'done';
+    // Its worker kept it: the entry written ahead goes (unless the root keeps one of its own meanwhile).
+    if (kept && !this.root.getSnapshot().context.evicted[sessionId]) await this.opts.checkpoints?.deleteEvicted(sessionId).catch(() => undefined);
+    if (refusal) throw CodegenError.from(refusal);
+    if (kept) throw new CodegenError('FAILED_PRECONDITION', `session ${sessionId} was not evicted: its worker kept it`);
   }
 
   /** Sessions whose worker has been unreachable since before `sinceMs`. */
@@ -147,7 +162,8 @@ export class ActorCoordinatorPort implements TenancyBackend {
   }
 
   /** The session's worker is gone for good: its proxy hands it over, and it is made again elsewhere from `restore`. */
-  recover(sessionId: string, restore: CheckpointRestore): void {
+  async recover(sessionId: string, restore: CheckpointRestore): Promise<void> {
+    await this.writeAhead(sessionId, restore);
     this.proxy(sessionId).send({ type: 'session.recover', restore, atMs: Date.now() });
   }
 

@@ -76,7 +76,12 @@ export class CheckpointPolicies {
       if (!c) continue;
       const seconds = Math.round((nowMs - s.unreachableSinceMs) / 1000);
       const note = `recovered on another worker after worker ${s.workerId} was lost for ${seconds} s: the files and installed packages as of checkpoint ${c.checkpointId} (${new Date(c.createdAtMs).toISOString()}) survived; later changes and the interpreter's memory were lost`;
-      this.port.recover(s.sessionId, { checkpointId: c.checkpointId, manifestSha256: c.manifestSha256, note });
+      try {
+        await this.port.recover(s.sessionId, { checkpointId: c.checkpointId, manifestSha256: c.manifestSha256, note });
+      } catch (err) {
+        this.opts.logger.warn({ sessionId: s.sessionId, err }, 'session not recovered yet (its entry could not be written to the checkpoint store); tried again on the next tick');
+        continue;
+      }
       this.opts.logger.warn({ sessionId: s.sessionId, workerId: s.workerId, checkpointId: c.checkpointId, lostForSeconds: seconds }, 'session recovered from its latest checkpoint (its worker did not come back within SESSION_RECOVERY_SECONDS)');
     }
   }

@@ -162,6 +162,8 @@ describe('an evicted session across a coordinator restart', () => {
     const sid = s['session_id'] as string;
     ok(await runTask(sys.clients, { session_id: sid, typed_request: { fs_write: { path: 'survivor.txt', contents: 'still here' } } }), 'fs_write');
     await until(() => sessionStatus(sys.clients, sid), (st) => st['state'] === 'SESSION_STATE_EVICTED', 30_000, 200, 'the session EVICTED');
+    // Written before the worker dropped it: a kill at any moment from here on cannot lose it.
+    expect(existsSync(path.join(sys.stateDir, 'checkpoints', 'evicted', `${sid}.json`))).toBe(true);
     const port = sys.grpcPort;
     const old = sys.coordinator!;
     process.kill(old.pid, 'SIGKILL');
