@@ -26,6 +26,8 @@ export interface ConnectionSettings {
   heartbeatMs: number;
   /** Log notifications sent per task before the rest of its output is left to the result. */
   maxLogLinesPerTask: number;
+  /** Tasks past their call's wait limit whose updates one connection keeps streaming. */
+  maxFollowedTasks: number;
 }
 
 export class McpConnection {
@@ -53,5 +55,38 @@ export class McpConnection {
   log(extra: ToolExtra, level: LoggingLevel, loggerName: string, data: unknown): void {
     if (!this.wantsLog(level)) return;
     extra.sendNotification({ method: 'notifications/message', params: { level, logger: loggerName, data } }).catch(() => undefined);
+  }
+
+  /** Sends the connection's own notifications (the server sets it): over HTTP, on the standalone GET stream. */
+  notify: (notification: ServerNotification) => Promise<void> = () => Promise.resolve();
+
+  /** A log message tied to no request: for a task still running after its call answered. Never throws. */
+  logToConnection(level: LoggingLevel, loggerName: string, data: unknown): void {
+    if (!this.wantsLog(level)) return;
+    this.notify({ method: 'notifications/message', params: { level, logger: loggerName, data } }).catch(() => undefined);
+  }
+
+  /** Tasks whose call answered {task_id} and whose updates this connection still streams (their detach). */
+  private readonly followed = new Map<string, () => void>();
+
+  /** Streams a task's updates after its call answered; false when the connection follows too many already. */
+  follow(taskId: string, detach: () => void): boolean {
+    if (this.closed || this.followed.size >= this.settings.maxFollowedTasks) return false;
+    this.followed.set(taskId, detach);
+    return true;
+  }
+
+  unfollow(taskId: string): void {
+    const detach = this.followed.get(taskId);
+    this.followed.delete(taskId);
+    detach?.();
+  }
+
+  private closed = false;
+
+  /** The connection closed: no task's updates are streamed any more. */
+  stopFollowing(): void {
+    this.closed = true;
+    for (const taskId of [...this.followed.keys()]) this.unfollow(taskId);
   }
 }

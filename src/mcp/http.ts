@@ -16,6 +16,7 @@ import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import type { Principal } from '../auth/authenticator.js';
 import type { CoordinatorPort } from '../runtime/port.js';
 import { HttpSecurity } from './http-security.js';
+import { BoundedEventStore, defaultEventStoreLimits, type EventStoreLimits } from './event-store.js';
 import type { McpConnection } from './connection.js';
 import { createMcpServer, type McpOptions } from './server.js';
 
@@ -49,6 +50,10 @@ export interface McpHttpOptions extends McpOptions {
   maxBodyBytes?: number;
   /** MCP sessions with no open request for this long are closed (0: never). Default 30 minutes. */
   sessionIdleMs?: number;
+  /** What each MCP session keeps of the events it sent, for clients that resume a stream with Last-Event-ID. */
+  eventStore?: EventStoreLimits;
+  /** The SSE `retry` a client waits before reconnecting a dropped stream. Default 1000 ms. */
+  sseRetryMs?: number;
 }
 
 export const defaultMcpHttpOptions = {
@@ -58,6 +63,7 @@ export const defaultMcpHttpOptions = {
   sessionIdleMs: 30 * 60 * 1000,
   maxSessions: 1000,
   maxSessionsPerTenant: 100,
+  sseRetryMs: 1_000,
 } as const;
 
 export const MCP_PATH = '/mcp';
@@ -178,6 +184,10 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
     const mcp = createMcpServer({ ...opts, coordinator, connectionId, idleMs });
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
+      // Streams are resumable: each opens with a priming event (an id and `retry`), and every
+      // event is kept a while, so a client that lost its stream reconnects with Last-Event-ID.
+      eventStore: new BoundedEventStore(opts.eventStore ?? defaultEventStoreLimits),
+      retryInterval: opts.sseRetryMs ?? defaultMcpHttpOptions.sseRetryMs,
       onsessioninitialized: (id) => {
         sessions.set(id, session);
         logger.info({ mcpSession: id, connection: connectionId, tenant: principal?.tenant, credential: principal?.credential }, 'MCP session opened');

@@ -6,7 +6,8 @@
 import type { TaskHandle } from '../runtime/port.js';
 import { CodegenError, toErrorInfo } from '../domain/errors.js';
 import { newTaskId } from '../domain/ids.js';
-import type { TaskOutcome, TaskState, TaskUpdate } from '../domain/tasks.js';
+import { taskStateOf, type TaskOutcome, type TaskState, type TaskUpdate } from '../domain/tasks.js';
+import type { LoggingLevel } from '@modelcontextprotocol/sdk/types.js';
 import type { ToolCall } from '../domain/tools.js';
 import type { McpConnection, ToolExtra } from './connection.js';
 
@@ -63,9 +64,19 @@ export async function runTask(conn: McpConnection, extra: ToolExtra, sessionId: 
   const progress = new ProgressReporter(extra);
   let logLines = 0;
   let lastStage = 'queued';
+  /**
+   * Set once the call answered {task_id}: the task's updates then go to the connection's own
+   * stream (the request's stream is closed, and its progress token with it) until it ends.
+   */
+  let following = false;
+  let ended: TaskOutcome | undefined;
 
   let settle!: (outcome: TaskOutcome) => void;
   const outcome = new Promise<TaskOutcome>((resolve) => (settle = resolve));
+  const log = (level: LoggingLevel, loggerName: string, data: unknown): void => {
+    if (following) conn.logToConnection(level, loggerName, data);
+    else conn.log(extra, level, loggerName, data);
+  };
 
   // Listeners must not throw: the actors rethrow listener errors on a timer.
   const onUpdate = (update: TaskUpdate): void => {
@@ -75,22 +86,30 @@ export async function runTask(conn: McpConnection, extra: ToolExtra, sessionId: 
           const p = update.progress;
           lastStage = p.stage || lastStage;
           const pct = p.percent > 0 ? ` ${Math.round(p.percent)}%` : '';
-          progress.send(`${p.stage || 'running'}${pct}${p.message ? `: ${p.message}` : ''}`);
+          const text = `${p.stage || 'running'}${pct}${p.message ? `: ${p.message}` : ''}`;
+          if (following) conn.logToConnection('info', 'progress', { task_id: taskId, session_id: sessionId, stage: p.stage, percent: p.percent, message: text });
+          else progress.send(text);
           break;
         }
         case 'log': {
           const l = update.log;
           logLines += 1;
           if (logLines <= conn.settings.maxLogLinesPerTask) {
-            conn.log(extra, logLevelOf[l.stream], l.stream, { task_id: taskId, session_id: sessionId, stream: l.stream, line: l.line });
+            log(logLevelOf[l.stream], l.stream, { task_id: taskId, session_id: sessionId, stream: l.stream, line: l.line });
           } else if (logLines === conn.settings.maxLogLinesPerTask + 1) {
-            conn.log(extra, 'notice', 'system', { task_id: taskId, session_id: sessionId, line: 'further output is not sent as log messages; it is in the result' });
+            log('notice', 'system', { task_id: taskId, session_id: sessionId, line: 'further output is not sent as log messages; it is in the result' });
           }
           if (l.stream !== 'system') lastStage = 'running';
           break;
         }
         case 'outcome':
+          ended = update.outcome;
           settle(update.outcome);
+          if (following) {
+            const status = taskStateOf(update.outcome);
+            conn.logToConnection('notice', 'system', { task_id: taskId, session_id: sessionId, status, line: `task ${taskId} ended (${status}): task_result returns its result` });
+            conn.unfollow(taskId);
+          }
           break;
       }
     } catch (err) {
@@ -130,13 +149,22 @@ export async function runTask(conn: McpConnection, extra: ToolExtra, sessionId: 
     if (first !== 'timeout') return { kind: 'done', taskId, sessionId, outcome: first };
 
     // The wait is over: say where the task is, to be polled with task_status / task_result.
+    let pending: TaskRun;
     try {
       const view = await conn.port.getTask(taskId, sessionId);
       if (view.outcome) return { kind: 'done', taskId, sessionId, outcome: view.outcome };
-      return { kind: 'pending', taskId, sessionId, state: view.state, elapsedMs: view.elapsedMs };
+      pending = { kind: 'pending', taskId, sessionId, state: view.state, elapsedMs: view.elapsedMs };
     } catch {
-      return { kind: 'pending', taskId, sessionId, state: lastStage === 'queued' ? 'queued' : 'running', elapsedMs: Date.now() - started };
+      pending = { kind: 'pending', taskId, sessionId, state: lastStage === 'queued' ? 'queued' : 'running', elapsedMs: Date.now() - started };
     }
+    // It may have ended while the view was asked for.
+    if (ended) return { kind: 'done', taskId, sessionId, outcome: ended };
+    const h = handle;
+    if (conn.follow(taskId, () => h.detach())) {
+      following = true;
+      handle = undefined; // detached when the task ends or the connection closes, not below
+    }
+    return pending;
   } finally {
     if (timer) clearTimeout(timer);
     progress.stop();

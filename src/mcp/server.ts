@@ -11,6 +11,7 @@ import { McpConnection } from './connection.js';
 import type { McpCoordinatorPort } from './port.js';
 import { registerResources } from './resources.js';
 import { registerTools, toolSpecs } from './tools.js';
+import { refuseUnknownTools } from './unknown-tools.js';
 
 export interface McpOptions {
   /** The in-process coordinator's port, or the gRPC remote port (its reads are asynchronous). */
@@ -35,6 +36,7 @@ export const defaultMcpOptions = {
   defaultSessionGraceMs: 2_000,
   heartbeatMs: 10_000,
   maxLogLinesPerTask: 2_000,
+  maxFollowedTasks: 64,
   packageIndexReachable: true,
 } as const;
 
@@ -55,6 +57,7 @@ export function createMcpServer(opts: McpOptions & { connectionId: string }): { 
       waitLimitMs: opts.waitLimitMs > 0 ? opts.waitLimitMs : defaultMcpOptions.waitLimitMs,
       heartbeatMs: opts.heartbeatMs ?? defaultMcpOptions.heartbeatMs,
       maxLogLinesPerTask: defaultMcpOptions.maxLogLinesPerTask,
+      maxFollowedTasks: defaultMcpOptions.maxFollowedTasks,
     },
     opts.defaultSessionGraceMs ?? defaultMcpOptions.defaultSessionGraceMs,
     opts.idleMs ?? 0,
@@ -68,7 +71,9 @@ export function createMcpServer(opts: McpOptions & { connectionId: string }): { 
     conn.logLevel = request.params.level;
     return {};
   });
+  conn.notify = (n) => server.server.notification(n);
   registerTools(server, conn, toolSpecs({ packageIndexReachable: opts.packageIndexReachable ?? defaultMcpOptions.packageIndexReachable }), opts.legacyToolNames);
+  refuseUnknownTools(server);
   registerResources(server, conn);
 
   let closing: Promise<void> | undefined;
@@ -79,6 +84,7 @@ export function createMcpServer(opts: McpOptions & { connectionId: string }): { 
       } catch (err) {
         logger.debug({ err }, 'closing the MCP server failed');
       }
+      conn.stopFollowing();
       await conn.sessions.close();
     })());
   return { server, connection: conn, close };
