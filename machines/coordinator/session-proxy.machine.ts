@@ -54,6 +54,8 @@ export interface SessionProxyContext {
   /** The checkpoint an eviction or recovery hands the session over with. */
   handover: CheckpointRestore | null;
   evictRequestId: string;
+  /** What the worker's last report of a destroy says it removed from artifacts/. */
+  removedArtifacts: string[];
 }
 
 export type SessionProxyEvent =
@@ -99,6 +101,7 @@ export interface SessionProxyOutput {
   movedTo: string;
   report: SessionReport;
   handover: CheckpointRestore | null;
+  removedArtifacts: string[];
 }
 
 export const sessionProxyIdOf = (sessionId: string): string => `session:${sessionId}`;
@@ -302,6 +305,7 @@ export const sessionProxyMachine = setup({
     // A session made again from its checkpoint (evicted, recovered) hands it back if that fails, so it is not lost.
     handover: input.report.description.restoreFrom ?? null,
     evictRequestId: '',
+    removedArtifacts: [],
   }),
   initial: 'starting',
   on: {
@@ -496,7 +500,7 @@ export const sessionProxyMachine = setup({
           },
         ],
         'session.reported': [
-          { guard: { type: 'isGone', params: ({ event }) => event }, target: 'ending' },
+          { guard: { type: 'isGone', params: ({ event }) => event }, target: 'ending', actions: assign({ removedArtifacts: ({ event }) => event.report.removedArtifacts ?? [] }) },
           // Its actor restarted during the destroy and forgot it: its tasks are gone; ask again.
           {
             guard: ({ context, event }) => event.report.incarnation !== '' && event.report.incarnation !== context.report.incarnation,
@@ -532,6 +536,7 @@ export const sessionProxyMachine = setup({
     movedTo: context.movedTo,
     report: context.report,
     handover: context.handover,
+    removedArtifacts: context.removedArtifacts,
   }),
 });
 

@@ -68,6 +68,8 @@ export interface SessionReport {
    * registration does not list it, the destroy finished, and its last report may have been lost.
    */
   removing?: boolean;
+  /** In the last report of a destroy: the artifacts (paths under artifacts/) whose files it removed. */
+  removedArtifacts?: string[];
   /** What the session's processes used, as of this report (the worker adds it as it sends the report). */
   usage?: ResourceUsageView;
   /** The limits its worker enforces on it (0: none), as of this report. */

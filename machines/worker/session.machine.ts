@@ -63,6 +63,8 @@ export interface SessionContext {
   failureReason: string;
   /** false when draining for a worker shutdown: the files stay for the next start. */
   removeWorkspace: boolean;
+  /** What a destroy removed from artifacts/ (listed just before the files went), for its last report. */
+  removedArtifacts: string[];
   /** Metadata changes (their request ids) applied here but not yet handed to a save. */
   metadataAsks: string[];
   /** Metadata changes that came while preparing: applied, in order, to the description on disk. */
@@ -153,6 +155,7 @@ const reportOf = (ctx: SessionContext, state: SessionState, gone = false): Sessi
   gone,
   incarnation: ctx.incarnation,
   ...(state === 'DRAINING' && ctx.removeWorkspace ? { removing: true } : {}),
+  ...(gone && ctx.removedArtifacts.length > 0 ? { removedArtifacts: ctx.removedArtifacts } : {}),
 });
 
 /** Which running state the current task makes: CHECKPOINTING for the session's own checkpoint or restore. */
@@ -189,7 +192,7 @@ export const sessionMachine = setup({
     // Provided by the worker: the workspace with its venv; the saved description (written for a new session).
     prepareWorkspace: {} as PromiseActorLogic<PreparedWorkspace, { description: SessionDescription; origin: SessionInput['origin']; restarts: number }>,
     // Provided by the worker: stop the session's interpreters; remove its files and description when asked.
-    releaseWorkspace: {} as PromiseActorLogic<void, { sessionId: string; remove: boolean }>,
+    releaseWorkspace: {} as PromiseActorLogic<{ removedArtifacts: string[] }, { sessionId: string; remove: boolean }>,
     // Provided by the worker with the warm-interpreter logic as its child.
     warmSupervisor: supervisorMachine,
     // Provided by the worker with the stateful-interpreter logic as its child.
@@ -302,6 +305,7 @@ export const sessionMachine = setup({
     book: emptyTaskBook(),
     failureReason: '',
     removeWorkspace: true,
+    removedArtifacts: [],
     metadataAsks: [],
     earlyMetadata: [],
   }),
@@ -495,7 +499,7 @@ export const sessionMachine = setup({
           invoke: {
             src: 'releaseWorkspace',
             input: ({ context }) => ({ sessionId: context.description.sessionId, remove: context.removeWorkspace }),
-            onDone: '#session.TERMINATED',
+            onDone: { target: '#session.TERMINATED', actions: assign({ removedArtifacts: ({ event }) => event.output?.removedArtifacts ?? [] }) },
             onError: '#session.TERMINATED',
           },
         },

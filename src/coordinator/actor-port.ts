@@ -402,7 +402,9 @@ export class ActorCoordinatorPort implements TenancyBackend {
     if (failure) throw CodegenError.from(failure);
     // An evicted entry left over (kept across a restart while its worker still held it) goes with it.
     if (this.root.getSnapshot().context.evicted[sessionId]) this.root.send({ type: 'session.forget', requestId: newRequestId(), sessionId });
-    return { destroyed: true, artifacts: [], checkpointId };
+    // The artifacts its worker removed (with save_checkpoint, the checkpoint keeps them).
+    const artifacts = (proxy.getSnapshot().output as SessionProxyOutput | undefined)?.removedArtifacts ?? [];
+    return { destroyed: true, artifacts, checkpointId };
   }
 
   async getSession(sessionId: string): Promise<SessionView> {

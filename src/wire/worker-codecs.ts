@@ -85,6 +85,7 @@ export function encodeReport(r: SessionReport): WireDescription {
     ...(r.usage ? { usage: { memory_bytes: r.usage.memoryBytes, cpu_millicores: r.usage.cpuMillicores, disk_bytes: r.usage.diskBytes } } : {}),
     ...(r.limits ? { limits: encodeLimits(r.limits) } : {}),
     ...(r.removing ? { removing: true } : {}),
+    ...(r.removedArtifacts?.length ? { removed_artifacts: r.removedArtifacts } : {}),
   };
 }
 
@@ -118,7 +119,7 @@ export function decodeReport(wire: WireDescription__Output | null | undefined, f
   const u = wire?.usage;
   const usage = u ? { memoryBytes: Math.max(0, num(u.memory_bytes)), cpuMillicores: Math.max(0, num(u.cpu_millicores)), diskBytes: Math.max(0, num(u.disk_bytes)) } : undefined;
   const limits = wire?.limits ? decodeLimits(wire.limits) : undefined;
-  return { description, state, workspacePath: str(wire?.workspace_path), failureReason: str(wire?.failure_reason), gone, incarnation: str(wire?.incarnation), ...(usage ? { usage } : {}), ...(limits ? { limits } : {}), ...(wire?.removing ? { removing: true } : {}) };
+  return { description, state, workspacePath: str(wire?.workspace_path), failureReason: str(wire?.failure_reason), gone, incarnation: str(wire?.incarnation), ...(usage ? { usage } : {}), ...(limits ? { limits } : {}), ...(wire?.removing ? { removing: true } : {}), ...(wire?.removed_artifacts?.length ? { removedArtifacts: wire.removed_artifacts.map(String) } : {}) };
 }
 
 // ---- coordinator → worker -------------------------------------------------------------------

@@ -19,6 +19,7 @@ import { runTool as defaultRunTool } from './tools/index.js';
 import type { ToolContext, ToolRunner } from './tools/types.js';
 import { interpreterActor, warmInterpreterActor } from './interpreter-actors.js';
 import { createWorkspace, removeWorkspace, type VenvSource } from './workspace.js';
+import { snapshotArtifacts } from './tools/common.js';
 
 export interface SessionEffectsOptions {
   workerId: string;
@@ -161,12 +162,16 @@ export function workerSessionActors(opts: SessionEffectsOptions) {
   }
 
   // A drain keeps everything for the next start.
-  const releaseWorkspace = fromPromise<void, { sessionId: string; remove: boolean }>(async ({ input }) => {
+  const releaseWorkspace = fromPromise<{ removedArtifacts: string[] }, { sessionId: string; remove: boolean }>(async ({ input }) => {
     await warm?.release(input.sessionId);
     await interpreters.release(input.sessionId, input.remove);
     await releaseSessionLimits(input.sessionId);
     // A drain leaves the session's filesystem mounted: its files stay where they were, for people and the next start.
-    if (input.remove) await removeSession(input.sessionId);
+    if (!input.remove) return { removedArtifacts: [] };
+    // Listed once nothing runs in the session any more: DestroySession answers what went.
+    const removedArtifacts = [...(await snapshotArtifacts(path.join(opts.baseWorkspace, input.sessionId))).keys()].sort();
+    await removeSession(input.sessionId);
+    return { removedArtifacts };
   });
 
   // A destroy of a session whose actor is not running (restarting, or given up on): the same removal, without it.

@@ -527,7 +527,7 @@ export function sessionFakes(options: SessionFakesOptions = {}) {
   const prepare = controlledPromise<PreparedWorkspace, PrepareInput>(
     options.autoPrepare ? (input) => ({ workspacePath: `/ws/${input.description.sessionId}`, description: input.description, atMs: options.now?.() ?? 0 }) : undefined,
   );
-  const release = controlledPromise<void, ReleaseInput>(options.autoRelease ? () => undefined : undefined);
+  const release = controlledPromise<{ removedArtifacts: string[] } | void, ReleaseInput>(options.autoRelease ? () => ({ removedArtifacts: [] }) : undefined);
   // Like the real writer: a save that carries metadata changes is confirmed once "written" (here at once, unless held).
   const held: Array<{ inst: CallbackInstance<PersistInput, DescriptionSave>; requestIds: string[] }> = [];
   const confirm = (inst: CallbackInstance<PersistInput, DescriptionSave>, requestIds: string[]) => {

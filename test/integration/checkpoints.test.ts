@@ -140,14 +140,24 @@ describe('checkpoint and restore', () => {
   it('destroy with save_checkpoint returns a checkpoint that restores the destroyed session', async () => {
     const s = await create();
     await write(s['session_id'], 'keep.txt', 'kept');
+    await write(s['session_id'], 'artifacts/report.csv', 'a,b\n');
+    await write(s['session_id'], 'artifacts/plots/fig 1.png', 'png');
     const d = (await unary(sys.clients.sessions, 'DestroySession', { session_id: s['session_id'], save_checkpoint: true }, { deadlineMs: 120_000 })) as Wire;
     expect(d['destroyed']).toBe(true);
     expect(d['checkpoint_id']).toMatch(/^ckpt-/);
+    // The artifacts it removed from the worker, which the checkpoint keeps.
+    expect(d['artifacts']).toEqual(['plots/fig 1.png', 'report.csv']);
     const gone = await grpcError(restore(d['checkpoint_id']));
     expect(gone.code).toBe(grpc.status.FAILED_PRECONDITION);
     expect(gone.details).toMatch(/no longer exists.*create_new_session/);
     const r = await restore(d['checkpoint_id'], { create_new_session: true });
     expect(await read(r['session_id'], 'keep.txt')).toBe('kept');
+    expect(await read(r['session_id'], 'artifacts/report.csv')).toBe('a,b\n');
+    // A destroy without a checkpoint lists them too; a session with none answers an empty list.
+    const plain = (await unary(sys.clients.sessions, 'DestroySession', { session_id: r['session_id'] })) as Wire;
+    expect(plain['artifacts']).toEqual(['plots/fig 1.png', 'report.csv']);
+    const bare = await create();
+    expect(((await unary(sys.clients.sessions, 'DestroySession', { session_id: bare['session_id'] })) as Wire)['artifacts'] ?? []).toEqual([]);
   }, 120_000);
 });
 

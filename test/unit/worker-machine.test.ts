@@ -90,9 +90,10 @@ describe('worker machine', () => {
       await w.createReady('s1');
       w.actor.send({ type: 'command.destroy', requestId: 'd1', sessionId: 's1', atMs: 5 });
       expect(w.release.last().input).toEqual({ sessionId: 's1', remove: true });
-      w.release.last().resolve();
+      w.release.last().resolve({ removedArtifacts: ['plot.png', 'sub/data.csv'] });
       await flush();
-      expect(w.reports('s1').at(-1)).toMatchObject({ state: 'TERMINATED', gone: true });
+      // Its last report says which artifacts went (DestroySession answers them).
+      expect(w.reports('s1').at(-1)).toMatchObject({ state: 'TERMINATED', gone: true, removedArtifacts: ['plot.png', 'sub/data.csv'] });
       expect(w.context().held).toEqual({});
       expect(w.context().live).toEqual([]);
       expect(w.actor.getSnapshot().children['sup:session:s1']).toBeUndefined();

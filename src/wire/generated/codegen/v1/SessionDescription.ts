@@ -27,6 +27,7 @@ export interface SessionDescription {
   'usage'?: (_codegen_v1_ResourceUsage | null);
   'limits'?: (_codegen_v1_ResourceLimits | null);
   'removing'?: (boolean);
+  'removed_artifacts'?: (string)[];
 }
 
 export interface SessionDescription__Output {
@@ -49,4 +50,5 @@ export interface SessionDescription__Output {
   'usage': (_codegen_v1_ResourceUsage__Output | null);
   'limits': (_codegen_v1_ResourceLimits__Output | null);
   'removing': (boolean);
+  'removed_artifacts': (string)[];
 }
