@@ -1,7 +1,7 @@
 /**
  * Session files as MCP resources. `session://{session_id}/files/{+path}` reads a file through
  * the same tasks as fs_read; resources/list lists the files of the sessions this connection
- * created or used (bounded). Change
+ * created or used (bounded); both template variables complete (completions.ts). Change
  * notifications and subscriptions: resource-notifier.ts.
  */
 import { McpServer, ResourceTemplate } from '@modelcontextprotocol/sdk/server/mcp.js';
@@ -9,6 +9,7 @@ import { ErrorCode, McpError, type ListResourcesResult, type ReadResourceResult 
 import { CodegenError } from '../domain/errors.js';
 import type { TaskOutcome } from '../domain/tasks.js';
 import type { ToolCall } from '../domain/tools.js';
+import { completePath, completeSessionId } from './completions.js';
 import type { McpConnection, ToolExtra } from './connection.js';
 import { FULL_LISTING, listedFiles, listedSessions, MAX_LISTED_FILES } from './file-listing.js';
 import { runTask } from './long-work.js';
@@ -84,6 +85,10 @@ export function registerResources(server: McpServer, conn: McpConnection, hooks:
     'session-files',
     new ResourceTemplate(FILE_URI_TEMPLATE, {
       list,
+      complete: {
+        session_id: (typed) => completeSessionId(conn, typed),
+        path: (typed, context) => completePath(conn, context?.arguments?.['session_id'], typed),
+      },
     }),
     {
       title: 'Session files',

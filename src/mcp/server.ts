@@ -1,7 +1,7 @@
 /**
  * One MCP server per MCP connection (stdio, or one Streamable HTTP session): the shared tool
- * registry, the session-file resources (with change notifications and
- * subscriptions), logging, and the connection's default session.
+ * registry, the session-file resources (with change notifications, subscriptions and
+ * completion), the prompts, logging, and the connection's default session.
  */
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { SetLevelRequestSchema, SubscribeRequestSchema, UnsubscribeRequestSchema } from '@modelcontextprotocol/sdk/types.js';
@@ -10,6 +10,7 @@ import type { CoordinatorPort } from '../runtime/port.js';
 import { componentLogger, type Logger } from '../log/logger.js';
 import { McpConnection } from './connection.js';
 import type { McpCoordinatorPort } from './port.js';
+import { registerPrompts } from './prompts.js';
 import { ResourceNotifier } from './resource-notifier.js';
 import { ResourceWatch } from './resource-watch.js';
 import { registerResources } from './resources.js';
@@ -80,7 +81,7 @@ export function createMcpServer(opts: McpOptions & { connectionId: string }): { 
   );
   const server = new McpServer(
     { name: 'codegen-mcp', title: 'codegen-mcp: isolated Python sessions', version: packageVersion() },
-    { capabilities: { tools: {}, resources: { subscribe: true, listChanged: true }, logging: {} }, instructions },
+    { capabilities: { tools: {}, resources: { subscribe: true, listChanged: true }, prompts: {}, completions: {}, logging: {} }, instructions },
   );
   // One server per connection, so the level the client sets is this connection's.
   server.server.setRequestHandler(SetLevelRequestSchema, (request) => {
@@ -101,6 +102,7 @@ export function createMcpServer(opts: McpOptions & { connectionId: string }): { 
     notifier.unsubscribe(request.params.uri);
     return {};
   });
+  registerPrompts(server, conn);
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
