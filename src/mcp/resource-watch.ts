@@ -26,11 +26,12 @@
  * port said the session is visible. Looks run on the port that last touched the session.
  */
 import { createHash } from 'node:crypto';
+import { CodegenError } from '../domain/errors.js';
 import type { Logger } from '../log/logger.js';
 import type { TaskOutcome, TaskUpdate } from '../domain/tasks.js';
 import type { FileInfo, ToolName } from '../domain/tools.js';
 import type { CoordinatorPort, SubmitTaskInput, TaskHandle } from '../runtime/port.js';
-import { FULL_LISTING, isFullListing, listedFiles, resourceFiles, runQuiet } from './file-listing.js';
+import { FULL_LISTING, isFullListing, listedFiles, resourceFiles } from './file-listing.js';
 
 /** What a connection is told: the session's resource list changed, and/or these files did. */
 export interface FilesChange {
@@ -206,8 +207,9 @@ export class ResourceWatch {
 
   /**
    * A subscription to `path` of the session: tracks the session and, when the path's state is
-   * not known yet, submits a look for it (not waited for: the look is queued before any task the
-   * client sends after the subscription, so it sees the file as it was when subscribed).
+   * not known yet, starts a look for it. Its outcome is not waited for; the look is submitted
+   * before the subscription is answered, so it queues before any task the client sends after,
+   * and sees the file as it was when subscribed.
    */
   async watchPath(sessionId: string, path: string, port: CoordinatorPort): Promise<void> {
     const t = this.track(sessionId, port);
@@ -347,22 +349,49 @@ export class ResourceWatch {
     t.timer.unref?.();
   }
 
-  /** A look this watch makes itself: one full listing, then maybe another if changes came meanwhile. */
+  /**
+   * A look this watch makes itself: one full listing, then another if changes came meanwhile.
+   * Resolves once the listing task is submitted (its outcome is handled when it comes).
+   */
   private async startLook(sessionId: string, t: Tracked): Promise<void> {
+    const ticket = this.lookSubmitted(sessionId, t.port);
+    if (!ticket) return; // nobody watches it any more
     t.probing = true;
     t.again = false;
-    const ticket = this.lookSubmitted(sessionId, t.port);
-    const done = runQuiet(t.port, sessionId, { tool: 'fs_list', input: FULL_LISTING }, this.probeWaitMs).then(
-      (outcome) => (outcome === 'timeout' ? this.lookFailed(ticket) : this.lookEnded(ticket, outcome, true)),
-      (err: unknown) => {
-        this.opts.logger.debug({ err, sessionId }, 'a look at a watched session failed');
-        this.lookFailed(ticket);
-      },
-    );
-    void done.finally(() => {
+    const finished = (): void => {
       t.probing = false;
       if (this.closed || this.tracked.get(sessionId) !== t) return;
       if (t.again || t.dirty) this.schedule(sessionId, t);
+    };
+    let settle!: (outcome: TaskOutcome | 'timeout') => void;
+    const ended = new Promise<TaskOutcome | 'timeout'>((resolve) => (settle = resolve));
+    let handle: TaskHandle;
+    try {
+      handle = await t.port.submitTask({ sessionId, call: { tool: 'fs_list', input: FULL_LISTING } }, (update) => {
+        if (update.type === 'outcome') settle(update.outcome);
+      });
+    } catch (err) {
+      this.opts.logger.debug({ err, sessionId }, 'a look at a watched session was refused');
+      // The port that last touched the session says it does not exist: it is gone.
+      if (err instanceof CodegenError && err.code === 'SESSION_NOT_FOUND') this.sessionGone(sessionId);
+      else this.lookFailed(ticket);
+      return finished();
+    }
+    const timer = setTimeout(() => settle('timeout'), this.probeWaitMs);
+    timer.unref?.();
+    void ended.then((outcome) => {
+      clearTimeout(timer);
+      try {
+        handle.detach();
+      } catch {
+        // detaching a finished task is harmless
+      }
+      try {
+        if (outcome === 'timeout') this.lookFailed(ticket);
+        else this.lookEnded(ticket, outcome, true);
+      } finally {
+        finished();
+      }
     });
   }
 
@@ -384,7 +413,12 @@ export class ResourceWatch {
     }
     if (outcome.type !== 'result' || outcome.reply?.tool !== 'fs_list') return this.lookFailed(ticket);
     const t = this.tracked.get(ticket.sessionId);
-    if (!t || ticket.seq < t.appliedLook) return;
+    if (!t) return;
+    if (ticket.seq < t.appliedLook) {
+      // A later look was applied first and compared sizes and mtimes; what a tool wrote is still news.
+      this.emit(ticket.sessionId, { listChanged: false, paths: [...ticket.written] });
+      return;
+    }
     t.appliedLook = ticket.seq;
     const look = lookOf(outcome.reply.output.files, outcome.reply.output.total_count);
     const subscribed = this.subscribedPaths(ticket.sessionId);
