@@ -136,11 +136,17 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
   policies.start();
 
   let http: { port: number; close(): Promise<void> } | undefined;
+  let resourceWatch: { close(): void } | undefined;
   if (config.http.enabled) {
     const { startMcpHttp } = await import('../mcp/http.js');
+    const { ResourceWatch } = await import('../mcp/resource-watch.js');
+    // One watch for every MCP connection: a file one of them changes is news to the others watching it.
+    const watch = new ResourceWatch({ logger: componentLogger(logger, 'mcp-resources') });
+    resourceWatch = watch;
     http = await startMcpHttp({
       coordinator,
       logger,
+      resourceWatch: watch,
       host: config.http.host,
       port: config.http.port,
       access: { authenticate: (header) => auth.authenticate(header), portFor: (principal, peer) => auditedPort(tenancy.portFor(principal), audit, { tenant: principal.tenant, credential: principal.credential, peer: peer ?? '' }) },
@@ -183,6 +189,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
         while (Date.now() < deadline && (await coordinator.listSessions()).some((s) => s.activeTasks > 0)) await new Promise((r) => setTimeout(r, 100));
         // Then the front doors in reverse start order, then the actors.
         await http?.close().catch(() => {});
+        resourceWatch?.close();
         await stopGrpcServer(grpc.server, 3_000);
         streams.closeAll();
         root.stop();

@@ -1,22 +1,27 @@
 /**
  * Session files as MCP resources. `session://{session_id}/files/{+path}` reads a file through
  * the same tasks as fs_read; resources/list lists the files of the sessions this connection
- * created or used (bounded).
+ * created or used (bounded); both template variables complete (completions.ts). Change
+ * notifications and subscriptions: resource-notifier.ts.
  */
 import { McpServer, ResourceTemplate } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { ErrorCode, McpError, type ListResourcesResult, type ReadResourceResult } from '@modelcontextprotocol/sdk/types.js';
 import { CodegenError } from '../domain/errors.js';
 import type { TaskOutcome } from '../domain/tasks.js';
 import type { ToolCall } from '../domain/tools.js';
+import { completePath, completeSessionId } from './completions.js';
 import type { McpConnection, ToolExtra } from './connection.js';
+import { FULL_LISTING, listedFiles, listedSessions, MAX_LISTED_FILES } from './file-listing.js';
 import { runTask } from './long-work.js';
+import { RESOURCE_NOT_FOUND } from './resource-notifier.js';
 import { decodeFilePath, FILE_URI_TEMPLATE, fileUri, mimeTypeOf } from './uris.js';
 
-/** JSON-RPC error code for an unknown resource (MCP spec). */
-const RESOURCE_NOT_FOUND = -32002;
-const MAX_LISTED_SESSIONS = 10;
-const MAX_LISTED_FILES = 500;
 const LIST_WAIT_MS = 5_000;
+
+export interface ResourceHooks {
+  /** resources/list was called (the notifier tells file list changes from then on). */
+  onList?(): void;
+}
 
 async function runQuick(conn: McpConnection, extra: ToolExtra, sessionId: string, call: ToolCall): Promise<TaskOutcome> {
   const run = await runTask(conn, extra, sessionId, call, Math.min(conn.settings.waitLimitMs, 30_000));
@@ -54,13 +59,10 @@ async function readFile(conn: McpConnection, uri: URL, variables: Record<string,
 
 async function listSession(conn: McpConnection, extra: ToolExtra, sessionId: string): Promise<ListResourcesResult['resources']> {
   try {
-    const run = await runTask(conn, extra, sessionId, { tool: 'fs_list', input: { path: '', recursive: true, pattern: '' } }, LIST_WAIT_MS);
+    const run = await runTask(conn, extra, sessionId, { tool: 'fs_list', input: FULL_LISTING }, LIST_WAIT_MS);
     if (run.kind === 'done' && run.outcome.type === 'error' && run.outcome.error.code === 'SESSION_NOT_FOUND') conn.sessions.forget(sessionId);
     if (run.kind !== 'done' || run.outcome.type !== 'result' || run.outcome.reply?.tool !== 'fs_list') return [];
-    return run.outcome.reply.output.files
-      .filter((f) => !f.is_directory && f.path !== '.venv' && !f.path.startsWith('.venv/'))
-      .slice(0, MAX_LISTED_FILES)
-      .map((f) => ({ uri: fileUri(sessionId, f.path), name: f.path, mimeType: mimeTypeOf(f.path, true), size: f.size_bytes }));
+    return listedFiles(run.outcome.reply.output.files).map((f) => ({ uri: fileUri(sessionId, f.path), name: f.path, mimeType: mimeTypeOf(f.path, true), size: f.size_bytes }));
   } catch (err) {
     if (err instanceof CodegenError && err.code === 'SESSION_NOT_FOUND') conn.sessions.forget(sessionId);
     return [];
@@ -69,15 +71,25 @@ async function listSession(conn: McpConnection, extra: ToolExtra, sessionId: str
 
 /** The files of the most recently used sessions, listed in parallel; a busy session is skipped. */
 async function listFiles(conn: McpConnection, extra: ToolExtra): Promise<ListResourcesResult> {
-  const sessions = conn.sessions.knownSessions().reverse().slice(0, MAX_LISTED_SESSIONS);
+  const sessions = listedSessions(conn);
   const lists = await Promise.all(sessions.map((id) => listSession(conn, extra, id)));
   return { resources: lists.flat().slice(0, MAX_LISTED_FILES) };
 }
 
-export function registerResources(server: McpServer, conn: McpConnection): void {
+export function registerResources(server: McpServer, conn: McpConnection, hooks: ResourceHooks = {}): void {
+  const list = (extra: ToolExtra): Promise<ListResourcesResult> => {
+    hooks.onList?.();
+    return listFiles(conn, extra);
+  };
   server.registerResource(
     'session-files',
-    new ResourceTemplate(FILE_URI_TEMPLATE, { list: (extra) => listFiles(conn, extra) }),
+    new ResourceTemplate(FILE_URI_TEMPLATE, {
+      list,
+      complete: {
+        session_id: (typed) => completeSessionId(conn, typed),
+        path: (typed, context) => completePath(conn, context?.arguments?.['session_id'], typed),
+      },
+    }),
     {
       title: 'Session files',
       description: 'Files of a session workspace, by session_id and path relative to the workspace.',

@@ -22,6 +22,29 @@ export function decodeFilePath(raw: string | string[] | undefined): string {
     .join('/');
 }
 
+export type ParsedFileUri = { ok: true; sessionId: string; path: string } | { ok: false; problem: string };
+
+const FILE_URI = /^session:\/\/([^/?#]*)\/files\/([^?#]*)$/;
+
+/**
+ * A session file URI taken apart, or what is wrong with it, in words for the caller: the
+ * scheme and shape, an empty session id or path, a folder, a path that leaves the workspace.
+ */
+export function parseFileUri(uri: string): ParsedFileUri {
+  const shape = `expected ${FILE_URI_TEMPLATE.replace('{+path}', '{path}')}`;
+  const m = FILE_URI.exec(uri);
+  if (!m) return { ok: false, problem: `${JSON.stringify(uri)} is not a session file URI: ${shape}` };
+  const sessionId = m[1] ?? '';
+  if (sessionId === '') return { ok: false, problem: `${JSON.stringify(uri)} names no session: ${shape}` };
+  const path = decodeFilePath(m[2] ?? '');
+  if (path === '') return { ok: false, problem: `${JSON.stringify(uri)} names no file: the path after /files/ is empty` };
+  if (path.endsWith('/')) return { ok: false, problem: `${JSON.stringify(uri)} names a folder, not a file` };
+  if (path.startsWith('/') || path.split('/').some((s) => s === '..' || s === '.' || s === '')) {
+    return { ok: false, problem: `${JSON.stringify(uri)}: the path ${JSON.stringify(path)} is not a plain path inside the workspace (no leading /, no . or .. segments, no empty segments)` };
+  }
+  return { ok: true, sessionId, path };
+}
+
 const mimeTypes: Record<string, string> = {
   '.py': 'text/x-python',
   '.txt': 'text/plain',
