@@ -3,7 +3,7 @@
  * coordinator and worker. stdout must carry JSON-RPC only.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -68,13 +68,15 @@ describe('codegen-mcp mcp over stdio', () => {
 
   it('answers the MCP inspector CLI over stdio', async () => {
     const run = promisify(execFile);
-    // The inspector reads its own package.json relative to the working directory's parent.
-    const { stdout } = await run(process.execPath, [path.join(root, 'node_modules/@modelcontextprotocol/inspector-cli/build/cli.js'), '--cli', '-e', `BASE_WORKSPACE=${path.join(base, 'ws2')}`, process.execPath, cli, 'mcp', '--method', 'tools/list'], {
-      cwd: path.join(root, 'test'),
-      timeout: 60_000,
+    // The README's inspector, with npx from a folder with no package.json (as in mcp-http.test.ts).
+    const anywhere = path.join(base, 'anywhere');
+    mkdirSync(anywhere, { recursive: true });
+    const { stdout } = await run('npx', ['-y', '@modelcontextprotocol/inspector@2.12.0', '--cli', '-e', `BASE_WORKSPACE=${path.join(base, 'ws2')}`, process.execPath, cli, 'mcp', '--method', 'tools/list'], {
+      cwd: anywhere,
+      timeout: 180_000,
     });
     const names = (JSON.parse(stdout) as { tools: Array<{ name: string }> }).tools.map((t) => t.name);
     expect(names).toHaveLength(20);
     expect(names).toContain('session_create');
-  }, 90_000);
+  }, 240_000);
 });
