@@ -15,8 +15,9 @@ import { preEncodedListing } from './session-listing.js';
 import { sessionManagementHandlers } from './handlers/session-management.js';
 import { taskExecutionHandlers } from './handlers/task-execution.js';
 import { workerLifecycleHandlers } from './handlers/worker-lifecycle.js';
+import { MAX_MESSAGE_BYTES } from '../wire/protos.js';
 
-export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+export { MAX_MESSAGE_BYTES };
 
 export interface GrpcServerOptions {
   host: string;

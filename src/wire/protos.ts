@@ -5,6 +5,9 @@ import * as protoLoader from '@grpc/proto-loader';
 import { packageRoot } from '../config/package-info.js';
 import type { ProtoGrpcType } from './messages.js';
 
+/** The largest gRPC message either end accepts (client calls and the worker's task stream). */
+export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
 /** The loader options of the public contract (api.md): clients use the same. */
 export const protoLoaderOptions: protoLoader.Options = {
   keepCase: true,

@@ -30,6 +30,7 @@ import { grpcBlobTransport } from './blob-transport.js';
 import { UsageMeter } from './usage.js';
 import { detectDiskQuota } from './disk-quota.js';
 import { VenvPool, resolveBasePython } from './venv-pool.js';
+import { MAX_MESSAGE_BYTES } from '../wire/protos.js';
 
 export interface RunningWorker {
   root: WorkerActor;
@@ -118,8 +119,8 @@ export async function startWorker(config: WorkerConfig, logger: Logger): Promise
     'grpc.keepalive_time_ms': 10_000,
     'grpc.keepalive_timeout_ms': 5_000,
     'grpc.keepalive_permit_without_calls': 1,
-    'grpc.max_receive_message_length': 64 * 1024 * 1024,
-    'grpc.max_send_message_length': 64 * 1024 * 1024,
+    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+    'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
     // A larger HTTP/2 window than the 64 KB default: checkpoint blobs come down several times faster.
     'grpc-node.flow_control_window': 16 * 1024 * 1024,
     'grpc.initial_reconnect_backoff_ms': 250,

@@ -209,6 +209,24 @@ describe('bad input', () => {
     }
   });
 
+  it('a file too large for one message: fs_read ends with LIMIT_EXCEEDED, and the worker keeps its link and its other work', async () => {
+    const s = await unary(S(), 'CreateSession', {});
+    try {
+      // 50 MiB of random bytes: base64 makes 67 MiB, more than a gRPC message (64 MiB) carries.
+      const made = await runTask(sys.clients, python(s.session_id, 'import os\nwith open("big.bin", "wb") as f:\n    f.write(os.urandom(50 * 1024 * 1024))\nprint("made")'), 60_000);
+      expect(replyOf(made, 'run_python')['stdout']).toBe('made\n');
+      const r = await runTask(sys.clients, { session_id: s.session_id, typed_request: { fs_read: { path: 'big.bin' } } }, 60_000);
+      expect(r.result, 'no result').toBeUndefined();
+      expect(r.error?.code, JSON.stringify(r.error)).toBe('LIMIT_EXCEEDED');
+      expect(r.error?.message).toMatch(/fs_read result is 6\d\.\d MiB, more than the 63\.0 MiB one message can carry; split or compress/);
+      // The same session goes on: its worker was not lost.
+      const after = await runTask(sys.clients, python(s.session_id, 'import os; print(os.path.getsize("big.bin"))'));
+      expect(replyOf(after, 'run_python')['stdout']).toBe(`${50 * 1024 * 1024}\n`);
+    } finally {
+      await unary(S(), 'DestroySession', { session_id: s.session_id, force: true });
+    }
+  }, 120_000);
+
   it('still has the coordinator and both workers answering after all of it', async () => {
     expect(await sys.health()).toBe('SERVING');
     for (const workerId of ['worker-1', 'worker-2']) {
