@@ -114,7 +114,8 @@ export async function runRepl(client: Client, out: Output, flags: { session?: st
       } finally {
         running = undefined;
       }
-      prompt();
+      // Lines typed ahead run next; the prompt waits until they have.
+      if (queue.length === 0) prompt();
     }
     busy = false;
     if (closed) finish();
