@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnInPty, stripAnsi, type PtyProcess } from '../helpers/pty.js';
-import { cliPath, TestSystem, unary, type SystemProcess } from '../helpers/system.js';
+import { cliPath, grpc, TestSystem, unary, type SystemProcess } from '../helpers/system.js';
 import { buildWheel } from '../helpers/wheels.js';
 
 interface Ran {
@@ -201,9 +201,18 @@ describe('codegen-mcp for people', () => {
     expect(asJson.code).toBe(1);
     expect(json(asJson.stdout)).toMatchObject({ error: { code: 'SESSION_NOT_FOUND' } });
 
-    const refused = await cli(['sessions'], { env: { CLIENT_TOKEN: 'not-the-token' } });
-    expect(refused.code).toBe(1);
-    expect(oneLine(refused.stderr)).toMatch(/refused the credential.*set CLIENT_TOKEN/);
+    for (const cmd of [['sessions'], ['status']]) {
+      const refused = await cli(cmd, { env: { CLIENT_TOKEN: 'not-the-token' } });
+      expect(refused.code).toBe(1);
+      expect(oneLine(refused.stderr)).toMatch(/refused the credential.*set CLIENT_TOKEN/);
+    }
+    // ListWorkers, which status uses, is no more open than the rest.
+    const stranger = sys.connect('not-the-token');
+    try {
+      await expect(unary(stranger.sessions, 'ListWorkers', {})).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    } finally {
+      stranger.close();
+    }
 
     const none = await cli(['sessions'], { env: { CODEGEN_STATE_DIR: path.join(scratch, 'no-state') } });
     expect(none.code).toBe(1);

@@ -12,8 +12,11 @@ import { bytes, type Output } from './output.js';
 import { baseName, joinPath, parseLocation, type Location } from './session-path.js';
 import { callTool } from './tasks.js';
 
-/** The fs tools move at most this much per file (the worker's MAX_FILE_BYTES). */
-export const MAX_COPY_BYTES = 64 * 1024 * 1024;
+/**
+ * The most one copy carries: a write travels base64 (4/3 of the bytes) in one gRPC message, and
+ * the coordinator takes messages of at most 64 MiB.
+ */
+export const MAX_COPY_BYTES = 47 * 1024 * 1024;
 
 type SessionLocation = Extract<Location, { kind: 'session' }>;
 
@@ -21,6 +24,12 @@ const shown = (l: SessionLocation): string => `${l.sessionId}:${l.path}`;
 
 async function readSide(client: Client, src: Location): Promise<{ data: Buffer; name: string }> {
   if (src.kind === 'session') {
+    // A read travels base64 too: a file too large for one message is refused here, before the
+    // worker tries (its oversized reply would cost it its link to the coordinator).
+    const parent = src.path.includes('/') ? src.path.slice(0, src.path.lastIndexOf('/')) : '';
+    const listed = await callTool(client.port, src.sessionId, { tool: 'fs_list', input: { path: parent, recursive: false, pattern: '' } }).catch(() => undefined);
+    const size = listed?.files.find((f) => f.name === baseName(src.path))?.size_bytes ?? 0;
+    if (size > MAX_COPY_BYTES) throw new CliError(`cp: ${shown(src)} has ${size} bytes, more than the ${MAX_COPY_BYTES} bytes (47 MiB) one copy carries`, 1, 'LIMIT_EXCEEDED');
     const r = await callTool(client.port, src.sessionId, { tool: 'fs_read', input: { path: src.path } }).catch((err: unknown) => {
       if (err instanceof CodegenError && err.code === 'NOT_FOUND') throw new CliError(`cp: ${shown(src)}: no such file in the session ("codegen-mcp ls ${src.sessionId}:" lists its files)`, 1, err.code);
       throw err;
@@ -35,7 +44,6 @@ async function readSide(client: Client, src: Location): Promise<{ data: Buffer; 
     throw new CliError(`cp: cannot read ${src.path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}; a session's file is written SESSION_ID:path`);
   }
   if (info.isDirectory()) throw new CliError(`cp: ${src.path} is a directory; cp copies one file at a time`);
-  if (info.size > MAX_COPY_BYTES) throw new CliError(`cp: ${src.path} has ${info.size} bytes; a session file can take at most ${MAX_COPY_BYTES} bytes per copy`, 1, 'LIMIT_EXCEEDED');
   return { data: readFileSync(src.path), name: path.basename(src.path) };
 }
 
@@ -52,6 +60,7 @@ async function isSessionFolder(client: Client, sessionId: string, p: string): Pr
 
 async function writeSide(client: Client, out: Output, dst: Location, data: Buffer, name: string): Promise<string> {
   if (dst.kind === 'session') {
+    if (data.length > MAX_COPY_BYTES) throw new CliError(`cp: ${data.length} bytes is more than the ${MAX_COPY_BYTES} bytes (47 MiB) one copy into a session carries; split the file`, 1, 'LIMIT_EXCEEDED');
     let target = dst.path;
     if (target === '' || target.endsWith('/') || (await isSessionFolder(client, dst.sessionId, target))) {
       if (!name) throw new UsageError(`cp: name the file to write, e.g. ${dst.sessionId}:data.bin`);

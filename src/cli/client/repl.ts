@@ -126,6 +126,15 @@ export async function runRepl(client: Client, out: Output, flags: { session?: st
     void pump();
   });
   const interrupt = () => {
+    if (!interactive) {
+      // Piped input has no prompt to come back to: Ctrl-C ends it (after cancelling what runs), as it ends `python < file`.
+      queue.length = 0;
+      exitCode = 130;
+      closed = true;
+      if (running) void running.cancel('Ctrl-C in the repl').catch(() => {});
+      else if (!busy) finish();
+      return;
+    }
     if (running) {
       void running.cancel('Ctrl-C in the repl').catch(() => {});
       return;
