@@ -197,6 +197,9 @@ describe('codegen-mcp for people', () => {
     const unknown = await cli(['run', '--session', 'sess-doesnotexist', '-c', 'print(1)']);
     expect(unknown.code).toBe(1);
     expect(oneLine(unknown.stderr)).toBe('codegen-mcp: session_id: no session "sess-doesnotexist" exists (create one first, or check the id); "codegen-mcp sessions" lists yours');
+    const repl = await cli(['repl', '--session', 'sess-doesnotexist'], { input: 'print(1)\n' });
+    expect(repl.code).toBe(1);
+    expect(oneLine(repl.stderr)).toMatch(/no session "sess-doesnotexist" exists/);
     const asJson = await cli(['ls', 'sess-doesnotexist:', '--json']);
     expect(asJson.code).toBe(1);
     expect(json(asJson.stdout)).toMatchObject({ error: { code: 'SESSION_NOT_FOUND' } });

@@ -102,9 +102,10 @@ export async function copy(client: Client, out: Output, srcArg: string, dstArg: 
   const progress = out.progress(`copying ${src.kind === 'session' ? shown(src) : src.path}`);
   try {
     const { data, name } = await readSide(client, src);
-    progress.update(`copying ${bytes(data.length)} to ${dst.kind === 'session' ? shown(dst) : dst.path}`);
+    // A local write is quick, and `-` writes to the terminal the spinner is drawn on.
+    if (dst.kind === 'local') progress.stop();
+    else progress.update(`copying ${bytes(data.length)} to ${shown(dst)}`);
     const written = await writeSide(client, out, dst, data, name);
-    progress.stop();
     if (out.json) out.doc({ source: srcArg, destination: written, bytes: data.length });
     return 0;
   } finally {

@@ -53,9 +53,9 @@ export class Output {
     this.streams.stderr.write(data);
   }
 
-  /** A spinner with `label` on stderr while long work runs; a no-op unless progress is shown. */
-  progress(label: string): Progress {
-    if (!this.showsProgress) return noProgress;
+  /** A spinner with `label` on stderr while long work runs; a no-op unless progress is shown (and `enabled`). */
+  progress(label: string, enabled = true): Progress {
+    if (!this.showsProgress || !enabled) return noProgress;
     const err = this.streams.stderr;
     const started = Date.now();
     let text = label;

@@ -15,7 +15,8 @@ export interface PipFlags {
 }
 
 export async function pipInstall(client: Client, out: Output, packages: string[], flags: PipFlags): Promise<number> {
-  const progress = out.progress(`pip install ${packages.join(' ')}`);
+  // With --verbose pip's own lines are the progress: a spinner would be drawn over them.
+  const progress = out.progress(`pip install ${packages.join(' ')}`, !flags.verbose);
   let cancel = () => {};
   let interrupted = false;
   const stopListening = onInterrupt(() => {

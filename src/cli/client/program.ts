@@ -42,7 +42,8 @@ export async function runClient(argv: string[]): Promise<number> {
   let exit = 0;
   let address = process.env['COORDINATOR_ADDR'] || DEFAULT_ADDR;
   let client: Client | undefined;
-  const session = (flags: ConnectionFlags): { client: Client; out: Output } => {
+  /** The connection and output of one command's run (its flags name the coordinator). */
+  const open = (flags: ConnectionFlags): { client: Client; out: Output } => {
     address = flags.addr || DEFAULT_ADDR;
     client = connect({ ...flags, addr: address });
     return { client, out: new Output(Boolean(flags.json)) };
@@ -58,7 +59,7 @@ export async function runClient(argv: string[]): Promise<number> {
   withConnection(program.command('sessions').description('list your sessions: state, worker, age, idle time, running tasks and usage'))
     .addHelpText('after', `${CREDENTIALS}${EXIT_STATUS}\n\nExample: codegen-mcp sessions --json | jq -r '.sessions[].session_id'`)
     .action(async (flags: ConnectionFlags) => {
-      const { client, out } = session(flags);
+      const { client, out } = open(flags);
       exit = await listSessions(client, out);
     });
 
@@ -74,7 +75,7 @@ export async function runClient(argv: string[]): Promise<number> {
   )
     .addHelpText('after', `${CREDENTIALS}${EXIT_STATUS}\n\nExample: S=$(codegen-mcp session create -e MODE=test)`)
     .action(async (flags: ConnectionFlags & { env: string[]; metadata: string[]; network: boolean; worker?: string }) => {
-      const { client, out } = session(flags);
+      const { client, out } = open(flags);
       exit = await createSession(client, out, flags);
     });
   withConnection(
@@ -87,7 +88,7 @@ export async function runClient(argv: string[]): Promise<number> {
   )
     .addHelpText('after', `${CREDENTIALS}${EXIT_STATUS}`)
     .action(async (ids: string[], flags: ConnectionFlags & { force: boolean; checkpoint: boolean }) => {
-      const { client, out } = session(flags);
+      const { client, out } = open(flags);
       exit = await removeSessions(client, out, ids, flags);
     });
 
@@ -108,7 +109,7 @@ export async function runClient(argv: string[]): Promise<number> {
       `${CREDENTIALS}\n\nExit status: the program's own; 124 when it ran out of time; 130 after Ctrl-C (the task is cancelled);\n1 when it could not run (one line on stderr says why); 2 usage error.\n--json: JSON lines: {"type":"start",…}, {"type":"stdout"|"stderr","line":…} as they come, then {"type":"exit",…}.\n\nExamples:\n  codegen-mcp run train.py --session $S -- --epochs 3\n  codegen-mcp run -c 'import sys; print(sys.version)'`,
     )
     .action(async (file: string | undefined, args: string[], flags: ConnectionFlags & { code?: string; session?: string; timeout: number; env: string[] }) => {
-      const { client, out } = session(flags);
+      const { client, out } = open(flags);
       exit = await runProgram(client, out, file, [...args, ...passthrough], flags);
     });
 
@@ -121,7 +122,7 @@ export async function runClient(argv: string[]): Promise<number> {
   )
     .addHelpText('after', `${CREDENTIALS}${EXIT_STATUS}\n\nExamples:\n  codegen-mcp cp data.csv $S:inputs/\n  codegen-mcp cp $S:artifacts/plot.png .`)
     .action(async (src: string, dst: string, flags: ConnectionFlags) => {
-      const { client, out } = session(flags);
+      const { client, out } = open(flags);
       exit = await copy(client, out, src, dst);
     });
 
@@ -137,7 +138,7 @@ export async function runClient(argv: string[]): Promise<number> {
   )
     .addHelpText('after', `${CREDENTIALS}${EXIT_STATUS}\n\nExample: codegen-mcp ls -l $S:artifacts`)
     .action(async (path: string | undefined, flags: ConnectionFlags & { session?: string; recursive: boolean; pattern?: string; long: boolean }) => {
-      const { client, out } = session(flags);
+      const { client, out } = open(flags);
       exit = await listFiles(client, out, path, flags);
     });
 
@@ -155,7 +156,7 @@ export async function runClient(argv: string[]): Promise<number> {
   )
     .addHelpText('after', `${CREDENTIALS}${EXIT_STATUS} A package that failed to install is a failure.\n\nExample: codegen-mcp pip install numpy pandas --session $S`)
     .action(async (packages: string[], flags: ConnectionFlags & { session: string; upgrade: boolean; deps: boolean; indexUrl?: string; verbose: boolean }) => {
-      const { client, out } = session(flags);
+      const { client, out } = open(flags);
       exit = await pipInstall(client, out, packages, { session: flags.session, upgrade: flags.upgrade, noDeps: flags.deps === false, ...(flags.indexUrl ? { indexUrl: flags.indexUrl } : {}), verbose: flags.verbose });
     });
 
@@ -167,14 +168,14 @@ export async function runClient(argv: string[]): Promise<number> {
   )
     .addHelpText('after', `${CREDENTIALS}\n\nA line ending in ':' continues until a blank line; Ctrl-C interrupts running code (or drops the input\nat the prompt); Ctrl-D exits; %reset starts a fresh interpreter. Piped input runs line by line without prompts.\n--json: JSON lines per input ({"type":"stdout"|"stderr",…}, then {"type":"result",…}).${EXIT_STATUS}`)
     .action(async (flags: ConnectionFlags & { session?: string }) => {
-      const { client, out } = session(flags);
+      const { client, out } = open(flags);
       exit = await runRepl(client, out, flags);
     });
 
   withConnection(program.command('status').description("the fleet: the coordinator's health, its workers and your sessions on each"))
     .addHelpText('after', `${CREDENTIALS}\n\nExit status: 0 healthy (SERVING, at least one worker online); 1 not (or unreachable); 2 usage error.`)
     .action(async (flags: ConnectionFlags) => {
-      const { client, out } = session(flags);
+      const { client, out } = open(flags);
       exit = await showStatus(client, out);
     });
 

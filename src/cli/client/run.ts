@@ -70,15 +70,25 @@ export async function runProgram(client: Client, out: Output, file: string | und
   try {
     if (interrupted) return 130;
     let lines = 0;
-    const onLog = (log: TaskLog) => {
-      lines++;
+    // --json: lines that come before the task's id is known wait for the "start" line.
+    let early: TaskLog[] | undefined = out.json ? [] : undefined;
+    const write = (log: TaskLog) => {
       if (out.json) out.doc({ type: log.stream, line: log.line });
       else if (log.stream === 'stdout') out.stdout(`${log.line}\n`);
       else out.stderr(`${log.line}\n`);
     };
+    const onLog = (log: TaskLog) => {
+      lines++;
+      if (early) early.push(log);
+      else write(log);
+    };
     task = await startTask(client.port, lease.sessionId, { tool: 'run_python', input }, { onLog });
     if (interrupted) cancel();
-    if (out.json) out.doc({ type: 'start', session_id: lease.sessionId, task_id: task.taskId, throwaway: lease.throwaway });
+    if (early) {
+      out.doc({ type: 'start', session_id: lease.sessionId, task_id: task.taskId, throwaway: lease.throwaway });
+      early.forEach(write);
+      early = undefined;
+    }
     const started = task;
     // After Ctrl-C the cancelled task's outcome is awaited, but not forever.
     const outcome = await Promise.race([started.outcome, whenInterrupted.then(() => withBound(started.outcome))]);
