@@ -6,7 +6,8 @@ import { ConfigError, flagsToEnv, parseConfig, bool, seconds } from '../config/l
 import { workerConfig, WorkerEnv } from '../config/worker.js';
 import { createLogger, type LogLevel } from '../log/logger.js';
 import { localOperator } from '../auth/authenticator.js';
-import { clientTokenFileIn, defaultStateDir, readTokenFile } from '../auth/secrets.js';
+import { findClientToken } from './client/credentials.js';
+import { CLIENT_COMMANDS } from './client/names.js';
 import { checkHealth } from './health.js';
 import { runKeys } from './keys.js';
 import { commandHelp, type CommandHelp } from './help.js';
@@ -28,6 +29,18 @@ Commands:
   health        check a coordinator's gRPC health (--addr host:port, default localhost:50051; TLS_CA for TLS)
   keys          manage tenants' API keys: keys add TENANT [--admin] | keys ls | keys rm KEY_ID
   --version     print the version
+
+Commands for people, over gRPC to a running coordinator (COORDINATOR_ADDR, default localhost:50051;
+CLIENT_TOKEN or the token file a coordinator on this host made; --json for machine output):
+  sessions      list your sessions: state, worker, age, usage
+  session       session create [-e KEY=VALUE] [--network]  (prints the id) | session rm ID...
+  run           run FILE | -c CODE [--session ID] [-- ARGS]: output streamed, its exit code ours
+                (without --session in a throwaway session, destroyed afterwards)
+  cp            cp SRC DST: one file between here and a session, a session's side as SESSION_ID:path
+  ls            ls SESSION_ID:[path]: a session's files
+  pip           pip install PKG... --session ID
+  repl          repl [--session ID]: a Python prompt whose state persists (Ctrl-C interrupts, Ctrl-D exits)
+  status        the coordinator's health, its workers and your sessions; exits 1 when no worker is online
 
 \`codegen-mcp <command> --help\` lists a command's variables with their defaults.
 
@@ -91,6 +104,11 @@ async function main(argv: string[]): Promise<number> {
   if (command === '--version' || command === '-V' || command === 'version') {
     process.stdout.write(`codegen-mcp ${packageVersion()}\n`);
     return 0;
+  }
+  // The commands for people parse their own flags (commander), --help included.
+  if (CLIENT_COMMANDS.has(command)) {
+    const { runClient } = await import('./client/program.js');
+    return runClient(argv);
   }
   if (command !== 'keys' && (rest.includes('--help') || rest.includes('-h'))) {
     const help = commandHelps[command];
@@ -235,9 +253,7 @@ async function main(argv: string[]): Promise<number> {
 
 /** CLIENT_TOKEN, else the token file in the state folder (where a coordinator on this host wrote it). */
 function clientTokenOf(m: { CLIENT_TOKEN: string; CLIENT_TOKEN_FILE: string; CODEGEN_STATE_DIR: string }): string {
-  if (m.CLIENT_TOKEN) return m.CLIENT_TOKEN;
-  const file = m.CLIENT_TOKEN_FILE ? path.resolve(m.CLIENT_TOKEN_FILE) : clientTokenFileIn(defaultStateDir({ ...process.env, CODEGEN_STATE_DIR: m.CODEGEN_STATE_DIR }));
-  const token = readTokenFile(file);
+  const { token, file } = findClientToken({ token: m.CLIENT_TOKEN, tokenFile: m.CLIENT_TOKEN_FILE, stateDir: m.CODEGEN_STATE_DIR });
   if (!token) throw new ConfigError([`CLIENT_TOKEN: not set, and no token file at ${file}; set CLIENT_TOKEN to an API key ("codegen-mcp keys add") or to the coordinator's client token`]);
   return token;
 }

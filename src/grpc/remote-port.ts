@@ -279,9 +279,10 @@ export class RemoteCoordinatorPort implements CoordinatorPort {
     return waitForOutcome(this, taskId, timeoutMs);
   }
 
-  /** The public API has no worker listing; a remote client sees none. */
+  /** ListWorkers (ours): the fleet's workers; the coordinator does not say how each isolates its sandboxes. */
   async listWorkers(): Promise<WorkerView[]> {
-    return [];
+    const res = await this.call(this.clients.sessions, 'ListWorkers', {});
+    return (res.workers ?? []).map((w) => ({ workerId: String(w.worker_id), state: String(w.state), maxSessions: num(w.max_sessions), sessions: num(w.sessions), isolation: '' }));
   }
 
   /** Closes the channel; task streams still open are cancelled (the coordinator cancels the tasks this client started). */

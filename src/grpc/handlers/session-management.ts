@@ -102,5 +102,9 @@ export function sessionManagementHandlers(access: ClientAccess, encodeListing?: 
       const id = requireSessionId(req);
       return { session_id: id, metadata: await port.putMetadata(id, stringMap('metadata', req.metadata), false) };
     }),
+    ListWorkers: unaryHandler(async (_req, call) => {
+      const workers = await access.portFor(call.metadata, call.getPeer()).listWorkers();
+      return { workers: workers.map((w) => ({ worker_id: w.workerId, state: w.state, max_sessions: w.maxSessions, sessions: w.sessions })) };
+    }),
   };
 }

@@ -18,6 +18,8 @@ import type { ListCheckpointsRequest as _codegen_v1_ListCheckpointsRequest, List
 import type { ListCheckpointsResponse as _codegen_v1_ListCheckpointsResponse, ListCheckpointsResponse__Output as _codegen_v1_ListCheckpointsResponse__Output } from './codegen/v1/ListCheckpointsResponse.js';
 import type { ListSessionsRequest as _codegen_v1_ListSessionsRequest, ListSessionsRequest__Output as _codegen_v1_ListSessionsRequest__Output } from './codegen/v1/ListSessionsRequest.js';
 import type { ListSessionsResponse as _codegen_v1_ListSessionsResponse, ListSessionsResponse__Output as _codegen_v1_ListSessionsResponse__Output } from './codegen/v1/ListSessionsResponse.js';
+import type { ListWorkersRequest as _codegen_v1_ListWorkersRequest, ListWorkersRequest__Output as _codegen_v1_ListWorkersRequest__Output } from './codegen/v1/ListWorkersRequest.js';
+import type { ListWorkersResponse as _codegen_v1_ListWorkersResponse, ListWorkersResponse__Output as _codegen_v1_ListWorkersResponse__Output } from './codegen/v1/ListWorkersResponse.js';
 import type { ResourceLimits as _codegen_v1_ResourceLimits, ResourceLimits__Output as _codegen_v1_ResourceLimits__Output } from './codegen/v1/ResourceLimits.js';
 import type { ResourceUsage as _codegen_v1_ResourceUsage, ResourceUsage__Output as _codegen_v1_ResourceUsage__Output } from './codegen/v1/ResourceUsage.js';
 import type { RestoreSessionRequest as _codegen_v1_RestoreSessionRequest, RestoreSessionRequest__Output as _codegen_v1_RestoreSessionRequest__Output } from './codegen/v1/RestoreSessionRequest.js';
@@ -27,6 +29,7 @@ import type { SessionInfo as _codegen_v1_SessionInfo, SessionInfo__Output as _co
 import type { SessionManagementClient as _codegen_v1_SessionManagementClient, SessionManagementDefinition as _codegen_v1_SessionManagementDefinition } from './codegen/v1/SessionManagement.js';
 import type { SessionMetadataRequest as _codegen_v1_SessionMetadataRequest, SessionMetadataRequest__Output as _codegen_v1_SessionMetadataRequest__Output } from './codegen/v1/SessionMetadataRequest.js';
 import type { SessionMetadataResponse as _codegen_v1_SessionMetadataResponse, SessionMetadataResponse__Output as _codegen_v1_SessionMetadataResponse__Output } from './codegen/v1/SessionMetadataResponse.js';
+import type { WorkerInfo as _codegen_v1_WorkerInfo, WorkerInfo__Output as _codegen_v1_WorkerInfo__Output } from './codegen/v1/WorkerInfo.js';
 
 type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
   new(...args: ConstructorParameters<Constructor>): Subtype;
@@ -51,6 +54,8 @@ export interface ProtoGrpcType {
       ListCheckpointsResponse: MessageTypeDefinition<_codegen_v1_ListCheckpointsResponse, _codegen_v1_ListCheckpointsResponse__Output>
       ListSessionsRequest: MessageTypeDefinition<_codegen_v1_ListSessionsRequest, _codegen_v1_ListSessionsRequest__Output>
       ListSessionsResponse: MessageTypeDefinition<_codegen_v1_ListSessionsResponse, _codegen_v1_ListSessionsResponse__Output>
+      ListWorkersRequest: MessageTypeDefinition<_codegen_v1_ListWorkersRequest, _codegen_v1_ListWorkersRequest__Output>
+      ListWorkersResponse: MessageTypeDefinition<_codegen_v1_ListWorkersResponse, _codegen_v1_ListWorkersResponse__Output>
       ResourceLimits: MessageTypeDefinition<_codegen_v1_ResourceLimits, _codegen_v1_ResourceLimits__Output>
       ResourceUsage: MessageTypeDefinition<_codegen_v1_ResourceUsage, _codegen_v1_ResourceUsage__Output>
       RestoreSessionRequest: MessageTypeDefinition<_codegen_v1_RestoreSessionRequest, _codegen_v1_RestoreSessionRequest__Output>
@@ -61,6 +66,7 @@ export interface ProtoGrpcType {
       SessionMetadataRequest: MessageTypeDefinition<_codegen_v1_SessionMetadataRequest, _codegen_v1_SessionMetadataRequest__Output>
       SessionMetadataResponse: MessageTypeDefinition<_codegen_v1_SessionMetadataResponse, _codegen_v1_SessionMetadataResponse__Output>
       SessionState: EnumTypeDefinition
+      WorkerInfo: MessageTypeDefinition<_codegen_v1_WorkerInfo, _codegen_v1_WorkerInfo__Output>
     }
   }
 }

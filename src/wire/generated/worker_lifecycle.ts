@@ -50,6 +50,8 @@ import type { ListCheckpointsRequest as _codegen_v1_ListCheckpointsRequest, List
 import type { ListCheckpointsResponse as _codegen_v1_ListCheckpointsResponse, ListCheckpointsResponse__Output as _codegen_v1_ListCheckpointsResponse__Output } from './codegen/v1/ListCheckpointsResponse.js';
 import type { ListSessionsRequest as _codegen_v1_ListSessionsRequest, ListSessionsRequest__Output as _codegen_v1_ListSessionsRequest__Output } from './codegen/v1/ListSessionsRequest.js';
 import type { ListSessionsResponse as _codegen_v1_ListSessionsResponse, ListSessionsResponse__Output as _codegen_v1_ListSessionsResponse__Output } from './codegen/v1/ListSessionsResponse.js';
+import type { ListWorkersRequest as _codegen_v1_ListWorkersRequest, ListWorkersRequest__Output as _codegen_v1_ListWorkersRequest__Output } from './codegen/v1/ListWorkersRequest.js';
+import type { ListWorkersResponse as _codegen_v1_ListWorkersResponse, ListWorkersResponse__Output as _codegen_v1_ListWorkersResponse__Output } from './codegen/v1/ListWorkersResponse.js';
 import type { LogEntry as _codegen_v1_LogEntry, LogEntry__Output as _codegen_v1_LogEntry__Output } from './codegen/v1/LogEntry.js';
 import type { MissingBlobsRequest as _codegen_v1_MissingBlobsRequest, MissingBlobsRequest__Output as _codegen_v1_MissingBlobsRequest__Output } from './codegen/v1/MissingBlobsRequest.js';
 import type { MissingBlobsResponse as _codegen_v1_MissingBlobsResponse, MissingBlobsResponse__Output as _codegen_v1_MissingBlobsResponse__Output } from './codegen/v1/MissingBlobsResponse.js';
@@ -95,6 +97,7 @@ import type { ToolRequest as _codegen_v1_ToolRequest, ToolRequest__Output as _co
 import type { ToolResponse as _codegen_v1_ToolResponse, ToolResponse__Output as _codegen_v1_ToolResponse__Output } from './codegen/v1/ToolResponse.js';
 import type { WorkerFigures as _codegen_v1_WorkerFigures, WorkerFigures__Output as _codegen_v1_WorkerFigures__Output } from './codegen/v1/WorkerFigures.js';
 import type { WorkerHello as _codegen_v1_WorkerHello, WorkerHello__Output as _codegen_v1_WorkerHello__Output } from './codegen/v1/WorkerHello.js';
+import type { WorkerInfo as _codegen_v1_WorkerInfo, WorkerInfo__Output as _codegen_v1_WorkerInfo__Output } from './codegen/v1/WorkerInfo.js';
 import type { WorkerLifecycleClient as _codegen_v1_WorkerLifecycleClient, WorkerLifecycleDefinition as _codegen_v1_WorkerLifecycleDefinition } from './codegen/v1/WorkerLifecycle.js';
 import type { WorkerMessage as _codegen_v1_WorkerMessage, WorkerMessage__Output as _codegen_v1_WorkerMessage__Output } from './codegen/v1/WorkerMessage.js';
 
@@ -153,6 +156,8 @@ export interface ProtoGrpcType {
       ListCheckpointsResponse: MessageTypeDefinition<_codegen_v1_ListCheckpointsResponse, _codegen_v1_ListCheckpointsResponse__Output>
       ListSessionsRequest: MessageTypeDefinition<_codegen_v1_ListSessionsRequest, _codegen_v1_ListSessionsRequest__Output>
       ListSessionsResponse: MessageTypeDefinition<_codegen_v1_ListSessionsResponse, _codegen_v1_ListSessionsResponse__Output>
+      ListWorkersRequest: MessageTypeDefinition<_codegen_v1_ListWorkersRequest, _codegen_v1_ListWorkersRequest__Output>
+      ListWorkersResponse: MessageTypeDefinition<_codegen_v1_ListWorkersResponse, _codegen_v1_ListWorkersResponse__Output>
       LogEntry: MessageTypeDefinition<_codegen_v1_LogEntry, _codegen_v1_LogEntry__Output>
       MissingBlobsRequest: MessageTypeDefinition<_codegen_v1_MissingBlobsRequest, _codegen_v1_MissingBlobsRequest__Output>
       MissingBlobsResponse: MessageTypeDefinition<_codegen_v1_MissingBlobsResponse, _codegen_v1_MissingBlobsResponse__Output>
@@ -199,6 +204,7 @@ export interface ProtoGrpcType {
       ToolResponse: MessageTypeDefinition<_codegen_v1_ToolResponse, _codegen_v1_ToolResponse__Output>
       WorkerFigures: MessageTypeDefinition<_codegen_v1_WorkerFigures, _codegen_v1_WorkerFigures__Output>
       WorkerHello: MessageTypeDefinition<_codegen_v1_WorkerHello, _codegen_v1_WorkerHello__Output>
+      WorkerInfo: MessageTypeDefinition<_codegen_v1_WorkerInfo, _codegen_v1_WorkerInfo__Output>
       WorkerLifecycle: SubtypeConstructor<typeof grpc.Client, _codegen_v1_WorkerLifecycleClient> & { service: _codegen_v1_WorkerLifecycleDefinition }
       WorkerMessage: MessageTypeDefinition<_codegen_v1_WorkerMessage, _codegen_v1_WorkerMessage__Output>
     }

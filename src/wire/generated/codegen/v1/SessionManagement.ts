@@ -17,6 +17,8 @@ import type { ListCheckpointsRequest as _codegen_v1_ListCheckpointsRequest, List
 import type { ListCheckpointsResponse as _codegen_v1_ListCheckpointsResponse, ListCheckpointsResponse__Output as _codegen_v1_ListCheckpointsResponse__Output } from '../../codegen/v1/ListCheckpointsResponse.js';
 import type { ListSessionsRequest as _codegen_v1_ListSessionsRequest, ListSessionsRequest__Output as _codegen_v1_ListSessionsRequest__Output } from '../../codegen/v1/ListSessionsRequest.js';
 import type { ListSessionsResponse as _codegen_v1_ListSessionsResponse, ListSessionsResponse__Output as _codegen_v1_ListSessionsResponse__Output } from '../../codegen/v1/ListSessionsResponse.js';
+import type { ListWorkersRequest as _codegen_v1_ListWorkersRequest, ListWorkersRequest__Output as _codegen_v1_ListWorkersRequest__Output } from '../../codegen/v1/ListWorkersRequest.js';
+import type { ListWorkersResponse as _codegen_v1_ListWorkersResponse, ListWorkersResponse__Output as _codegen_v1_ListWorkersResponse__Output } from '../../codegen/v1/ListWorkersResponse.js';
 import type { RestoreSessionRequest as _codegen_v1_RestoreSessionRequest, RestoreSessionRequest__Output as _codegen_v1_RestoreSessionRequest__Output } from '../../codegen/v1/RestoreSessionRequest.js';
 import type { RestoreSessionResponse as _codegen_v1_RestoreSessionResponse, RestoreSessionResponse__Output as _codegen_v1_RestoreSessionResponse__Output } from '../../codegen/v1/RestoreSessionResponse.js';
 import type { SessionMetadataRequest as _codegen_v1_SessionMetadataRequest, SessionMetadataRequest__Output as _codegen_v1_SessionMetadataRequest__Output } from '../../codegen/v1/SessionMetadataRequest.js';
@@ -95,6 +97,15 @@ export interface SessionManagementClient extends grpc.Client {
   listSessions(argument: _codegen_v1_ListSessionsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_ListSessionsResponse__Output>): grpc.ClientUnaryCall;
   listSessions(argument: _codegen_v1_ListSessionsRequest, callback: grpc.requestCallback<_codegen_v1_ListSessionsResponse__Output>): grpc.ClientUnaryCall;
 
+  ListWorkers(argument: _codegen_v1_ListWorkersRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_ListWorkersResponse__Output>): grpc.ClientUnaryCall;
+  ListWorkers(argument: _codegen_v1_ListWorkersRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_ListWorkersResponse__Output>): grpc.ClientUnaryCall;
+  ListWorkers(argument: _codegen_v1_ListWorkersRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_ListWorkersResponse__Output>): grpc.ClientUnaryCall;
+  ListWorkers(argument: _codegen_v1_ListWorkersRequest, callback: grpc.requestCallback<_codegen_v1_ListWorkersResponse__Output>): grpc.ClientUnaryCall;
+  listWorkers(argument: _codegen_v1_ListWorkersRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_ListWorkersResponse__Output>): grpc.ClientUnaryCall;
+  listWorkers(argument: _codegen_v1_ListWorkersRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_ListWorkersResponse__Output>): grpc.ClientUnaryCall;
+  listWorkers(argument: _codegen_v1_ListWorkersRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_ListWorkersResponse__Output>): grpc.ClientUnaryCall;
+  listWorkers(argument: _codegen_v1_ListWorkersRequest, callback: grpc.requestCallback<_codegen_v1_ListWorkersResponse__Output>): grpc.ClientUnaryCall;
+
   RestoreSession(argument: _codegen_v1_RestoreSessionRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_RestoreSessionResponse__Output>): grpc.ClientUnaryCall;
   RestoreSession(argument: _codegen_v1_RestoreSessionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_codegen_v1_RestoreSessionResponse__Output>): grpc.ClientUnaryCall;
   RestoreSession(argument: _codegen_v1_RestoreSessionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_codegen_v1_RestoreSessionResponse__Output>): grpc.ClientUnaryCall;
@@ -141,6 +152,8 @@ export interface SessionManagementHandlers extends grpc.UntypedServiceImplementa
 
   ListSessions: grpc.handleUnaryCall<_codegen_v1_ListSessionsRequest__Output, _codegen_v1_ListSessionsResponse>;
 
+  ListWorkers: grpc.handleUnaryCall<_codegen_v1_ListWorkersRequest__Output, _codegen_v1_ListWorkersResponse>;
+
   RestoreSession: grpc.handleUnaryCall<_codegen_v1_RestoreSessionRequest__Output, _codegen_v1_RestoreSessionResponse>;
 
   SetSessionMetadata: grpc.handleUnaryCall<_codegen_v1_SessionMetadataRequest__Output, _codegen_v1_SessionMetadataResponse>;
@@ -158,6 +171,7 @@ export interface SessionManagementDefinition extends grpc.ServiceDefinition {
   GetSessionStatus: MethodDefinition<_codegen_v1_GetSessionStatusRequest, _codegen_v1_GetSessionStatusResponse, _codegen_v1_GetSessionStatusRequest__Output, _codegen_v1_GetSessionStatusResponse__Output>
   ListCheckpoints: MethodDefinition<_codegen_v1_ListCheckpointsRequest, _codegen_v1_ListCheckpointsResponse, _codegen_v1_ListCheckpointsRequest__Output, _codegen_v1_ListCheckpointsResponse__Output>
   ListSessions: MethodDefinition<_codegen_v1_ListSessionsRequest, _codegen_v1_ListSessionsResponse, _codegen_v1_ListSessionsRequest__Output, _codegen_v1_ListSessionsResponse__Output>
+  ListWorkers: MethodDefinition<_codegen_v1_ListWorkersRequest, _codegen_v1_ListWorkersResponse, _codegen_v1_ListWorkersRequest__Output, _codegen_v1_ListWorkersResponse__Output>
   RestoreSession: MethodDefinition<_codegen_v1_RestoreSessionRequest, _codegen_v1_RestoreSessionResponse, _codegen_v1_RestoreSessionRequest__Output, _codegen_v1_RestoreSessionResponse__Output>
   SetSessionMetadata: MethodDefinition<_codegen_v1_SessionMetadataRequest, _codegen_v1_SessionMetadataResponse, _codegen_v1_SessionMetadataRequest__Output, _codegen_v1_SessionMetadataResponse__Output>
   UpdateSessionMetadata: MethodDefinition<_codegen_v1_SessionMetadataRequest, _codegen_v1_SessionMetadataResponse, _codegen_v1_SessionMetadataRequest__Output, _codegen_v1_SessionMetadataResponse__Output>
