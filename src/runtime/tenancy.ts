@@ -216,7 +216,11 @@ class TenantPort implements CoordinatorPort {
     return this.backend.waitTask(taskId, timeoutMs);
   }
 
-  listWorkers() {
+  /** The fleet (every tenant's load on it): an operator's view, as /metrics and the live view are. */
+  async listWorkers() {
+    if (!this.principal.admin) {
+      throw new CodegenError('PERMISSION_DENIED', 'ListWorkers covers the whole fleet; use an admin credential (CLIENT_TOKEN, or a key made with `codegen-mcp keys add TENANT --admin`)');
+    }
     return this.backend.listWorkers();
   }
 }

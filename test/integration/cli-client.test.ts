@@ -127,6 +127,25 @@ describe('codegen-mcp for people', () => {
     expect(doc.workers[0].your_sessions.map((s: { session_id: string }) => s.session_id)).toContain(sessionId);
   });
 
+  it("status with a tenant's key (not admin): the coordinator's health and the tenant's own sessions, the workers left to an admin", async () => {
+    const added = await cli(['keys', 'add', 'cli-tenant']);
+    expect(added.code, added.stderr).toBe(0);
+    const key = added.stdout.trimEnd().split('\n').at(-1)!;
+    const mine = await cli(['session', 'create'], { env: { CLIENT_TOKEN: key } });
+    expect(mine.code, mine.stderr).toBe(0);
+    const human = await cli(['status'], { env: { CLIENT_TOKEN: key } });
+    expect(human.code, human.stderr).toBe(0);
+    expect(human.stdout).toContain(`coordinator ${sys.address}: SERVING`);
+    expect(human.stdout).toMatch(/workers: the workers are listed to an admin credential only/);
+    expect(human.stdout).toContain(mine.stdout.trim());
+    // Another tenant's session (the admin's) is not shown, nor any worker.
+    expect(human.stdout).not.toContain(sessionId);
+    expect(human.stdout).not.toMatch(/cli-w\s+online/);
+    const doc = json((await cli(['status', '--json'], { env: { CLIENT_TOKEN: key } })).stdout);
+    expect(doc).toMatchObject({ healthy: true, workers: null });
+    expect(doc.your_sessions.map((s: { session_id: string }) => s.session_id)).toEqual([mine.stdout.trim()]);
+  });
+
   it('session create prints the new id, sessions lists it with state, worker, age and usage, session rm destroys it', async () => {
     const made = await cli(['session', 'create', '-e', 'GREETING=hello', '-m', 'owner=cli-test']);
     expect(made.code, made.stderr).toBe(0);

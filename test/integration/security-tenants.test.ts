@@ -180,6 +180,14 @@ describe('tenancy', () => {
     await unary(globex.sessions, 'DestroySession', { session_id: g.session_id });
   }, 60_000);
 
+  it('lists the fleet (ListWorkers) to the admin only: a tenant hears PERMISSION_DENIED naming the credential to use', async () => {
+    const all = (await unary(admin.sessions, 'ListWorkers', {})) as Wire;
+    expect(all['workers'].map((w: Wire) => w['worker_id'])).toContain('tenant-worker');
+    const err = await grpcError(unary(acme.sessions, 'ListWorkers', {}));
+    expect(err.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(err.details).toMatch(/admin credential/);
+  });
+
   it('refuses a session or a task beyond the tenant quota with RESOURCE_EXHAUSTED naming the quota, without touching other tenants', async () => {
     const made = await Promise.all([unary(acme.sessions, 'CreateSession', {}), unary(acme.sessions, 'CreateSession', {})]);
     const over = await grpcError(unary(acme.sessions, 'CreateSession', {}));
