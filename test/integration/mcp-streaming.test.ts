@@ -5,43 +5,18 @@
  * - a client that loses its SSE stream resumes it with Last-Event-ID and misses nothing;
  * - an unknown tool is a JSON-RPC error, not a tool that ran and failed.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { LoggingMessageNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
-import { coordinatorConfig } from '../../src/config/coordinator.js';
-import { startCoordinator, type RunningCoordinator } from '../../src/coordinator/main.js';
-import { silentLogger } from '../../src/log/logger.js';
-import { startMcpHttp } from '../../src/mcp/http.js';
-import { eventually, pidsWithToken, uniqueToken } from '../helpers/processes.js';
-import { mountsUnder, unmount } from '../../src/worker/disk-quota.js';
+import { startMcpTestSystem, type McpTestSystem } from '../helpers/mcp-system.js';
+import { eventually, uniqueToken } from '../helpers/processes.js';
 
-const root = path.resolve(import.meta.dirname, '../..');
-const cli = path.join(root, 'dist/src/cli/main.js');
-const token = uniqueToken('mcp-stream');
-
-let base: string;
-let coordinator: RunningCoordinator;
-let worker: ChildProcess | undefined;
+let sys: McpTestSystem;
 const closers: Array<() => Promise<void>> = [];
 
 beforeAll(async () => {
-  if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build first`);
-  base = mkdtempSync(path.join(tmpdir(), `${token}-`));
-  coordinator = await startCoordinator(
-    coordinatorConfig({ GRPC_HOST: '127.0.0.1', GRPC_PORT: '0', HTTP_HOST: '127.0.0.1', HTTP_PORT: '0', LOG_LEVEL: 'silent', RECOVERY_GRACE_SECONDS: '0', CODEGEN_STATE_DIR: path.join(base, 'state') }),
-    silentLogger(),
-  );
-  worker = spawn(process.execPath, [cli, 'worker'], {
-    env: { ...process.env, COORDINATOR_ADDR: `127.0.0.1:${coordinator.grpcPort}`, WORKER_ID: 'stream-w1', BASE_WORKSPACE: path.join(base, 'w1'), VENV_POOL_SIZE: '2', LOG_LEVEL: 'warn', CODEGEN_STATE_DIR: path.join(base, 'state') },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const online = await eventually(async () => (await coordinator.coordinator.listWorkers()).some((w) => w.state === 'online'), 60_000, 100);
-  if (!online) throw new Error('the worker did not come online');
+  sys = await startMcpTestSystem('mcp-stream');
 }, 120_000);
 
 afterEach(async () => {
@@ -50,24 +25,10 @@ afterEach(async () => {
 
 afterAll(async () => {
   for (const c of closers.splice(0).reverse()) await c().catch(() => {});
-  if (worker && worker.exitCode === null && worker.signalCode === null) {
-    const gone = new Promise<void>((resolve) => worker!.once('exit', () => resolve()));
-    worker.kill('SIGTERM');
-    setTimeout(() => worker?.kill('SIGKILL'), 20_000).unref();
-    await gone;
-  }
-  await coordinator?.stop();
-  expect(await eventually(() => pidsWithToken(token).length === 0, 10_000)).toBe(true);
-  for (const m of mountsUnder(base)) await unmount(m);
-  rmSync(base, { recursive: true, force: true });
+  await sys?.stop();
 }, 60_000);
 
-/** An open front door (no credentials) on the same actors, with its own wait limit. */
-async function frontDoor(waitLimitMs: number): Promise<string> {
-  const http = await startMcpHttp({ coordinator: coordinator.coordinator, logger: silentLogger(), host: '127.0.0.1', port: 0, waitLimitMs, legacyToolNames: false });
-  closers.push(http.close);
-  return `http://127.0.0.1:${http.port}/mcp`;
-}
+const frontDoor = (waitLimitMs: number): Promise<string> => sys.frontDoor(waitLimitMs);
 
 async function sdkClient(target: string) {
   const client = new Client({ name: 'stream-it', version: '1' });
