@@ -15,6 +15,37 @@ export interface EventStoreLimits {
 
 export const defaultEventStoreLimits: EventStoreLimits = { maxEvents: 2_000, maxBytes: 4 * 1024 * 1024, maxAgeMs: 5 * 60_000 };
 
+/**
+ * What every MCP session's store of one server holds together, at most. Over it, every store
+ * first lets its aged events go; if that is not enough, the store adding an event drops its own
+ * oldest (the session that sends the most pays, not the quiet ones).
+ */
+export class EventBudget {
+  used = 0;
+  private readonly stores = new Set<BoundedEventStore>();
+
+  constructor(readonly maxBytes: number) {}
+
+  join(store: BoundedEventStore): void {
+    this.stores.add(store);
+  }
+
+  leave(store: BoundedEventStore): void {
+    this.stores.delete(store);
+  }
+
+  get overspent(): boolean {
+    return this.used > this.maxBytes;
+  }
+
+  /** Ages out what every store holds past its age (only when the budget is overspent: O(stores)). */
+  sweep(): void {
+    for (const store of this.stores) store.trim();
+  }
+}
+
+export const defaultEventBudgetBytes = 256 * 1024 * 1024;
+
 interface StoredEvent {
   id: string;
   streamId: string;
@@ -26,7 +57,7 @@ interface StoredEvent {
 
 /** An event id is `<streamId>.<seq>`: the stream is known from the id even after the event itself aged out. */
 const SEPARATOR = '.';
-const MAX_STREAMS = 10_000;
+const MAX_STREAMS = 1_000;
 
 export class BoundedEventStore implements EventStore {
   private readonly events: StoredEvent[] = [];
@@ -40,7 +71,24 @@ export class BoundedEventStore implements EventStore {
   constructor(
     private readonly limits: EventStoreLimits = defaultEventStoreLimits,
     private readonly now: () => number = Date.now,
-  ) {}
+    private readonly budget?: EventBudget,
+  ) {
+    budget?.join(this);
+  }
+
+  private closed = false;
+
+  /** The MCP session closed: what it held leaves the budget, and nothing more is kept. */
+  close(): void {
+    this.closed = true;
+    if (this.budget) {
+      this.budget.used -= this.bytes;
+      this.budget.leave(this);
+    }
+    this.events.length = 0;
+    this.head = 0;
+    this.bytes = 0;
+  }
 
   get size(): number {
     return this.events.length - this.head;
@@ -52,13 +100,20 @@ export class BoundedEventStore implements EventStore {
 
   storeEvent(streamId: string, message: JSONRPCMessage): Promise<string> {
     this.seq += 1;
+    const early = `${streamId}${SEPARATOR}${this.seq}`;
+    if (this.closed) return Promise.resolve(early);
     this.remember(streamId);
-    const id = `${streamId}${SEPARATOR}${this.seq}`;
+    const id = early;
     // The priming event's message is {}: it only marks the stream's start.
     const bytes = JSON.stringify(message).length;
     this.events.push({ id, streamId, seq: this.seq, message, bytes, atMs: this.now() });
     this.bytes += bytes;
+    if (this.budget) this.budget.used += bytes;
     this.trim();
+    if (this.budget?.overspent) {
+      this.budget.sweep();
+      this.trim(() => this.budget!.overspent);
+    }
     return Promise.resolve(id);
   }
 
@@ -99,13 +154,14 @@ export class BoundedEventStore implements EventStore {
     if (this.streams.size > MAX_STREAMS) this.streams.delete(this.streams.values().next().value!);
   }
 
-  private trim(): void {
+  /** Drops the oldest events past the bounds (or while `more` says so); the newest stays whatever its size or age. */
+  trim(more: () => boolean = () => false): void {
     const cutoff = this.now() - this.limits.maxAgeMs;
-    // The newest event stays whatever its size or age.
     while (this.size > 1) {
       const oldest = this.events[this.head]!;
-      if (this.size <= this.limits.maxEvents && this.bytes <= this.limits.maxBytes && oldest.atMs >= cutoff) break;
+      if (this.size <= this.limits.maxEvents && this.bytes <= this.limits.maxBytes && oldest.atMs >= cutoff && !more()) break;
       this.bytes -= oldest.bytes;
+      if (this.budget) this.budget.used -= oldest.bytes;
       this.head += 1;
       this.dropped += 1;
     }

@@ -16,7 +16,7 @@ import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import type { Principal } from '../auth/authenticator.js';
 import type { CoordinatorPort } from '../runtime/port.js';
 import { HttpSecurity } from './http-security.js';
-import { BoundedEventStore, defaultEventStoreLimits, type EventStoreLimits } from './event-store.js';
+import { BoundedEventStore, defaultEventBudgetBytes, defaultEventStoreLimits, EventBudget, type EventStoreLimits } from './event-store.js';
 import type { McpConnection } from './connection.js';
 import { createMcpServer, type McpOptions } from './server.js';
 
@@ -52,6 +52,8 @@ export interface McpHttpOptions extends McpOptions {
   sessionIdleMs?: number;
   /** What each MCP session keeps of the events it sent, for clients that resume a stream with Last-Event-ID. */
   eventStore?: EventStoreLimits;
+  /** What all MCP sessions keep of their events together, at most. Default 256 MiB. */
+  eventBudgetBytes?: number;
   /** The SSE `retry` a client waits before reconnecting a dropped stream. Default 1000 ms. */
   sseRetryMs?: number;
 }
@@ -168,6 +170,7 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
   let opening = 0;
   const logger = componentLogger(opts.logger, 'mcp-http');
   const sessions = new Map<string, HttpSession>();
+  const eventBudget = new EventBudget(opts.eventBudgetBytes ?? defaultEventBudgetBytes);
   let security: HttpSecurity | undefined;
   let closing = false;
 
@@ -182,11 +185,12 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
     const connectionId = `http-${randomUUID()}`;
     const coordinator = principal && opts.access ? opts.access.portFor(principal, peer) : opts.coordinator;
     const mcp = createMcpServer({ ...opts, coordinator, connectionId, idleMs });
+    const events = new BoundedEventStore(opts.eventStore ?? defaultEventStoreLimits, Date.now, eventBudget);
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       // Streams are resumable: each opens with a priming event (an id and `retry`), and every
       // event is kept a while, so a client that lost its stream reconnects with Last-Event-ID.
-      eventStore: new BoundedEventStore(opts.eventStore ?? defaultEventStoreLimits),
+      eventStore: events,
       retryInterval: opts.sseRetryMs ?? defaultMcpHttpOptions.sseRetryMs,
       onsessioninitialized: (id) => {
         sessions.set(id, session);
@@ -205,6 +209,7 @@ export async function startMcpHttp(opts: McpHttpOptions): Promise<{ port: number
       tenant: principal?.tenant,
       close: async () => {
         release();
+        events.close();
         await mcp.close();
       },
     };

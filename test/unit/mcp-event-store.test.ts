@@ -5,7 +5,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
-import { BoundedEventStore } from '../../src/mcp/event-store.js';
+import { BoundedEventStore, EventBudget } from '../../src/mcp/event-store.js';
 
 const note = (n: number, pad = 0): JSONRPCMessage => ({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: `${n}${'x'.repeat(pad)}` } });
 
@@ -100,5 +100,38 @@ describe('BoundedEventStore', () => {
       }),
       { numRuns: 150 },
     );
+  });
+});
+
+describe('EventBudget', () => {
+  it("holds every store together to its bytes: aged events go first, then the adding store's own oldest; a closed store gives its bytes back", async () => {
+    let now = 0;
+    const budget = new EventBudget(3_000);
+    const limits = { maxEvents: 1_000, maxBytes: 1_000_000, maxAgeMs: 10_000 };
+    const quiet = new BoundedEventStore(limits, () => now, budget);
+    const busy = new BoundedEventStore(limits, () => now, budget);
+    for (let i = 0; i < 4; i++) await quiet.storeEvent('q', note(i, 500));
+    expect(budget.used).toBe(quiet.heldBytes);
+    now = 1_000;
+    await busy.storeEvent('b', note(100, 500));
+    expect(quiet.size).toBe(4);
+    // Over the budget while the quiet store's events are fresh: the busy store drops its own oldest.
+    for (let i = 0; i < 6; i++) await busy.storeEvent('b', note(200 + i, 500));
+    expect(quiet.size).toBe(4);
+    expect(busy.size).toBe(1);
+    expect(budget.used).toBeLessThanOrEqual(3_000);
+    // Once the quiet store's events aged out (and the busy store's not), they go first.
+    now = 10_500;
+    for (let i = 0; i < 3; i++) await busy.storeEvent('b', note(300 + i, 500));
+    expect(quiet.size).toBe(1);
+    expect(busy.size).toBe(4);
+    expect(budget.used).toBe(quiet.heldBytes + busy.heldBytes);
+    expect(budget.used).toBeLessThanOrEqual(3_000);
+    busy.close();
+    expect(budget.used).toBe(quiet.heldBytes);
+    // A closed store keeps nothing more.
+    await busy.storeEvent('b', note(400, 500));
+    expect(busy.size).toBe(0);
+    expect(budget.used).toBe(quiet.heldBytes);
   });
 });
