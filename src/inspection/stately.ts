@@ -350,15 +350,20 @@ const shown = (url: string): string => {
 };
 
 // Sanitised JSON text kept per object: contexts and events are not changed once made (an assign
-// makes a new context), so the text made for one stays true for as long as the object lives.
-const contextTexts = new WeakMap<object, string>();
-const eventTexts = new WeakMap<object, string>();
-function cachedJson(cache: WeakMap<object, string>, value: unknown, sanitise: (v: unknown) => unknown): string {
+// makes a new context), so the text made for one stays true for as long as the object lives. Only
+// the most recent few are kept: an event and the snapshot it causes, and an actor's snapshots in a
+// row, share them; a text per live context (a session proxy's, for every session) would be megabytes
+// the garbage collector walks for nothing.
+const CACHED_TEXTS = 512;
+const contextTexts = new Map<object, string>();
+const eventTexts = new Map<object, string>();
+function cachedJson(cache: Map<object, string>, value: unknown, sanitise: (v: unknown) => unknown): string {
   if (!value || typeof value !== 'object') return JSON.stringify(sanitise(value)) ?? 'null';
   let text = cache.get(value);
   if (text === undefined) {
     text = JSON.stringify(sanitise(value)) ?? 'null';
     cache.set(value, text);
+    if (cache.size > CACHED_TEXTS) cache.delete(cache.keys().next().value!);
   }
   return text;
 }
