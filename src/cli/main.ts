@@ -272,11 +272,21 @@ async function waitForWorker(port: { listWorkers(): Promise<{ state: string }[]>
   }
 }
 
+/**
+ * Exits once stdout and stderr have taken what was written: writes to a pipe are asynchronous,
+ * and process.exit drops what is still queued (`codegen-mcp cp $S:big.bin - | gzip` lost its tail).
+ */
+async function exitWhenFlushed(code: number): Promise<never> {
+  const flushed = (stream: NodeJS.WriteStream) => new Promise<void>((resolve) => (stream.writableLength === 0 ? resolve() : stream.write('', () => resolve())));
+  await Promise.race([Promise.all([flushed(process.stdout), flushed(process.stderr)]), new Promise((r) => setTimeout(r, 30_000).unref())]);
+  process.exit(code);
+}
+
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => exitWhenFlushed(code),
   (err) => {
     if (err instanceof ConfigError || err instanceof PortInUseError) process.stderr.write(`codegen-mcp: ${err.message}\n`);
     else process.stderr.write(`codegen-mcp: ${err instanceof Error ? err.stack : String(err)}\n`);
-    process.exit(1);
+    return exitWhenFlushed(1);
   },
 );

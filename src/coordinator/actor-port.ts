@@ -126,10 +126,21 @@ export class ActorCoordinatorPort implements TenancyBackend {
     await this.opts.checkpoints?.putEvicted(sessionId, entry);
   }
 
+  /** Removes an entry written ahead, unless the root keeps the session in its checkpoint now (its own entry, then). */
+  private async forgetWrittenAhead(sessionId: string): Promise<void> {
+    if (this.root.getSnapshot().context.evicted[sessionId]) return;
+    await this.opts.checkpoints?.deleteEvicted(sessionId).catch(() => undefined);
+  }
+
   /** Asks the session's proxy to evict it; resolves once its worker dropped it (or with the refusal). */
   async evict(sessionId: string, restore: CheckpointRestore, afterTaskId: string): Promise<void> {
     const proxy = this.proxy(sessionId);
     await this.writeAhead(sessionId, restore);
+    // Destroyed (or gone) while the entry was written: the entry must not bring it back at the next start.
+    if (proxy.getSnapshot().status !== 'active') {
+      await this.forgetWrittenAhead(sessionId);
+      throw new CodegenError('FAILED_PRECONDITION', `session ${sessionId} was not evicted: it ended meanwhile`);
+    }
     const requestId = newRequestId();
     let refusal: ErrorInfo | null = null;
     const sub = proxy.on('evict.answered', (e: Extract<SessionProxyEmitted, { type: 'evict.answered' }>) => {
@@ -141,10 +152,11 @@ export class ActorCoordinatorPort implements TenancyBackend {
     } finally {
       sub.unsubscribe();
     }
-    // Only a proxy that ended handed the session over; one back in `active` kept it.
-    const kept = refusal !== null || proxy.getSnapshot().status !== 'done';
-    // Its worker kept it: the entry written ahead goes (unless the root keeps one of its own meanwhile).
-    if (kept && !this.root.getSnapshot().context.evicted[sessionId]) await this.opts.checkpoints?.deleteEvicted(sessionId).catch(() => undefined);
+    // Only a proxy that ended handing the session over evicted it; one back in `active` kept it.
+    const snap = proxy.getSnapshot();
+    const kept = refusal !== null || snap.status !== 'done' || (snap.output as SessionProxyOutput | undefined)?.end !== 'evicted';
+    // Its worker kept it: the entry written ahead goes.
+    if (kept) await this.forgetWrittenAhead(sessionId);
     if (refusal) throw CodegenError.from(refusal);
     if (kept) throw new CodegenError('FAILED_PRECONDITION', `session ${sessionId} was not evicted: its worker kept it`);
   }
@@ -164,7 +176,14 @@ export class ActorCoordinatorPort implements TenancyBackend {
   /** The session's worker is gone for good: its proxy hands it over, and it is made again elsewhere from `restore`. */
   async recover(sessionId: string, restore: CheckpointRestore): Promise<void> {
     await this.writeAhead(sessionId, restore);
-    this.proxy(sessionId).send({ type: 'session.recover', restore, atMs: Date.now() });
+    const proxy = this.system.get(sessionProxyIdOf(sessionId)) as SessionProxyActor | undefined;
+    const snap = proxy?.getSnapshot();
+    // Its worker came back (or it ended) while the entry was written: nothing to recover.
+    if (!proxy || !snap || snap.status !== 'active' || snap.context.reachable) {
+      await this.forgetWrittenAhead(sessionId);
+      return;
+    }
+    proxy.send({ type: 'session.recover', restore, atMs: Date.now() });
   }
 
   /** Whether some worker is online with room for another session. */
@@ -400,8 +419,10 @@ export class ActorCoordinatorPort implements TenancyBackend {
     );
     const failure = await Promise.race([done, answered]);
     if (failure) throw CodegenError.from(failure);
-    // An evicted entry left over (kept across a restart while its worker still held it) goes with it.
+    // An evicted entry left over (kept across a restart while its worker still held it, or written
+    // ahead of an eviction that did not happen) goes with it.
     if (this.root.getSnapshot().context.evicted[sessionId]) this.root.send({ type: 'session.forget', requestId: newRequestId(), sessionId });
+    else await this.opts.checkpoints?.deleteEvicted(sessionId).catch(() => undefined);
     // The artifacts its worker removed (with save_checkpoint, the checkpoint keeps them).
     const artifacts = (proxy.getSnapshot().output as SessionProxyOutput | undefined)?.removedArtifacts ?? [];
     return { destroyed: true, artifacts, checkpointId };

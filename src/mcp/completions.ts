@@ -31,7 +31,10 @@ export async function completePath(conn: McpConnection, sessionId: string | unde
   if (!sid) return [];
   try {
     // Seen through the caller's port, without counting as a use of the session (no list change).
-    if (!conn.sessions.visible(await conn.port.getSession(sid))) return [];
+    const view = await conn.port.getSession(sid);
+    if (!conn.sessions.visible(view)) return [];
+    // A busy session would queue the listing behind its task, one per keystroke: nothing, then.
+    if (view.activeTasks > 0) return [];
     const slash = typed.lastIndexOf('/');
     const folder = slash > 0 ? typed.slice(0, slash) : '';
     const outcome = await runQuiet(conn.port, sid, { tool: 'fs_list', input: { path: folder, recursive: true, pattern: '' } }, PATH_LISTING_WAIT_MS);

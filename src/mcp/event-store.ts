@@ -18,7 +18,8 @@ export const defaultEventStoreLimits: EventStoreLimits = { maxEvents: 2_000, max
 /**
  * What every MCP session's store of one server holds together, at most. Over it, every store
  * first lets its aged events go; if that is not enough, the store adding an event drops its own
- * oldest (the session that sends the most pays, not the quiet ones).
+ * oldest (the session that sends the most pays first), and then the others' events go, their
+ * newest too.
  */
 export class EventBudget {
   used = 0;
@@ -38,9 +39,20 @@ export class EventBudget {
     return this.used > this.maxBytes;
   }
 
-  /** Ages out what every store holds past its age (only when the budget is overspent: O(stores)). */
+  /** Over budget (only then: O(stores)): every store lets its aged events go. */
   sweep(): void {
     for (const store of this.stores) store.trim();
+  }
+
+  /**
+   * Still over budget once `adding` kept only its newest: the other stores' events go too, their
+   * newest included (a quiet session's one large result must not hold the budget for good).
+   */
+  squeeze(adding: BoundedEventStore): void {
+    for (const store of this.stores) {
+      if (!this.overspent) return;
+      if (store !== adding) store.trim(() => this.overspent, 0);
+    }
   }
 }
 
@@ -113,6 +125,7 @@ export class BoundedEventStore implements EventStore {
     if (this.budget?.overspent) {
       this.budget.sweep();
       this.trim(() => this.budget!.overspent);
+      if (this.budget.overspent) this.budget.squeeze(this);
     }
     return Promise.resolve(id);
   }
@@ -135,13 +148,14 @@ export class BoundedEventStore implements EventStore {
     const parsed = this.madeHere(lastEventId);
     if (!parsed) throw new Error(`Last-Event-ID ${JSON.stringify(lastEventId)} was not sent by this MCP session`);
     this.trim();
+    // Taken first: events stored while the replay awaits its sends may move the array.
+    const later: StoredEvent[] = [];
     for (let i = this.head; i < this.events.length; i++) {
       const e = this.events[i]!;
-      if (e.streamId !== parsed.streamId || e.seq <= parsed.seq) continue;
       // The priming event carries nothing to deliver.
-      if (Object.keys(e.message).length === 0) continue;
-      await send(e.id, e.message);
+      if (e.streamId === parsed.streamId && e.seq > parsed.seq && Object.keys(e.message).length > 0) later.push(e);
     }
+    for (const e of later) await send(e.id, e.message);
     return parsed.streamId;
   }
 
@@ -154,14 +168,19 @@ export class BoundedEventStore implements EventStore {
     if (this.streams.size > MAX_STREAMS) this.streams.delete(this.streams.values().next().value!);
   }
 
-  /** Drops the oldest events past the bounds (or while `more` says so); the newest stays whatever its size or age. */
-  trim(more: () => boolean = () => false): void {
+  /**
+   * Drops the oldest events past the bounds (or while `more` says so). The newest stays whatever
+   * its size or age (`keep` 1), unless the shared budget needs it too (`keep` 0).
+   */
+  trim(more: () => boolean = () => false, keep = 1): void {
     const cutoff = this.now() - this.limits.maxAgeMs;
-    while (this.size > 1) {
+    while (this.size > keep) {
       const oldest = this.events[this.head]!;
       if (this.size <= this.limits.maxEvents && this.bytes <= this.limits.maxBytes && oldest.atMs >= cutoff && !more()) break;
       this.bytes -= oldest.bytes;
       if (this.budget) this.budget.used -= oldest.bytes;
+      // The slot lets go of its message at once (the array is only cut back now and then).
+      this.events[this.head] = undefined as unknown as StoredEvent;
       this.head += 1;
       this.dropped += 1;
     }

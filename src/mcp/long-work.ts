@@ -58,7 +58,7 @@ const cancelledOutcome = (reason: string): TaskOutcome => ({
 });
 
 /** Runs one tool call as a task of the session and waits up to `waitMs` for its outcome. */
-export async function runTask(conn: McpConnection, extra: ToolExtra, sessionId: string, call: ToolCall, waitMs = conn.settings.waitLimitMs): Promise<TaskRun> {
+export async function runTask(conn: McpConnection, extra: ToolExtra, sessionId: string, call: ToolCall, waitMs = conn.settings.waitLimitMs, opts: { follow?: boolean } = {}): Promise<TaskRun> {
   const taskId = newTaskId();
   const started = Date.now();
   const progress = new ProgressReporter(extra);
@@ -160,7 +160,8 @@ export async function runTask(conn: McpConnection, extra: ToolExtra, sessionId: 
     // It may have ended while the view was asked for.
     if (ended) return { kind: 'done', taskId, sessionId, outcome: ended };
     const h = handle;
-    if (conn.follow(taskId, () => h.detach())) {
+    // A tool call's task is followed; the server's own reads (resources) answer their caller only.
+    if ((opts.follow ?? true) && conn.follow(taskId, () => h.detach())) {
       following = true;
       handle = undefined; // detached when the task ends or the connection closes, not below
     }

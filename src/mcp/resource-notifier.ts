@@ -129,7 +129,11 @@ export class ResourceNotifier implements WatchListener {
     try {
       await this.conn.sessions.assertVisible(parsed.sessionId);
     } catch (err) {
-      if (this.subscriptions.get(key) === sub) this.subscriptions.delete(key);
+      if (this.subscriptions.get(key) === sub) {
+        this.subscriptions.delete(key);
+        // A change seen while the check ran must not be told for a session the caller may not see.
+        this.pendingUpdated.delete(key);
+      }
       if (err instanceof CodegenError && (err.code === 'SESSION_NOT_FOUND' || err.code === 'NOT_FOUND')) {
         throw new McpError(RESOURCE_NOT_FOUND, `Resource not found: ${uri} (session ${parsed.sessionId} not found)`, { uri });
       }

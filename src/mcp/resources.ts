@@ -24,7 +24,7 @@ export interface ResourceHooks {
 }
 
 async function runQuick(conn: McpConnection, extra: ToolExtra, sessionId: string, call: ToolCall): Promise<TaskOutcome> {
-  const run = await runTask(conn, extra, sessionId, call, Math.min(conn.settings.waitLimitMs, 30_000));
+  const run = await runTask(conn, extra, sessionId, call, Math.min(conn.settings.waitLimitMs, 30_000), { follow: false });
   if (run.kind === 'pending') throw new McpError(ErrorCode.InternalError, `the session ${sessionId} is busy: task ${run.taskId} is still ${run.state}; try again later`);
   return run.outcome;
 }
@@ -59,7 +59,7 @@ async function readFile(conn: McpConnection, uri: URL, variables: Record<string,
 
 async function listSession(conn: McpConnection, extra: ToolExtra, sessionId: string): Promise<ListResourcesResult['resources']> {
   try {
-    const run = await runTask(conn, extra, sessionId, { tool: 'fs_list', input: FULL_LISTING }, LIST_WAIT_MS);
+    const run = await runTask(conn, extra, sessionId, { tool: 'fs_list', input: FULL_LISTING }, LIST_WAIT_MS, { follow: false });
     if (run.kind === 'done' && run.outcome.type === 'error' && run.outcome.error.code === 'SESSION_NOT_FOUND') conn.sessions.forget(sessionId);
     if (run.kind !== 'done' || run.outcome.type !== 'result' || run.outcome.reply?.tool !== 'fs_list') return [];
     return listedFiles(run.outcome.reply.output.files).map((f) => ({ uri: fileUri(sessionId, f.path), name: f.path, mimeType: mimeTypeOf(f.path, true), size: f.size_bytes }));

@@ -5,6 +5,7 @@
  * the repl's state and Ctrl-C on a real pseudo-terminal, and progress drawn only on a terminal.
  */
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -301,6 +302,22 @@ describe('codegen-mcp for people', () => {
       child.on('close', () => resolve(Buffer.concat(parts)));
     });
     expect(piped.equals(all)).toBe(true);
+    // A file much larger than a pipe's buffer, read slowly: every byte arrives (the CLI waits for its stdout before it exits).
+    expect((await cli(['run', '--session', sessionId, '-c', 'import random\nrandom.seed(7)\nopen("outputs/big.bin", "wb").write(random.randbytes(6 * 1024 * 1024))'])).code).toBe(0);
+    const big = await new Promise<Buffer>((resolve) => {
+      const child = spawn(process.execPath, [cliPath, 'cp', `${sessionId}:outputs/big.bin`, '-'], { cwd: scratch, env: userEnv() });
+      const parts: Buffer[] = [];
+      child.stdout.on('data', (b: Buffer) => {
+        parts.push(b);
+        // A slow reader: the pipe stays full while the CLI has more to write.
+        child.stdout.pause();
+        setTimeout(() => child.stdout.resume(), 2);
+      });
+      child.on('close', () => resolve(Buffer.concat(parts)));
+    });
+    const expected = await cli(['run', '--session', sessionId, '-c', 'import hashlib; print(hashlib.sha256(open("outputs/big.bin", "rb").read()).hexdigest())']);
+    expect(big.length).toBe(6 * 1024 * 1024);
+    expect(createHash('sha256').update(big).digest('hex')).toBe(expected.stdout.trim());
 
     const names = await cli(['ls', `${sessionId}:`]);
     expect(names.code, names.stderr).toBe(0);
@@ -413,6 +430,10 @@ describe('codegen-mcp for people', () => {
     expect(r.code, r.stderr).toBe(0);
     const results = jsonLines(r.stdout).filter((l) => l.type === 'result');
     expect(results.map((l) => [l.status, l.result])).toEqual([['SUCCESS', ''], ['SUCCESS', ''], ['SUCCESS', '4']]);
+    // A block the input ends in, with no blank line after it, still runs.
+    const tail = await cli(['repl', '--session', sessionId], { input: 'for i in range(3):\n    print("row", i)' });
+    expect(tail.code, tail.stderr).toBe(0);
+    expect(tail.stdout).toBe('row 0\nrow 1\nrow 2\n');
   });
 
   // Last: it stops the worker.

@@ -135,3 +135,19 @@ describe('EventBudget', () => {
     expect(budget.used).toBe(quiet.heldBytes);
   });
 });
+
+describe('EventBudget, a quiet session with one large result', () => {
+  it("is not exempt: when the budget is short, the other stores' newest events go too", async () => {
+    const budget = new EventBudget(10_000);
+    const limits = { maxEvents: 1_000, maxBytes: 1_000_000, maxAgeMs: 600_000 };
+    const quiet = new BoundedEventStore(limits, () => 0, budget);
+    const busy = new BoundedEventStore(limits, () => 0, budget);
+    await quiet.storeEvent('q', note(1, 8_000));
+    expect(quiet.size).toBe(1);
+    await busy.storeEvent('b', note(2, 4_000));
+    expect(quiet.size).toBe(0);
+    expect(busy.size).toBe(1);
+    expect(budget.used).toBe(busy.heldBytes);
+    expect(budget.used).toBeLessThanOrEqual(10_000);
+  });
+});

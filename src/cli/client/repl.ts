@@ -150,6 +150,12 @@ export async function runRepl(client: Client, out: Output, flags: { session?: st
   rl.on('close', () => {
     closed = true;
     if (interactive) out.stdout('\n');
+    // A block still open at the end of the input ends there, as a blank line would end it.
+    if (buffer.length > 0 || queue.length > 0) {
+      queue.push('');
+      if (!busy) void pump();
+      return;
+    }
     if (!busy) finish();
   });
   prompt();
