@@ -376,6 +376,19 @@ describe('codegen-mcp for people', () => {
     expect(next.stdout).toBe('next\n');
   });
 
+  it('run in a throwaway session, ended by SIGTERM or SIGHUP: the session is destroyed before it exits', async () => {
+    for (const [signal, code] of [['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+      const before = await sessionIds();
+      const child = spawn(process.execPath, [cliPath, 'run', '-c', 'import time\nprint("working", flush=True)\ntime.sleep(60)'], { cwd: scratch, env: userEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+      const exited = new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+      await new Promise<void>((resolve) => child.stdout.on('data', (b: Buffer) => b.toString().includes('working') && resolve()));
+      expect((await sessionIds()).length).toBe(before.length + 1);
+      child.kill(signal);
+      expect(await exited).toBe(code);
+      expect(await sessionIds()).toEqual(before);
+    }
+  });
+
   it('repl keeps state between lines, runs blocks, shows tracebacks, survives Ctrl-C, and leaves with Ctrl-D', async () => {
     const before = await sessionIds();
     const pty = inPty(['repl']);

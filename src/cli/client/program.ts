@@ -15,6 +15,7 @@ import { runRepl } from './repl.js';
 import { runProgram } from './run.js';
 import { createSession, listSessions, removeSessions } from './sessions.js';
 import { showStatus } from './status.js';
+import { untilLeft } from './tasks.js';
 import type { Client } from './connection.js';
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -197,6 +198,9 @@ export async function runClient(argv: string[]): Promise<number> {
     process.stderr.write(`codegen-mcp: ${report.message}\n`);
     return report.exitCode;
   } finally {
+    // Left by a signal: the connection stays open while the throwaway sessions are destroyed.
+    const left = untilLeft();
+    if (left) await left;
     client?.close();
   }
 }

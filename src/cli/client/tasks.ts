@@ -62,7 +62,7 @@ export async function callTool<K extends ToolName>(port: CoordinatorPort, sessio
 export function onInterrupt(onInterrupt: () => void): () => void {
   let count = 0;
   const handler = () => {
-    if (++count > 1) process.exit(130);
+    if (++count > 1) return void leaveNow(130);
     onInterrupt();
   };
   process.on('SIGINT', handler);
@@ -88,13 +88,46 @@ export async function leaseSession(port: CoordinatorPort, out: Output, sessionId
     progress.stop();
   }
   let released = false;
-  return {
-    sessionId: view.sessionId,
-    throwaway: true,
-    release: async () => {
-      if (released) return;
-      released = true;
-      await port.destroySession(view.sessionId, { force: true }).catch(() => {});
-    },
+  const release = async () => {
+    if (released) return;
+    released = true;
+    throwaways.delete(view.sessionId);
+    await port.destroySession(view.sessionId, { force: true }).catch(() => {});
   };
+  throwaways.set(view.sessionId, release);
+  leaveOnTermination();
+  return { sessionId: view.sessionId, throwaway: true, release };
+}
+
+/** Throwaway sessions made by this command and not yet destroyed (their release). */
+const throwaways = new Map<string, () => Promise<void>>();
+let leaving = false;
+let leavingCode: number | undefined;
+
+/**
+ * While a signal makes the command leave: a promise that never settles, for the command's own
+ * ending to wait on (leaveNow exits with the signal's status once the sessions are gone).
+ */
+export function untilLeft(): Promise<never> | undefined {
+  return leavingCode === undefined ? undefined : new Promise<never>(() => {});
+}
+let handlersInstalled = false;
+
+/**
+ * Leaves now — a second Ctrl-C, SIGTERM, SIGHUP (the terminal closed) — destroying this
+ * command's throwaway sessions first, for at most 3 s; a further signal leaves at once.
+ */
+export async function leaveNow(code: number): Promise<never> {
+  if (leaving) process.exit(code);
+  leaving = true;
+  leavingCode = code;
+  await Promise.race([Promise.all([...throwaways.values()].map((release) => release())), new Promise((r) => setTimeout(r, 3_000))]);
+  process.exit(code);
+}
+
+function leaveOnTermination(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  process.on('SIGTERM', () => void leaveNow(143));
+  process.on('SIGHUP', () => void leaveNow(129));
 }
