@@ -76,6 +76,9 @@ export class S3CheckpointStore implements CheckpointStore {
       // S3-compatible servers do not all take the SDK's trailing checksums.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
+      // S3-compatible servers under load answer 500/503 now and then (a checkpoint puts hundreds of
+      // blobs at once): five tries with the SDK's backoff, not three, before a checkpoint fails.
+      maxAttempts: 5,
       ...opts.client,
     });
   }
