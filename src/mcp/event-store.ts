@@ -112,10 +112,9 @@ export class BoundedEventStore implements EventStore {
 
   storeEvent(streamId: string, message: JSONRPCMessage): Promise<string> {
     this.seq += 1;
-    const early = `${streamId}${SEPARATOR}${this.seq}`;
-    if (this.closed) return Promise.resolve(early);
+    const id = `${streamId}${SEPARATOR}${this.seq}`;
+    if (this.closed) return Promise.resolve(id);
     this.remember(streamId);
-    const id = early;
     // The priming event's message is {}: it only marks the stream's start.
     const bytes = JSON.stringify(message).length;
     this.events.push({ id, streamId, seq: this.seq, message, bytes, atMs: this.now() });
